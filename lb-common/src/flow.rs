@@ -1,0 +1,30 @@
+//! The connection table: which real an established flow goes to.
+
+/// Key of the `FLOWS` LRU map: the packet's 5-tuple as seen on arrival.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Addresses and ports in network byte order.
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the `FLOWS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowValue {
+    pub real: u32,
+    /// `Real::generation` when the flow was scheduled; a mismatch means the id was reused.
+    pub generation: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+}

@@ -1,0 +1,21 @@
+//! Map keys, values and constants shared by the xdplb XDP data plane (`lb-ebpf`) and the
+//! controller (`xdplb`). Every type here is `#[repr(C)]` with explicit padding, because the
+//! kernel copies these bytes between the two sides verbatim.
+//!
+//! Byte order: addresses and ports are stored exactly as they appear on the wire (network
+//! order), so the data plane can compare them without swapping.
+#![no_std]
+
+pub mod counters;
+pub mod flow;
+pub mod hash;
+pub mod maps;
+pub mod service;
+
+/// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
+/// written by a build with another version.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// IP protocol numbers used in keys.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;

@@ -1,0 +1,29 @@
+//! Names and sizes of the BPF maps. The names are the ELF symbols in lb-ebpf and the file names
+//! the maps are pinned under, so both sides must agree on them.
+
+/// Most services (distinct service ids); each owns two Maglev tables (active and standby).
+pub const MAX_SERVICES: u32 = 64;
+/// Most VIP:port:protocol entries (a service with several ports has one entry per port).
+pub const MAX_VIP_PORTS: u32 = 4096;
+/// Most reals over all services (a real serving two services counts twice).
+pub const MAX_REALS: u32 = 4096;
+/// Connection-table entries; LRU eviction beyond this.
+pub const MAX_FLOWS: u32 = 1 << 20;
+/// Entries of one Maglev lookup table; prime, as the algorithm requires.
+pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+/// Maglev tables: two per service so a new one is written beside the live one, then switched.
+pub const MAGLEV_TABLES: u32 = MAX_SERVICES * 2;
+/// Value of a Maglev table entry or a service's fallback with no real behind it.
+pub const NO_REAL: u32 = u32::MAX;
+
+pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+pub const MAP_REALS: &str = "REALS";
+pub const MAP_MAGLEV: &str = "MAGLEV";
+pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
+pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
+pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "xdplb";

@@ -1,0 +1,57 @@
+//! What the data plane knows of a virtual service and of its real servers.
+
+/// Key of the `SERVICES` map: one entry per VIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// VIP, network byte order.
+    pub addr: u32,
+    /// Destination port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Forwarding modes (`Service::forwarding`).
+pub const FORWARD_DR: u8 = 1;
+pub const FORWARD_NAT: u8 = 2;
+
+/// Value of the `SERVICES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Index into the per-service counters; stable for the service's life.
+    pub id: u32,
+    /// First entry of the live Maglev table in `MAGLEV`
+    /// (table number × `MAGLEV_TABLE_SIZE`). Switching tables rewrites only this field's entry.
+    pub table_base: u32,
+    pub forwarding: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `Real::flags`: the real may receive packets (configured, reachable, healthy).
+pub const REAL_UP: u16 = 1;
+
+/// Value of the `REALS` array, indexed by real id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Real {
+    /// Ethernet address the data plane sends to (DR), learnt from the neighbour table.
+    pub mac: [u8; 6],
+    pub flags: u16,
+    /// Real server address, network byte order.
+    pub addr: u32,
+    /// Bumped each time the id is given to another real, so flows remembered for the previous
+    /// holder of the id are never sent to the new one.
+    pub generation: u32,
+    /// Id of the service this real belongs to.
+    pub service: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::Real {}
+}

@@ -1,0 +1,58 @@
+//! xdplb data plane: one XDP program, attached to the client-facing interface.
+//!
+//! Every packet goes parse -> classify (is it for a VIP?) -> schedule (which real?) ->
+//! rewrite -> action. Anything that is not for a configured VIP:port:protocol leaves
+//! untouched with XDP_PASS, so the host's own traffic is never disturbed.
+#![no_std]
+#![no_main]
+
+mod dr;
+mod maps;
+mod parse;
+mod schedule;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{counters::Reason, service::FORWARD_DR};
+
+use crate::parse::Verdict;
+
+#[xdp]
+pub fn xdplb(ctx: XdpContext) -> u32 {
+    match try_xdplb(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            stats::count_reason(reason);
+            match reason {
+                Reason::Fragment | Reason::NoReal => xdp_action::XDP_DROP,
+                _ => xdp_action::XDP_PASS,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
+    let packet = match parse::parse(ctx)? {
+        Verdict::ForService(packet) => packet,
+    };
+    let service = packet.service;
+    let (real_id, real, new_flow) = schedule::pick_real(&packet)?;
+    if service.forwarding != FORWARD_DR {
+        // NAT services are configured by a later controller; until then they are passed.
+        return Err(Reason::NotForVip);
+    }
+    dr::rewrite(&packet, &real.mac);
+    stats::count_forwarded(service.id, real_id, packet.frame_len, new_flow);
+    Ok(xdp_action::XDP_TX)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,42 @@
+//! The BPF maps. Layouts and names come from lb-common; all are pinned by name so a restarted
+//! controller finds the same connection table and counters.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    counters::{Reason, TrafficCounters},
+    flow::{FlowKey, FlowValue},
+    maps::{MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS},
+    service::{Real, Service, VipKey},
+};
+
+/// VIP:port:protocol -> service.
+#[map]
+pub static SERVICES: HashMap<VipKey, Service> = HashMap::pinned(MAX_VIP_PORTS, 0);
+
+/// VIP addresses (any port), to recognise fragments addressed to a VIP. Value unused.
+#[map]
+pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_VIP_PORTS, 0);
+
+/// Real id -> real server.
+#[map]
+pub static REALS: Array<Real> = Array::pinned(MAX_REALS, 0);
+
+/// All Maglev tables back to back; entry = real id or NO_REAL.
+#[map]
+pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_TABLES * MAGLEV_TABLE_SIZE, 0);
+
+/// Connection table: 5-tuple -> real, so established flows stay put.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+#[map]
+pub static SERVICE_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+#[map]
+pub static REAL_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_REALS, 0);
+
+#[map]
+pub static REASON_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);

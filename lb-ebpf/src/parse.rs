@@ -1,0 +1,130 @@
+//! Parsing and classification: Ethernet (one optional 802.1Q tag), IPv4 with options, TCP/UDP.
+//! Every read is bounds-checked against data_end in a form the verifier accepts.
+//!
+//! IP fragments addressed to a VIP are dropped and counted (`Reason::Fragment`): a non-first
+//! fragment has no ports, so it cannot be classified or sent to the real that got the first
+//! one, and forwarding only the first fragment delivers a datagram that can never be
+//! reassembled. TCP sets DF and never fragments; a UDP service with large datagrams shows up
+//! in that counter. Fragments to any other address are passed untouched.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP,
+    counters::Reason,
+    flow::FlowKey,
+    service::{Service, VipKey},
+};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+use crate::maps::{SERVICES, VIP_ADDRS};
+
+/// A packet addressed to a configured service.
+pub struct Packet {
+    pub eth: *mut EthHdr,
+    pub flow: FlowKey,
+    pub service: Service,
+    /// Whole frame length, for byte counters.
+    pub frame_len: u64,
+}
+
+pub enum Verdict {
+    ForService(Packet),
+}
+
+/// Pointer to a `T` at `offset` from the start of the frame, if the whole `T` is inside it.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(Reason::Malformed);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
+/// More-fragments flag and fragment offset, in the on-wire bytes of `Ipv4Hdr::frags`.
+const IP_MF_OR_OFFSET: u16 = 0x3fff;
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Verdict, Reason> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    let mut l3 = EthHdr::LEN;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    if ether_type == ETHERTYPE_VLAN {
+        let vlan: *mut VlanHdr = ptr_at(ctx, l3)?;
+        // SAFETY: as above.
+        ether_type = unsafe { (*vlan).ether_type };
+        l3 += VlanHdr::LEN;
+    }
+    if ether_type != ETHERTYPE_IPV4 {
+        return Err(Reason::NotIpv4);
+    }
+
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: as above.
+    let (vihl, proto, frags, dst, src, tot_len) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).proto,
+            u16::from_be_bytes((*ip).frags),
+            u32::from_ne_bytes((*ip).dst_addr),
+            u32::from_ne_bytes((*ip).src_addr),
+            u16::from_be_bytes((*ip).tot_len) as usize,
+        )
+    };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
+        return Err(Reason::Malformed);
+    }
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Err(Reason::NotForVip);
+    }
+    if frags & IP_MF_OR_OFFSET != 0 {
+        // SAFETY: map lookups with a stack key; the value is not read.
+        let to_vip = unsafe { VIP_ADDRS.get(&dst).is_some() };
+        return Err(if to_vip { Reason::Fragment } else { Reason::NotForVip });
+    }
+
+    let l4 = l3 + ihl;
+    // The IP datagram must fit in the frame (Ethernet padding may follow it).
+    if ctx.data() + l3 + tot_len > ctx.data_end() {
+        return Err(Reason::Malformed);
+    }
+    let (sport, dport) = if proto == IPPROTO_TCP {
+        let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: as above.
+        unsafe { (u16::from_ne_bytes((*tcp).source), u16::from_ne_bytes((*tcp).dest)) }
+    } else {
+        let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: as above.
+        unsafe { (u16::from_ne_bytes((*udp).src), u16::from_ne_bytes((*udp).dst)) }
+    };
+
+    let vip = VipKey { addr: dst, port: dport, proto, _pad: 0 };
+    // SAFETY: the value is copied out at once.
+    let service = match unsafe { SERVICES.get(&vip) } {
+        Some(service) => *service,
+        None => return Err(Reason::NotForVip),
+    };
+    // SAFETY: eth was bounds-checked above.
+    if unsafe { (*eth).dst_addr[0] } & 1 != 0 {
+        return Err(Reason::NotUnicast);
+    }
+    Ok(Verdict::ForService(Packet {
+        eth,
+        flow: FlowKey { src, dst, sport, dport, proto, _pad: [0; 3] },
+        service,
+        frame_len: (ctx.data_end() - ctx.data()) as u64,
+    }))
+}

@@ -1,0 +1,183 @@
+//! The controller's main loop: load and attach, keep the maps in line with the policy and with
+//! the real servers' reachability, reload on SIGHUP. Stopping the controller leaves the data
+//! plane attached and forwarding; `xdplb down` removes it.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use super::{announce, lock};
+use crate::{
+    dataplane::{
+        loader,
+        maps::{Maps, VIP_ADDR_ADDED},
+        sync::{Observed, Sync},
+    },
+    netconf::{self, neighbour},
+    policy::{self, Policy, Role},
+};
+
+/// How often reals' MACs are re-read from the neighbour table.
+const REFRESH: Duration = Duration::from_secs(1);
+
+pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
+    let mut policy = policy::load(config)?;
+    let _lock = lock::acquire(pin_dir)?;
+    let mut loaded = loader::load(pin_dir)?;
+    for interface in &policy.interfaces {
+        loaded.attach(&interface.name, interface.xdp_mode)?;
+    }
+    let handle = netconf::connect()?;
+    let outside = outside_interface(&policy)?;
+    let mut sync = Sync::adopt(&loaded.maps)?;
+    let previously = owned_vips(&loaded.maps)?;
+    let mut observed = Observed {
+        announced_vips: announce::vips(&handle, netconf::if_index(&outside)?, &vips(&policy), &previously).await?,
+        ..Default::default()
+    };
+
+    // First resolution: ask for every real, give the answers a moment, then fill the maps.
+    refresh_macs(&handle, &outside, &policy, &mut observed).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    refresh_macs(&handle, &outside, &policy, &mut observed).await?;
+    sync.apply(&mut loaded.maps, &policy, &observed)?;
+    report(&sync);
+    info!(config = %config.display(), pin_dir = %pin_dir.display(), "xdplb running");
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let before = observed.macs.clone();
+                refresh_macs(&handle, &outside, &policy, &mut observed).await?;
+                if observed.macs != before {
+                    sync.apply(&mut loaded.maps, &policy, &observed)?;
+                    report(&sync);
+                }
+            }
+            _ = hangup.recv() => {
+                match policy::load(config) {
+                    Err(e) => error!("reload refused, the running configuration stays: {e}"),
+                    Ok(new) => {
+                        for interface in new.interfaces.iter().filter(|i| !policy.interfaces.iter().any(|o| o.name == i.name)) {
+                            loaded.attach(&interface.name, interface.xdp_mode)?;
+                        }
+                        let wanted = vips(&new);
+                        let if_index = netconf::if_index(&outside_interface(&new)?)?;
+                        let owned = announce::vips(&handle, if_index, &wanted, &observed.announced_vips).await?;
+                        announce::withdraw(&handle, &observed.announced_vips, &wanted).await?;
+                        observed.announced_vips = owned;
+                        policy = new;
+                        refresh_macs(&handle, &outside, &policy, &mut observed).await?;
+                        sync.apply(&mut loaded.maps, &policy, &observed)?;
+                        info!("policy reloaded");
+                        report(&sync);
+                    }
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!("controller stopping; the data plane stays attached and keeps forwarding (`xdplb down` removes it)");
+    Ok(())
+}
+
+fn outside_interface(policy: &Policy) -> Result<String> {
+    policy
+        .interfaces
+        .iter()
+        .find(|i| i.role == Role::Outside)
+        .map(|i| i.name.clone())
+        .context("the policy has no client-facing interface")
+}
+
+fn vips(policy: &Policy) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
+    let mut out = HashSet::new();
+    for entry in maps.vip_addrs.iter() {
+        let (addr, flags) = entry?;
+        if flags & VIP_ADDR_ADDED != 0 {
+            out.insert(Ipv4Addr::from(addr.to_ne_bytes()));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the reals' MACs; provokes ARP for those missing. A real whose entry vanished keeps
+/// its last MAC (the kernel garbage-collects idle entries; XDP traffic does not refresh them).
+async fn refresh_macs(handle: &rtnetlink::Handle, outside: &str, policy: &Policy, observed: &mut Observed) -> Result<()> {
+    let if_index = netconf::if_index(outside)?;
+    let table = neighbour::table(handle, if_index).await?;
+    let mut macs = HashMap::new();
+    for service in &policy.services {
+        for real in &service.reals {
+            match table.get(&real.address).or_else(|| observed.macs.get(&real.address)) {
+                Some(mac) => {
+                    if observed.macs.get(&real.address).is_some_and(|old| old != mac) {
+                        warn!(real = %real.address, "real server's MAC changed; following it");
+                    }
+                    macs.insert(real.address, *mac);
+                }
+                None => {}
+            }
+            if !table.contains_key(&real.address) {
+                neighbour::provoke(outside, real.address);
+            }
+        }
+    }
+    observed.macs = macs;
+    Ok(())
+}
+
+fn report(sync: &Sync) {
+    for real in &sync.reals_view {
+        info!(service = %real.service, real = %real.address, id = real.id, up = real.up, weight = real.weight, "real");
+    }
+}
+
+/// `xdplb down`: stop a running controller, remove the VIPs it added, detach, unpin.
+pub async fn down(pin_dir: &PathBuf) -> Result<()> {
+    if let Some(pid) = lock::holder(pin_dir) {
+        println!("stopping the running controller (pid {pid})");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if lock::holder(pin_dir).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if !pin_dir.exists() {
+        println!("nothing pinned at {}: already down", pin_dir.display());
+        return Ok(());
+    }
+    if let Ok(maps) = Maps::open_pinned(pin_dir) {
+        let handle = netconf::connect()?;
+        for vip in owned_vips(&maps)? {
+            if netconf::address::remove(&handle, None, vip).await? {
+                println!("removed VIP {vip}");
+            }
+        }
+    }
+    loader::remove_pins(pin_dir)?;
+    let _ = std::fs::remove_file(lock::path_for(pin_dir));
+    println!("xdplb is down: XDP detached, pins under {} removed", pin_dir.display());
+    Ok(())
+}

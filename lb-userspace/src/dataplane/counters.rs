@@ -1,0 +1,54 @@
+//! Reading the per-CPU counters and summing them over CPUs.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use lb_common::counters::{Reason, TrafficCounters};
+
+use super::maps::Maps;
+
+#[derive(Debug, Clone)]
+pub struct RealCounters {
+    pub id: u32,
+    pub service_id: u32,
+    pub address: Ipv4Addr,
+    pub up: bool,
+    pub counters: TrafficCounters,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub reals: Vec<RealCounters>,
+    pub reasons: Vec<(Reason, u64)>,
+}
+
+fn sum(values: &[TrafficCounters]) -> TrafficCounters {
+    values.iter().fold(TrafficCounters::default(), |a, c| TrafficCounters {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+        new_flows: a.new_flows + c.new_flows,
+    })
+}
+
+pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    for (id, real) in maps.reals.iter().enumerate() {
+        let real = real?;
+        if real.addr == 0 {
+            continue;
+        }
+        let per_cpu = maps.real_counters.get(&(id as u32), 0)?;
+        snapshot.reals.push(RealCounters {
+            id: id as u32,
+            service_id: real.service,
+            address: Ipv4Addr::from(real.addr.to_ne_bytes()),
+            up: real.flags & lb_common::service::REAL_UP != 0,
+            counters: sum(&per_cpu),
+        });
+    }
+    for reason in Reason::ALL {
+        let per_cpu = maps.reason_counters.get(&(reason as u32), 0)?;
+        snapshot.reasons.push((reason, per_cpu.iter().sum()));
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,127 @@
+//! Loading the XDP program, attaching it, and pinning so the data plane outlives the
+//! controller: maps are pinned by name under the pin directory, and each interface's XDP link
+//! as `link-IFNAME`. A controller that starts while pins exist reuses the maps (connection
+//! table included) and swaps its program into the existing link atomically, so forwarding
+//! never stops.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lb_common::maps::PROGRAM_NAME;
+use tracing::info;
+
+use super::{maps::Maps, object};
+use crate::policy::XdpMode;
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
+
+/// A loaded data plane: the object (keeps the program alive) and its maps.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+    pub pin_dir: PathBuf,
+}
+
+fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(format!("link-{interface}"))
+}
+
+/// Loads the program with its maps pinned under `pin_dir` (reusing pinned maps if present).
+pub fn load(pin_dir: &Path) -> Result<Loaded> {
+    ensure_bpffs(pin_dir)?;
+    fs::create_dir_all(pin_dir).with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(object::XDPLB)
+        .context("loading the XDP object (maps pinned with another layout? run `xdplb down` first)")?;
+    let program: &mut Xdp = program_mut(&mut ebpf)?;
+    program.load().context("the kernel verifier rejected the XDP program")?;
+    let maps = Maps::take(&mut ebpf)?;
+    Ok(Loaded { ebpf, maps, pin_dir: pin_dir.to_path_buf() })
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf.program_mut(PROGRAM_NAME).context("program missing from object")?.try_into()?)
+}
+
+impl Loaded {
+    /// Attaches to `interface`, or replaces the program in an existing pinned link.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<()> {
+        let pin = link_pin(&self.pin_dir, interface);
+        let program = program_mut(&mut self.ebpf)?;
+        if pin.exists() {
+            let pinned = PinnedLink::from_pin(&pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))?;
+            program.attach_to_link(link).with_context(|| format!("updating the XDP program on {interface}"))?;
+            info!(interface, "took over the pinned XDP link; forwarding never stopped");
+            return Ok(());
+        }
+        let attach = |program: &mut Xdp, mode| program.attach(interface, mode);
+        let id = match mode {
+            XdpMode::Driver => attach(program, AyaXdpMode::Driver),
+            XdpMode::Skb => attach(program, AyaXdpMode::Skb),
+            XdpMode::Auto => attach(program, AyaXdpMode::Driver).or_else(|e| {
+                info!(interface, error = %e, "driver mode unavailable, attaching in skb mode");
+                attach(program, AyaXdpMode::Skb)
+            }),
+        }
+        .with_context(|| format!("attaching XDP to {interface}"))?;
+        let link = program.take_link(id)?;
+        let fd_link = FdLink::try_from(link).context("the kernel gave no bpf_link for XDP; cannot pin it")?;
+        fd_link.pin(&pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+        info!(interface, ?mode, "XDP program attached");
+        Ok(())
+    }
+}
+
+/// Detaches every pinned link and removes every pin under `pin_dir`.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", pin_dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("link-") {
+            // Unpinning drops the last reference to the link: the program detaches.
+            if let Ok(link) = PinnedLink::from_pin(&path) {
+                link.unpin().with_context(|| format!("unpinning {}", path.display()))?;
+                info!(link = %path.display(), "XDP program detached");
+                continue;
+            }
+        }
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
+    Ok(())
+}
+
+/// The pin directory must be on a BPF filesystem; mount one at /sys/fs/bpf if none is there.
+fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if !pin_dir.starts_with(root) {
+        return Ok(()); // an operator's own bpffs mount
+    }
+    let is_bpffs = nix::sys::statfs::statfs(root).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false);
+    if !is_bpffs {
+        let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status()?;
+        if !status.success() {
+            bail!("/sys/fs/bpf is not a BPF filesystem and mounting one failed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Typed handles on the data plane's maps, from a freshly loaded object or from the pins.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+};
+use lb_common::{
+    counters::TrafficCounters,
+    flow::{FlowKey, FlowValue},
+    maps::*,
+    service::{Real, Service, VipKey},
+};
+
+pub struct Maps {
+    pub services: HashMap<MapData, VipKey, Service>,
+    /// VIP address -> flags (`VIP_ADDR_ADDED`: the controller put it on the interface).
+    pub vip_addrs: HashMap<MapData, u32, u32>,
+    pub reals: Array<MapData, Real>,
+    pub maglev: Array<MapData, u32>,
+    /// An LRU hash in the kernel; aya reads it as a hash map.
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub service_counters: PerCpuArray<MapData, TrafficCounters>,
+    pub real_counters: PerCpuArray<MapData, TrafficCounters>,
+    pub reason_counters: PerCpuArray<MapData, u64>,
+}
+
+/// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
+pub const VIP_ADDR_ADDED: u32 = 1;
+
+pub const ALL_MAPS: [&str; 8] = [
+    MAP_SERVICES,
+    MAP_VIP_ADDRS,
+    MAP_REALS,
+    MAP_MAGLEV,
+    MAP_FLOWS,
+    MAP_SERVICE_COUNTERS,
+    MAP_REAL_COUNTERS,
+    MAP_REASON_COUNTERS,
+];
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Maps> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the program"));
+        Ok(Maps {
+            services: take(MAP_SERVICES)?.try_into()?,
+            vip_addrs: take(MAP_VIP_ADDRS)?.try_into()?,
+            reals: take(MAP_REALS)?.try_into()?,
+            maglev: take(MAP_MAGLEV)?.try_into()?,
+            flows: take(MAP_FLOWS)?.try_into()?,
+            service_counters: take(MAP_SERVICE_COUNTERS)?.try_into()?,
+            real_counters: take(MAP_REAL_COUNTERS)?.try_into()?,
+            reason_counters: take(MAP_REASON_COUNTERS)?.try_into()?,
+        })
+    }
+
+    /// Opens the maps a running (or crashed) balancer pinned under `pin_dir`.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Maps> {
+        let open = |name: &str| -> Result<Map> {
+            let path = pin_dir.join(name);
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("no xdplb data plane pinned at {} (is `xdplb run` up?)", path.display()))?;
+            Ok(Map::from_map_data(data)?)
+        };
+        Ok(Maps {
+            services: open(MAP_SERVICES)?.try_into()?,
+            vip_addrs: open(MAP_VIP_ADDRS)?.try_into()?,
+            reals: open(MAP_REALS)?.try_into()?,
+            maglev: open(MAP_MAGLEV)?.try_into()?,
+            flows: open(MAP_FLOWS)?.try_into()?,
+            service_counters: open(MAP_SERVICE_COUNTERS)?.try_into()?,
+            real_counters: open(MAP_REAL_COUNTERS)?.try_into()?,
+            reason_counters: open(MAP_REASON_COUNTERS)?.try_into()?,
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! Everything that touches the BPF side: the embedded programs, loading and pinning, writing
+//! the maps from the policy, reading counters.
+
+pub mod counters;
+pub mod loader;
+pub mod maglev;
+pub mod maps;
+pub mod object;
+pub mod sync;

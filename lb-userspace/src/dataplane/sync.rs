@@ -1,0 +1,285 @@
+//! Turns the policy (plus what the controller learnt: real servers' MACs) into map contents,
+//! writing only what changed, in an order that never shows the data plane a half-made state:
+//! reals first, then a new Maglev table into the service's standby slot, then the service
+//! entries switch to it in one map update each, and only then are removed reals retired.
+//!
+//! Ids (service ids, real ids) are adopted from the maps when the controller restarts, so
+//! connection-table entries written by an earlier controller keep pointing at the same reals.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context, Result, bail};
+use lb_common::{
+    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
+    service::{FORWARD_DR, FORWARD_NAT, REAL_UP, Real, Service, VipKey},
+};
+
+use super::{
+    maglev::{self, Backend},
+    maps::{Maps, VIP_ADDR_ADDED},
+};
+use crate::policy::{self, Forwarding, Policy};
+
+/// What the controller knows about the real servers beyond the policy.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Ethernet address of each reachable real server.
+    pub macs: HashMap<Ipv4Addr, [u8; 6]>,
+    /// VIPs the controller itself added to the client-facing interface.
+    pub announced_vips: HashSet<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RealKey {
+    service: u32,
+    address: Ipv4Addr,
+    port: Option<u16>,
+}
+
+/// A real as the data plane currently holds it, for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealView {
+    pub service: String,
+    pub address: Ipv4Addr,
+    pub id: u32,
+    pub up: bool,
+    pub weight: u16,
+}
+
+#[derive(Default)]
+pub struct Sync {
+    service_ids: HashMap<String, u32>,
+    real_ids: HashMap<RealKey, u32>,
+    /// Last generation given out per real id.
+    generations: Vec<u32>,
+    /// Real entries as last written, to skip unchanged writes.
+    written_reals: HashMap<u32, Real>,
+    /// Live table number per service id.
+    active_table: HashMap<u32, u32>,
+    /// Contents of each table as last written (unknown after a restart: written in full).
+    tables: HashMap<u32, Vec<u32>>,
+    vip_ports: HashMap<VipKey, Service>,
+    vips: HashMap<u32, u32>,
+    /// What the last `apply` produced, by service name.
+    pub reals_view: Vec<RealView>,
+}
+
+impl Sync {
+    /// Starts from what the maps already hold (empty, or left by an earlier controller).
+    pub fn adopt(maps: &Maps) -> Result<Sync> {
+        let mut sync = Sync { generations: vec![0; MAX_REALS as usize], ..Default::default() };
+        for (id, real) in maps.reals.iter().enumerate() {
+            let real = real?;
+            sync.generations[id] = real.generation;
+            if real.flags != 0 {
+                sync.written_reals.insert(id as u32, real);
+            }
+        }
+        for entry in maps.services.iter() {
+            let (key, service) = entry?;
+            sync.active_table.insert(service.id, service.table_base / MAGLEV_TABLE_SIZE);
+            sync.vip_ports.insert(key, service);
+        }
+        for entry in maps.vip_addrs.iter() {
+            let (addr, flags) = entry?;
+            sync.vips.insert(addr, flags);
+        }
+        Ok(sync)
+    }
+
+    /// Service id an earlier controller gave this service, found through any of its VIP:ports.
+    fn adopted_service_id(&self, service: &policy::Service) -> Option<u32> {
+        service.ports.iter().find_map(|&port| self.vip_ports.get(&vip_key(service, port)).map(|s| s.id))
+    }
+
+    pub fn apply(&mut self, maps: &mut Maps, policy: &Policy, observed: &Observed) -> Result<()> {
+        // 1. Ids: keep existing ones, adopt ones found in the maps, give new ones the lowest free.
+        let mut service_ids = HashMap::new();
+        for service in &policy.services {
+            let id = self
+                .service_ids
+                .get(&service.name)
+                .copied()
+                .or_else(|| self.adopted_service_id(service))
+                .filter(|id| !service_ids.values().any(|v| *v == Some(*id)));
+            service_ids.insert(service.name.clone(), id);
+        }
+        let mut used: HashSet<u32> = service_ids.values().flatten().copied().collect();
+        let service_ids: HashMap<String, u32> = service_ids
+            .into_iter()
+            .map(|(name, id)| {
+                let id = id.unwrap_or_else(|| {
+                    let free = (0..MAX_SERVICES).find(|i| !used.contains(i)).expect("policy validation caps services");
+                    used.insert(free);
+                    free
+                });
+                (name, id)
+            })
+            .collect();
+
+        let mut real_ids = HashMap::new();
+        let mut taken: HashSet<u32> = HashSet::new();
+        let mut wanted_reals = Vec::new();
+        for service in &policy.services {
+            let sid = service_ids[&service.name];
+            for real in &service.reals {
+                let key = RealKey { service: sid, address: real.address, port: real.port };
+                let existing = self.real_ids.get(&key).copied().or_else(|| {
+                    self.written_reals
+                        .iter()
+                        .find(|(_, r)| r.service == sid && r.addr == u32::from_ne_bytes(real.address.octets()))
+                        .map(|(&id, _)| id)
+                });
+                if let Some(id) = existing.filter(|id| !taken.contains(id)) {
+                    taken.insert(id);
+                    real_ids.insert(key.clone(), id);
+                }
+                wanted_reals.push((service, real, key));
+            }
+        }
+        for (_, _, key) in &wanted_reals {
+            if !real_ids.contains_key(key) {
+                let Some(id) = (0..MAX_REALS).find(|i| !taken.contains(i) && !self.written_reals.contains_key(i)) else {
+                    bail!("no free real id: at most {MAX_REALS} reals");
+                };
+                taken.insert(id);
+                self.generations[id as usize] = self.generations[id as usize].wrapping_add(1);
+                real_ids.insert(key.clone(), id);
+            }
+        }
+
+        // 2. Reals: written before any table can point at them.
+        let mut view = Vec::new();
+        for (service, real, key) in &wanted_reals {
+            let id = real_ids[key];
+            let mac = observed.macs.get(&real.address);
+            let entry = Real {
+                mac: mac.copied().unwrap_or_default(),
+                flags: if mac.is_some() { REAL_UP } else { 0 },
+                addr: u32::from_ne_bytes(real.address.octets()),
+                generation: self.generations[id as usize],
+                service: key.service,
+            };
+            if self.written_reals.get(&id) != Some(&entry) {
+                maps.reals.set(id, entry, 0).with_context(|| format!("writing real {}", real.address))?;
+                self.written_reals.insert(id, entry);
+            }
+            view.push(RealView {
+                service: service.name.clone(),
+                address: real.address,
+                id,
+                up: mac.is_some(),
+                weight: real.weight,
+            });
+        }
+
+        // 3. Tables and service entries.
+        let mut wanted_vip_ports = HashMap::new();
+        for service in &policy.services {
+            let sid = service_ids[&service.name];
+            let backends: Vec<Backend> = service
+                .reals
+                .iter()
+                .filter(|r| observed.macs.contains_key(&r.address))
+                .map(|r| {
+                    let id = real_ids[&RealKey { service: sid, address: r.address, port: r.port }];
+                    Backend { address: r.address, port: r.port.unwrap_or(0), weight: r.weight, id }
+                })
+                .collect();
+            let table = maglev::build(&backends, MAGLEV_TABLE_SIZE);
+            let live = self.active_table.get(&sid).copied();
+            let table_no = match live {
+                Some(t) if self.tables.get(&t) == Some(&table) => t,
+                _ => {
+                    // Write the standby table, then switch to it below.
+                    let standby = match live {
+                        Some(t) if t == sid * 2 => sid * 2 + 1,
+                        _ => sid * 2,
+                    };
+                    self.write_table(maps, standby, table)?;
+                    standby
+                }
+            };
+            let value = Service {
+                id: sid,
+                table_base: table_no * MAGLEV_TABLE_SIZE,
+                forwarding: match service.forwarding {
+                    Forwarding::Dr => FORWARD_DR,
+                    Forwarding::Nat => FORWARD_NAT,
+                },
+                _pad: [0; 3],
+            };
+            for &port in &service.ports {
+                wanted_vip_ports.insert(vip_key(service, port), value);
+            }
+            self.active_table.insert(sid, table_no);
+        }
+        for (key, value) in &wanted_vip_ports {
+            if self.vip_ports.get(key) != Some(value) {
+                maps.services.insert(key, value, 0).context("writing a service entry")?;
+            }
+        }
+        for key in self.vip_ports.keys().filter(|k| !wanted_vip_ports.contains_key(k)).copied().collect::<Vec<_>>() {
+            maps.services.remove(&key).context("removing a service entry")?;
+        }
+        self.vip_ports = wanted_vip_ports;
+
+        let wanted_vips: HashMap<u32, u32> = policy
+            .services
+            .iter()
+            .map(|s| {
+                let flags = if observed.announced_vips.contains(&s.vip) { VIP_ADDR_ADDED } else { 0 };
+                (u32::from_ne_bytes(s.vip.octets()), flags)
+            })
+            .collect();
+        for (addr, flags) in &wanted_vips {
+            if self.vips.get(addr) != Some(flags) {
+                maps.vip_addrs.insert(addr, flags, 0)?;
+            }
+        }
+        for addr in self.vips.keys().filter(|a| !wanted_vips.contains_key(a)).copied().collect::<Vec<_>>() {
+            maps.vip_addrs.remove(&addr)?;
+        }
+        self.vips = wanted_vips;
+
+        // 4. Retire reals and services that left the policy (no table points at them now).
+        let live_ids: HashSet<u32> = real_ids.values().copied().collect();
+        for id in self.written_reals.keys().filter(|id| !live_ids.contains(id)).copied().collect::<Vec<_>>() {
+            let retired = Real { mac: [0; 6], flags: 0, addr: 0, generation: self.generations[id as usize], service: 0 };
+            maps.reals.set(id, retired, 0)?;
+            self.written_reals.remove(&id);
+        }
+        let live_services: HashSet<u32> = service_ids.values().copied().collect();
+        self.active_table.retain(|sid, _| live_services.contains(sid));
+        self.service_ids = service_ids;
+        self.real_ids = real_ids;
+        self.reals_view = view;
+        Ok(())
+    }
+
+    /// Writes `table` into table number `table_no`, only the entries that differ from what it
+    /// is known to hold.
+    fn write_table(&mut self, maps: &mut Maps, table_no: u32, table: Vec<u32>) -> Result<()> {
+        let base = table_no * MAGLEV_TABLE_SIZE;
+        let old = self.tables.get(&table_no);
+        for (i, &id) in table.iter().enumerate() {
+            if old.map(|o| o[i]) != Some(id) {
+                maps.maglev.set(base + i as u32, id, 0).context("writing a Maglev table")?;
+            }
+        }
+        self.tables.insert(table_no, table);
+        Ok(())
+    }
+}
+
+fn vip_key(service: &policy::Service, port: u16) -> VipKey {
+    VipKey {
+        addr: u32::from_ne_bytes(service.vip.octets()),
+        port: port.to_be(),
+        proto: service.protocol.number(),
+        _pad: 0,
+    }
+}

@@ -1,0 +1,8 @@
+//! xdplb controller library: the `xdplb` binary is a thin CLI over these modules, and the
+//! integration tests and xtask use them directly.
+
+pub mod controller;
+pub mod dataplane;
+pub mod netconf;
+pub mod policy;
+pub mod realserver;

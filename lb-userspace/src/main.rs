@@ -1,0 +1,153 @@
+//! `xdplb`: command line (contract: ../shared/DESIGN.md, "Command line").
+
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use xdplb::{
+    controller,
+    dataplane::{counters, loader::DEFAULT_PIN_DIR, maps::Maps},
+    policy::{self, PolicyError},
+    realserver,
+};
+
+#[derive(Parser)]
+#[command(name = "xdplb", version, about = "XDP Layer 4 load balancer (DR and NAT) for TCP and UDP services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Where the data plane's maps and links are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// The controller's control socket.
+    #[arg(long, default_value = "/run/xdplb/xdplb.sock")]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and attach the data plane, fill its maps from the policy, keep them current.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Prometheus metrics listen address, or `off`.
+        #[arg(long, default_value = "127.0.0.1:9475")]
+        metrics_listen: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check a policy file without touching the system.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Counters of the pinned data plane, per real and per pass/drop reason.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Detach the data plane and remove its pinned state.
+    Down {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set up a DR real server: VIPs on lo, ARP for them suppressed.
+    Realserver {
+        #[command(subcommand)]
+        action: RealserverAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RealserverAction {
+    /// Suppress ARP for VIPs (arp_ignore=1, arp_announce=2), then add each VIP/32 to lo.
+    Up(RealserverArgs),
+    /// Undo what `up` changed.
+    Down(RealserverArgs),
+    /// Report whether this host would answer ARP for a VIP, and why.
+    Check(RealserverArgs),
+}
+
+#[derive(clap::Args)]
+struct RealserverArgs {
+    #[arg(long, num_args = 1.., required = true)]
+    vip: Vec<Ipv4Addr>,
+    /// The interface facing the balancer (default: every interface).
+    #[arg(long)]
+    interface: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("XDPLB_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            // A bad policy is the user's input: exit 2 with FILE:LINE:COLUMN, as validate does.
+            if let Some(policy_error) = e.downcast_ref::<PolicyError>() {
+                eprintln!("{policy_error}");
+                return ExitCode::from(2);
+            }
+            eprintln!("xdplb: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config, metrics_listen: _, common } => {
+            controller::run(&config, &common.pin_dir).await?;
+        }
+        Command::Validate { config, common: _ } => {
+            let policy = policy::load(&config)?;
+            let reals: usize = policy.services.iter().map(|s| s.reals.len()).sum();
+            println!("{}: ok ({} services, {} reals)", config.display(), policy.services.len(), reals);
+        }
+        Command::Stats { common } => print_stats(&common.pin_dir)?,
+        Command::Down { common } => controller::down(&common.pin_dir).await?,
+        Command::Realserver { action } => match action {
+            RealserverAction::Up(a) => realserver::up(&a.vip, a.interface.as_deref()).await?,
+            RealserverAction::Down(a) => realserver::down(&a.vip).await?,
+            RealserverAction::Check(a) => {
+                if !realserver::check(&a.vip, a.interface.as_deref()).await? {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let maps = Maps::open_pinned(pin_dir)?;
+    let snapshot = counters::snapshot(&maps)?;
+    println!("{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}", "SERVICE", "REAL", "STATE", "PACKETS", "BYTES", "NEW FLOWS");
+    for r in &snapshot.reals {
+        println!(
+            "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
+            r.service_id,
+            r.address,
+            if r.up { "up" } else { "down" },
+            r.counters.packets,
+            r.counters.bytes,
+            r.counters.new_flows
+        );
+    }
+    println!();
+    for (reason, count) in &snapshot.reasons {
+        println!("{:<12} {count}", reason.name());
+    }
+    Ok(())
+}

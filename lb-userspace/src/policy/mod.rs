@@ -1,0 +1,68 @@
+//! The YAML policy: what services to balance, over which real servers, how.
+//!
+//! `schema` mirrors the file (serde, with source positions); `validate` checks it and builds
+//! the `model` the rest of the controller uses. Every problem is reported as
+//! `FILE:LINE:COLUMN: message`.
+
+mod duration;
+pub mod model;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::{fmt, path::Path};
+
+pub use model::*;
+
+/// A policy that cannot be used, with where in the file the problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Reads and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the policy: {e}"),
+    })?;
+    parse(&file, &text)
+}
+
+/// Validates policy text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    let raw: schema::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        PolicyError { file: file.to_string(), line, column, message: plain_message(&e) }
+    })?;
+    validate::validate(raw).map_err(|e| PolicyError {
+        file: file.to_string(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })
+}
+
+/// serde-saphyr renders errors with a source excerpt; we want one line after the position.
+fn plain_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or("invalid policy").trim();
+    // Drop a leading "line X column Y" / "at line ..." if the library included one.
+    first.split(" at line ").next().unwrap_or(first).trim_end_matches(':').to_string()
+}

@@ -1,0 +1,154 @@
+//! The validated policy: plain values the controller works with.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub interfaces: Vec<Interface>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub xdp_mode: XdpMode,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native driver mode; fails if the driver has no XDP support.
+    Driver,
+    /// Generic (skb) mode: works everywhere, slower.
+    Skb,
+    /// Driver mode if the driver supports it, else skb.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Client-facing: the VIPs live here.
+    Outside,
+    /// Server-facing side of a two-arm NAT.
+    Inside,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::IPPROTO_TCP,
+            Protocol::Udp => lb_common::IPPROTO_UDP,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    Dr,
+    Nat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    Maglev,
+    SourceHash,
+    Failover,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<u16>,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub scheduler: Scheduler,
+    pub persistence: Option<Persistence>,
+    pub health: HealthCheck,
+    pub fallback: Option<Ipv4Addr>,
+    pub reals: Vec<Real>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: Duration,
+    pub netmask: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Https,
+    DicomEcho,
+    Hl7Mllp,
+    Exec,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port to check; `None` means the real's service port.
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Successes in a row that bring a down real up.
+    pub rise: u32,
+    /// Failures in a row that take an up real down.
+    pub fall: u32,
+    pub called_ae: String,
+    pub calling_ae: String,
+    pub path: String,
+    pub host: Option<String>,
+    /// Inclusive range of HTTP statuses that count as up.
+    pub expect_status: (u16, u16),
+    pub expect_body: Option<String>,
+    pub verify_certificate: bool,
+    pub command: Vec<String>,
+}
+
+impl Default for HealthCheck {
+    /// A TCP connect to the real's service port every 2 s, as the policy documents.
+    fn default() -> Self {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            port: None,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+            called_ae: "ANY-SCP".into(),
+            calling_ae: "XDPLB".into(),
+            path: "/".into(),
+            host: None,
+            expect_status: (200, 399),
+            expect_body: None,
+            verify_certificate: true,
+            command: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Real {
+    pub address: Ipv4Addr,
+    /// 0 = drained: no new flows.
+    pub weight: u16,
+    /// NAT only: translate the destination port to this.
+    pub port: Option<u16>,
+    /// Failover: used only when every non-backup real is down.
+    pub backup: bool,
+}

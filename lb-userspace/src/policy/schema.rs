@@ -1,0 +1,147 @@
+//! The policy file as written (contract: ../shared/DESIGN.md, "Policy file"). Unknown keys are
+//! errors; values that need cross-checks keep their source position.
+
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration::DurationSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub interfaces: Spanned<Vec<Spanned<InterfaceSpec>>>,
+    #[serde(default)]
+    pub services: Vec<Spanned<ServiceSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSpec {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub xdp_mode: Option<XdpModeSpec>,
+    #[serde(default)]
+    pub role: Option<RoleSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSpec {
+    Driver,
+    Skb,
+    Auto,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSpec {
+    Outside,
+    Inside,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: Spanned<String>,
+    pub vip: Spanned<Ipv4Addr>,
+    pub ports: Spanned<Vec<Spanned<u16>>>,
+    pub protocol: ProtocolSpec,
+    pub forwarding: ForwardingSpec,
+    #[serde(default)]
+    pub scheduler: Option<SchedulerSpec>,
+    #[serde(default)]
+    pub persistence: Option<Spanned<PersistenceSpec>>,
+    #[serde(default)]
+    pub health: Option<Spanned<HealthSpec>>,
+    #[serde(default)]
+    pub fallback: Option<Spanned<Ipv4Addr>>,
+    pub reals: Vec<Spanned<RealSpec>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolSpec {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingSpec {
+    Dr,
+    Nat,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerSpec {
+    Maglev,
+    SourceHash,
+    Failover,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceSpec {
+    pub timeout: DurationSpec,
+    #[serde(default)]
+    pub netmask: Option<Spanned<u8>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckSpec {
+    Tcp,
+    Http,
+    Https,
+    DicomEcho,
+    Hl7Mllp,
+    Exec,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub check: CheckSpec,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<DurationSpec>,
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+    #[serde(default)]
+    pub rise: Option<u32>,
+    #[serde(default)]
+    pub fall: Option<u32>,
+    #[serde(default)]
+    pub called_ae: Option<Spanned<String>>,
+    #[serde(default)]
+    pub calling_ae: Option<Spanned<String>>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub expect_status: Option<String>,
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    #[serde(default)]
+    pub verify_certificate: Option<bool>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealSpec {
+    pub address: Spanned<Ipv4Addr>,
+    #[serde(default)]
+    pub weight: Option<u16>,
+    #[serde(default)]
+    pub port: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub backup: Option<bool>,
+}

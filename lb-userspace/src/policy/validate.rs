@@ -1,0 +1,261 @@
+//! Checks a parsed policy file and turns it into the model. Rejects what would be ambiguous or
+//! impossible at run time, pointing at the offending value.
+
+use std::collections::{HashMap, HashSet};
+
+use lb_common::maps::{MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS};
+use serde_saphyr::{Location, Spanned};
+
+use super::{model::*, schema::*};
+
+pub struct Invalid {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+fn at<T>(spanned: &Spanned<T>, message: impl Into<String>) -> Invalid {
+    at_location(&spanned.referenced, message)
+}
+
+fn at_location(location: &Location, message: impl Into<String>) -> Invalid {
+    Invalid { line: location.line(), column: location.column(), message: message.into() }
+}
+
+pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
+    let interfaces = validate_interfaces(&raw.interfaces)?;
+    if raw.services.len() > MAX_SERVICES as usize {
+        return Err(at(&raw.services[MAX_SERVICES as usize], format!("at most {MAX_SERVICES} services are supported")));
+    }
+
+    let mut names = HashSet::new();
+    let mut vip_ports: HashMap<(std::net::Ipv4Addr, u16, Protocol), String> = HashMap::new();
+    let mut total_reals = 0usize;
+    let mut services = Vec::with_capacity(raw.services.len());
+    for spec in &raw.services {
+        let service = validate_service(&spec.value)?;
+        if service.name.is_empty() {
+            return Err(at(&spec.value.name, "a service name must not be empty"));
+        }
+        if !names.insert(service.name.clone()) {
+            return Err(at(&spec.value.name, format!("duplicate service name `{}`", service.name)));
+        }
+        for port in &spec.value.ports.value {
+            let key = (service.vip, port.value, service.protocol);
+            if let Some(other) = vip_ports.insert(key, service.name.clone()) {
+                return Err(at(
+                    port,
+                    format!(
+                        "duplicate {}:{}/{}: already used by service `{other}`",
+                        service.vip,
+                        port.value,
+                        service.protocol.name()
+                    ),
+                ));
+            }
+        }
+        if vip_ports.len() > MAX_VIP_PORTS as usize {
+            return Err(at(&spec.value.ports, format!("at most {MAX_VIP_PORTS} VIP:port entries are supported")));
+        }
+        total_reals += service.reals.len();
+        if total_reals > MAX_REALS as usize {
+            return Err(at(spec, format!("at most {MAX_REALS} reals (over all services) are supported")));
+        }
+        services.push(service);
+    }
+    Ok(Policy { interfaces, services })
+}
+
+fn validate_interfaces(raw: &Spanned<Vec<Spanned<InterfaceSpec>>>) -> Result<Vec<Interface>, Invalid> {
+    if raw.value.is_empty() {
+        return Err(at(raw, "at least one interface is needed: the one the XDP program attaches to"));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for spec in &raw.value {
+        let name = &spec.value.name;
+        if name.value.is_empty() || name.value.len() >= libc::IFNAMSIZ {
+            return Err(at(name, format!("`{}` is not a valid interface name", name.value)));
+        }
+        if !seen.insert(name.value.clone()) {
+            return Err(at(name, format!("interface `{}` is listed twice", name.value)));
+        }
+        out.push(Interface {
+            name: name.value.clone(),
+            xdp_mode: match spec.value.xdp_mode.unwrap_or(XdpModeSpec::Auto) {
+                XdpModeSpec::Driver => XdpMode::Driver,
+                XdpModeSpec::Skb => XdpMode::Skb,
+                XdpModeSpec::Auto => XdpMode::Auto,
+            },
+            role: match spec.value.role.unwrap_or(RoleSpec::Outside) {
+                RoleSpec::Outside => Role::Outside,
+                RoleSpec::Inside => Role::Inside,
+            },
+        });
+    }
+    if !out.iter().any(|i| i.role == Role::Outside) {
+        return Err(at(raw, "one interface must be client-facing (role: outside, the default)"));
+    }
+    Ok(out)
+}
+
+fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
+    let forwarding = match spec.forwarding {
+        ForwardingSpec::Dr => Forwarding::Dr,
+        ForwardingSpec::Nat => Forwarding::Nat,
+    };
+    if spec.ports.value.is_empty() {
+        return Err(at(&spec.ports, "a service needs at least one port"));
+    }
+    let mut ports = Vec::new();
+    for port in &spec.ports.value {
+        if port.value == 0 {
+            return Err(at(port, "port 0 is not a valid service port"));
+        }
+        if ports.contains(&port.value) {
+            return Err(at(port, format!("port {} is listed twice", port.value)));
+        }
+        ports.push(port.value);
+    }
+    if spec.vip.value.is_unspecified() || spec.vip.value.is_broadcast() || spec.vip.value.is_multicast() {
+        return Err(at(&spec.vip, format!("{} cannot be a VIP", spec.vip.value)));
+    }
+
+    let mut reals = Vec::new();
+    let mut seen = HashSet::new();
+    for real in &spec.reals {
+        let r = &real.value;
+        if let Some(port) = &r.port {
+            if forwarding == Forwarding::Dr {
+                return Err(at(
+                    port,
+                    "a real's port (port translation) needs `forwarding: nat`; DR forwards the packet unchanged",
+                ));
+            }
+            if port.value == 0 {
+                return Err(at(port, "port 0 is not a valid real port"));
+            }
+        }
+        if r.address.value.is_unspecified() || r.address.value.is_broadcast() || r.address.value.is_multicast() {
+            return Err(at(&r.address, format!("{} cannot be a real server address", r.address.value)));
+        }
+        if !seen.insert((r.address.value, r.port.as_ref().map(|p| p.value))) {
+            return Err(at(&r.address, format!("real {} is listed twice in this service", r.address.value)));
+        }
+        reals.push(Real {
+            address: r.address.value,
+            weight: r.weight.unwrap_or(100),
+            port: r.port.as_ref().map(|p| p.value),
+            backup: r.backup.unwrap_or(false),
+        });
+    }
+
+    let persistence = match &spec.persistence {
+        None => None,
+        Some(p) => {
+            let netmask = match &p.value.netmask {
+                Some(n) if n.value > 32 => return Err(at(n, "persistence netmask must be 0..=32")),
+                Some(n) => n.value,
+                None => 32,
+            };
+            if p.value.timeout.0.is_zero() {
+                return Err(at(p, "persistence timeout must be longer than 0"));
+            }
+            Some(Persistence { timeout: p.value.timeout.0, netmask })
+        }
+    };
+
+    Ok(Service {
+        name: spec.name.value.clone(),
+        vip: spec.vip.value,
+        ports,
+        protocol: match spec.protocol {
+            ProtocolSpec::Tcp => Protocol::Tcp,
+            ProtocolSpec::Udp => Protocol::Udp,
+        },
+        forwarding,
+        scheduler: match spec.scheduler.unwrap_or(SchedulerSpec::Maglev) {
+            SchedulerSpec::Maglev => Scheduler::Maglev,
+            SchedulerSpec::SourceHash => Scheduler::SourceHash,
+            SchedulerSpec::Failover => Scheduler::Failover,
+        },
+        persistence,
+        health: match &spec.health {
+            None => HealthCheck::default(),
+            Some(h) => validate_health(h)?,
+        },
+        fallback: spec.fallback.as_ref().map(|f| f.value),
+        reals,
+    })
+}
+
+fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
+    let h = &spec.value;
+    let mut check = HealthCheck {
+        kind: match h.check {
+            CheckSpec::Tcp => CheckKind::Tcp,
+            CheckSpec::Http => CheckKind::Http,
+            CheckSpec::Https => CheckKind::Https,
+            CheckSpec::DicomEcho => CheckKind::DicomEcho,
+            CheckSpec::Hl7Mllp => CheckKind::Hl7Mllp,
+            CheckSpec::Exec => CheckKind::Exec,
+            CheckSpec::None => CheckKind::None,
+        },
+        port: h.port,
+        ..HealthCheck::default()
+    };
+    if let Some(i) = h.interval {
+        check.interval = i.0;
+    }
+    if let Some(t) = h.timeout {
+        check.timeout = t.0;
+    }
+    if check.interval.is_zero() || check.timeout.is_zero() {
+        return Err(at(spec, "health interval and timeout must be longer than 0"));
+    }
+    check.rise = h.rise.unwrap_or(check.rise);
+    check.fall = h.fall.unwrap_or(check.fall);
+    if check.rise == 0 || check.fall == 0 {
+        return Err(at(spec, "health rise and fall must be at least 1"));
+    }
+    for (ae, slot) in [(&h.called_ae, &mut check.called_ae), (&h.calling_ae, &mut check.calling_ae)] {
+        if let Some(ae) = ae {
+            let v = ae.value.trim();
+            if v.is_empty() || v.len() > 16 || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ') || v.contains('\\') {
+                return Err(at(ae, format!("`{}` is not a DICOM AE title (1 to 16 printable ASCII characters, no backslash)", ae.value)));
+            }
+            *slot = v.to_string();
+        }
+    }
+    if let Some(path) = &h.path {
+        if !path.starts_with('/') {
+            return Err(at(spec, format!("health path `{path}` must start with /")));
+        }
+        check.path = path.clone();
+    }
+    check.host = h.host.clone();
+    if let Some(range) = &h.expect_status {
+        check.expect_status = parse_status_range(range).ok_or_else(|| {
+            at(spec, format!("expect_status `{range}` is not a status or range like 200-399"))
+        })?;
+    }
+    check.expect_body = h.expect_body.clone();
+    check.verify_certificate = h.verify_certificate.unwrap_or(true);
+    check.command = h.command.clone().unwrap_or_default();
+    if check.kind == CheckKind::Exec && check.command.is_empty() {
+        return Err(at(spec, "an exec check needs `command: [program, args...]`"));
+    }
+    Ok(check)
+}
+
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match text.split_once('-') {
+        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+        None => {
+            let s = text.trim().parse().ok()?;
+            (s, s)
+        }
+    };
+    (100..=599).contains(&lo).then_some(())?;
+    (lo..=599).contains(&hi).then_some((lo, hi))
+}

@@ -1,0 +1,98 @@
+//! A data plane loaded (not attached) with a policy, its maps pinned under a private directory
+//! that is removed when the fixture drops, so tests run side by side and leave nothing behind.
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use lb_common::maps::PROGRAM_NAME;
+use xdplb::{
+    dataplane::{
+        loader::{self, Loaded},
+        sync::{Observed, Sync},
+    },
+    policy::{self, Policy},
+};
+
+pub struct Dataplane {
+    pub loaded: Loaded,
+    pub sync: Sync,
+    pub policy: Policy,
+    pub observed: Observed,
+    pin_dir: PathBuf,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// What the program did with one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+impl Dataplane {
+    /// Loads the program and applies `policy_yaml`, with `macs` as the reachable reals.
+    pub fn new(policy_yaml: &str, macs: &[(Ipv4Addr, [u8; 6])]) -> Dataplane {
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/xdplb-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let policy = policy::parse("test.yaml", policy_yaml).expect("test policy is valid");
+        let loaded = match loader::load(&pin_dir) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let _ = loader::remove_pins(&pin_dir);
+                panic!("load the XDP program: {e:?}");
+            }
+        };
+        let mut dp = Dataplane {
+            sync: Sync::adopt(&loaded.maps).expect("adopt"),
+            loaded,
+            policy,
+            observed: Observed { macs: macs.iter().copied().collect::<HashMap<_, _>>(), ..Default::default() },
+            pin_dir,
+        };
+        dp.apply();
+        dp
+    }
+
+    pub fn apply(&mut self) {
+        self.sync.apply(&mut self.loaded.maps, &self.policy, &self.observed).expect("sync maps");
+    }
+
+    fn program(&self) -> &Xdp {
+        self.loaded.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap()
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&self, frame: &[u8]) -> Result<Outcome, ProgramError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(Outcome { action: result.return_value, frame: out })
+    }
+
+    pub fn maps(&self) -> &xdplb::dataplane::maps::Maps {
+        &self.loaded.maps
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let _ = loader::remove_pins(&self.pin_dir);
+    }
+}

@@ -1,0 +1,1 @@
+//! xtask library: the namespace lab.
