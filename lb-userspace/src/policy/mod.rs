@@ -59,10 +59,14 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-/// serde-saphyr renders errors with a source excerpt; we want one line after the position.
+/// serde-saphyr renders `error: line L column C: message` plus a source excerpt; keep only the
+/// message, since we print the position ourselves.
 fn plain_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or("invalid policy").trim();
-    // Drop a leading "line X column Y" / "at line ..." if the library included one.
-    first.split(" at line ").next().unwrap_or(first).trim_end_matches(':').to_string()
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((position, message)) if position.starts_with("line ") && position.contains(" column ") => message.to_string(),
+        _ => first.to_string(),
+    }
 }

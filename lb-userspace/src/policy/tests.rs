@@ -1,0 +1,147 @@
+//! Policy parsing and every rejection the contract names, with positions.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use super::*;
+
+const GOOD: &str = "\
+interfaces:
+  - name: eth0
+    xdp_mode: driver
+services:
+  - name: dicom
+    vip: 198.18.0.100
+    ports: [104, 11112]
+    protocol: tcp
+    forwarding: dr
+    scheduler: maglev
+    persistence:
+      timeout: 3600s
+      netmask: 24
+    health:
+      check: dicom-echo
+      port: 104
+      interval: 2s
+      timeout: 1s
+      rise: 2
+      fall: 3
+      called_ae: ORTHANC
+      calling_ae: XDPLB
+    fallback: 198.18.0.99
+    reals:
+      - address: 198.18.0.11
+        weight: 100
+      - address: 198.18.0.12
+        weight: 0
+  - name: viewer
+    vip: 198.18.0.100
+    ports: [443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.19.0.11
+        port: 8443
+        backup: true
+";
+
+fn error(text: &str) -> PolicyError {
+    parse("p.yaml", text).expect_err("policy must be rejected")
+}
+
+#[test]
+fn full_example_parses() {
+    let p = parse("p.yaml", GOOD).unwrap();
+    assert_eq!(p.interfaces, vec![Interface { name: "eth0".into(), xdp_mode: XdpMode::Driver, role: Role::Outside }]);
+    let dicom = &p.services[0];
+    assert_eq!((dicom.vip, dicom.ports.clone()), (Ipv4Addr::new(198, 18, 0, 100), vec![104, 11112]));
+    assert_eq!(dicom.persistence, Some(Persistence { timeout: Duration::from_secs(3600), netmask: 24 }));
+    assert_eq!(dicom.health.kind, CheckKind::DicomEcho);
+    assert_eq!((dicom.health.called_ae.as_str(), dicom.health.fall), ("ORTHANC", 3));
+    assert_eq!(dicom.reals[1].weight, 0);
+    assert_eq!(dicom.fallback, Some(Ipv4Addr::new(198, 18, 0, 99)));
+    let viewer = &p.services[1];
+    assert_eq!((viewer.forwarding, viewer.reals[0].port, viewer.reals[0].backup), (Forwarding::Nat, Some(8443), true));
+    assert_eq!(viewer.health, HealthCheck::default());
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_position() {
+    let e = error(&GOOD.replace("    scheduler: maglev\n", "    schedular: maglev\n"));
+    assert_eq!((e.line, e.file.as_str()), (10, "p.yaml"));
+    assert!(e.message.contains("schedular"), "{e}");
+    assert!(e.to_string().starts_with("p.yaml:10:5: "), "{e}");
+    assert!(!e.message.contains("line"), "position must not be repeated: {e}");
+}
+
+#[test]
+fn duplicate_vip_port_protocol_is_rejected_at_the_second_port() {
+    let e = error(&GOOD.replace("ports: [443]", "ports: [443, 11112]"));
+    assert_eq!(e.line, 31);
+    assert!(e.message.contains("duplicate 198.18.0.100:11112/tcp"), "{e}");
+    assert!(e.message.contains("dicom"), "{e}");
+}
+
+#[test]
+fn same_port_on_another_protocol_is_fine() {
+    let text = GOOD.replace("ports: [443]", "ports: [104]").replace("protocol: tcp\n    forwarding: nat", "protocol: udp\n    forwarding: nat");
+    parse("p.yaml", &text).unwrap();
+}
+
+#[test]
+fn port_translation_in_dr_is_rejected() {
+    let e = error(&GOOD.replace("        weight: 0\n", "        weight: 0\n        port: 8104\n"));
+    assert_eq!(e.line, 29);
+    assert!(e.message.contains("forwarding: nat"), "{e}");
+}
+
+#[test]
+fn an_address_that_is_not_an_address_is_rejected() {
+    let e = error(&GOOD.replace("address: 198.18.0.12", "address: 198.18.0.312"));
+    assert_eq!(e.line, 27);
+    let e = error(&GOOD.replace("vip: 198.18.0.100\n    ports: [104", "vip: pacs.example\n    ports: [104"));
+    assert_eq!(e.line, 6);
+}
+
+#[test]
+fn other_rejections() {
+    for (from, to, line, needle) in [
+        ("weight: 100", "weight: 70000", 26, "u16"),
+        ("netmask: 24", "netmask: 40", 13, "netmask"),
+        ("interval: 2s", "interval: 2 fortnights", 17, "duration"),
+        ("called_ae: ORTHANC", "called_ae: THIS-AE-TITLE-IS-TOO-LONG", 21, "AE title"),
+        ("protocol: tcp\n    forwarding: dr", "protocol: sctp\n    forwarding: dr", 8, ""),
+        ("ports: [104, 11112]", "ports: [104, 104]", 7, "twice"),
+        ("ports: [104, 11112]", "ports: []", 7, "at least one port"),
+        ("  - name: viewer", "  - name: dicom", 29, "duplicate service name"),
+        ("      - address: 198.18.0.12", "      - address: 198.18.0.11", 27, "listed twice"),
+        ("check: dicom-echo", "check: exec", 15, "command"),
+    ] {
+        assert!(GOOD.contains(from), "{from}");
+        let e = error(&GOOD.replacen(from, to, 1));
+        assert_eq!(e.line, line, "{from} -> {to}: {e}");
+        assert!(e.message.contains(needle), "{from} -> {to}: {e}");
+    }
+}
+
+#[test]
+fn no_interface_is_rejected() {
+    let e = error("interfaces: []\nservices: []\n");
+    assert!(e.message.contains("at least one interface"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let e = error("interfaces:\n  - name: eth0\nservices:\n  - name: [unclosed\n");
+    assert!(e.line >= 4, "{e}");
+}
+
+#[test]
+fn durations() {
+    use super::duration::parse_duration;
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert!(parse_duration("2").is_err());
+    assert!(parse_duration("s").is_err());
+}
