@@ -1,1 +1,4 @@
-//! xtask library: the namespace lab.
+//! xtask library: the network-namespace lab the integration tests, the demo and the benchmarks
+//! share.
+
+pub mod lab;
