@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use xtask::lab::{Conversation, DrLab, LabConfig, dr_policy, who};
+use xdplb_lab::lab::{Conversation, DrLab, LabConfig, dr_policy, who};
 
 #[test]
 fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
@@ -12,58 +12,110 @@ fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
     lab.start_balancer(&dr_policy(&lab, &[104, 11112]))?;
 
     // A long-lived connection (a study transfer) held for the whole test.
-    let mut held = Conversation::open(&lab.client, lab.vip(104))
-        .map_err(|e| anyhow::anyhow!("{e}\nstats: {:?}\nlog:\n{}", lab.stats(), lab.balancer_log()))?;
+    let mut held = Conversation::open(&lab.client, lab.vip(104)).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nstats: {:?}\nlog:\n{}",
+            lab.stats(),
+            lab.balancer_log()
+        )
+    })?;
     let held_real = held.who()?;
 
     let mut answers: HashMap<String, usize> = HashMap::new();
     for i in 0..240 {
         let port = if i % 2 == 0 { 104 } else { 11112 };
-        let real = who(&lab.client, lab.vip(port)).map_err(|e| anyhow::anyhow!("connection {i} to port {port} failed: {e}"))?;
+        let real = who(&lab.client, lab.vip(port))
+            .map_err(|e| anyhow::anyhow!("connection {i} to port {port} failed: {e}"))?;
         *answers.entry(real).or_default() += 1;
         if i % 60 == 0 {
-            assert_eq!(held.who()?, held_real, "the held connection moved to another real");
+            assert_eq!(
+                held.who()?,
+                held_real,
+                "the held connection moved to another real"
+            );
         }
     }
-    assert_eq!(answers.values().sum::<usize>(), 240, "every connection succeeded");
+    assert_eq!(
+        answers.values().sum::<usize>(),
+        240,
+        "every connection succeeded"
+    );
     for (_, _, name) in &lab.reals {
         let got = answers.get(name).copied().unwrap_or(0);
-        assert!(got >= 30, "{name} got {got} of 240 connections: {answers:?}");
+        assert!(
+            got >= 30,
+            "{name} got {got} of 240 connections: {answers:?}"
+        );
     }
-    assert_eq!(held.who()?, held_real, "the held connection kept its real to the end");
+    assert_eq!(
+        held.who()?,
+        held_real,
+        "the held connection kept its real to the end"
+    );
 
     // The client reached the VIP through the balancer's MAC (the reals never answered ARP).
-    let lb_mac = lab.lb.mac("eth0")?.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let lb_mac = lab
+        .lb
+        .mac("eth0")?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
     assert_eq!(lab.client_mac_for_vip()?.as_deref(), Some(lb_mac.as_str()));
 
     // Each real was handed its flows by XDP: its counters saw them.
     let stats = lab.stats()?;
     for real in &stats.reals {
-        assert!(real.counters.new_flows >= 30, "real {} counted {:?}", real.address, real.counters);
+        assert!(
+            real.counters.new_flows >= 30,
+            "real {} counted {:?}",
+            real.address,
+            real.counters
+        );
     }
     Ok(())
 }
 
 #[test]
 fn realserver_up_is_idempotent_and_down_restores() -> Result<()> {
-    let lab = DrLab::build(&LabConfig { reals: 1, ports: vec![] })?;
+    let lab = DrLab::build(&LabConfig {
+        reals: 1,
+        ports: vec![],
+    })?;
     let (ns, _, _) = &lab.reals[0];
-    let bin = xtask::lab::xdplb_binary()?;
+    let bin = xdplb_lab::lab::xdplb_binary()?;
     let xdplb = |args: &[&str]| ns.command(bin.to_str().unwrap()).args(args).output();
-    let vip = xtask::lab::VIP.to_string();
+    let vip = xdplb_lab::lab::VIP.to_string();
     // `build` ran `up` once; a second `up` changes nothing and `check` is happy.
     let again = xdplb(&["realserver", "up", "--vip", &vip, "--interface", "eth0"])?;
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already on lo"));
-    assert!(xdplb(&["realserver", "check", "--vip", &vip, "--interface", "eth0"])?.status.success());
-    assert!(ns.ip(&["addr", "show", "dev", "lo"])?.contains(&format!("{vip}/32")));
+    assert!(
+        xdplb(&["realserver", "check", "--vip", &vip, "--interface", "eth0"])?
+            .status
+            .success()
+    );
+    assert!(
+        ns.ip(&["addr", "show", "dev", "lo"])?
+            .contains(&format!("{vip}/32"))
+    );
 
     let down = xdplb(&["realserver", "down", "--vip", &vip])?;
-    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     assert!(!ns.ip(&["addr", "show", "dev", "lo"])?.contains(&vip));
     let check = xdplb(&["realserver", "check", "--vip", &vip, "--interface", "eth0"])?;
-    assert!(!check.status.success(), "check must fail once the VIP is gone and ARP is restored");
+    assert!(
+        !check.status.success(),
+        "check must fail once the VIP is gone and ARP is restored"
+    );
     let report = String::from_utf8_lossy(&check.stdout);
-    assert!(report.contains("NOT on lo") && report.contains("arp_ignore=0"), "{report}");
+    assert!(
+        report.contains("NOT on lo") && report.contains("arp_ignore=0"),
+        "{report}"
+    );
     Ok(())
 }

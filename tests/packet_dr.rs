@@ -46,7 +46,14 @@ fn real_mac(addr: Ipv4Addr) -> [u8; 6] {
 }
 
 fn syn(sport: u16, dport: u16) -> Vec<u8> {
-    frames::tcp(&Flow::new(CLIENT, sport, VIP, dport), &Shape { syn: true, ..Default::default() }, b"")
+    frames::tcp(
+        &Flow::new(CLIENT, sport, VIP, dport),
+        &Shape {
+            syn: true,
+            ..Default::default()
+        },
+        b"",
+    )
 }
 
 /// Asserts a DR forward: XDP_TX, destination MAC one of the reals', source MAC the balancer's,
@@ -54,9 +61,16 @@ fn syn(sport: u16, dport: u16) -> Vec<u8> {
 fn assert_dr_forward(input: &[u8], out: &xdplb_tests::fixture::Outcome) -> [u8; 6] {
     assert_eq!(out.action, XDP_TX, "expected XDP_TX");
     let (dst, src) = macs(&out.frame);
-    assert!(REALS.iter().any(|(_, m)| *m == dst), "destination MAC {dst:02x?} is no real's");
+    assert!(
+        REALS.iter().any(|(_, m)| *m == dst),
+        "destination MAC {dst:02x?} is no real's"
+    );
     assert_eq!(src, LB_MAC, "source MAC must be the balancer's");
-    assert_eq!(&out.frame[12..], &input[12..], "DR must not change anything past the MACs");
+    assert_eq!(
+        &out.frame[12..],
+        &input[12..],
+        "DR must not change anything past the MACs"
+    );
     assert_checksums_valid(&out.frame);
     dst
 }
@@ -69,7 +83,11 @@ fn syn_and_later_packets_of_a_flow_go_to_the_same_real() {
     let real = assert_dr_forward(&first, &dp.run(&first).unwrap());
     for payload in [&b"A-ASSOCIATE"[..], b"P-DATA", b""] {
         let later = frames::tcp(&flow, &Shape::default(), payload);
-        assert_eq!(assert_dr_forward(&later, &dp.run(&later).unwrap()), real, "flow changed real");
+        assert_eq!(
+            assert_dr_forward(&later, &dp.run(&later).unwrap()),
+            real,
+            "flow changed real"
+        );
     }
 }
 
@@ -80,33 +98,65 @@ fn many_flows_spread_over_every_real() {
     let n = 3000;
     for i in 0..n {
         let client = Ipv4Addr::new(198, 18, 1 + (i / 250) as u8, (i % 250) as u8 + 1);
-        let frame = frames::tcp(&Flow::new(client, 30000 + i, VIP, 11112), &Shape { syn: true, ..Default::default() }, b"");
-        *counts.entry(assert_dr_forward(&frame, &dp.run(&frame).unwrap())).or_default() += 1;
+        let frame = frames::tcp(
+            &Flow::new(client, 30000 + i, VIP, 11112),
+            &Shape {
+                syn: true,
+                ..Default::default()
+            },
+            b"",
+        );
+        *counts
+            .entry(assert_dr_forward(&frame, &dp.run(&frame).unwrap()))
+            .or_default() += 1;
     }
     for (addr, mac) in REALS {
         let share = counts.get(&mac).copied().unwrap_or(0) as f64 / n as f64;
-        assert!((0.25..0.42).contains(&share), "real {addr} got {share:.3} of new flows");
+        assert!(
+            (0.25..0.42).contains(&share),
+            "real {addr} got {share:.3} of new flows"
+        );
     }
 }
 
 #[test]
 fn udp_service_is_forwarded() {
     let dp = dataplane();
-    let frame = frames::udp(&Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514), &Shape::default(), b"<13>msg");
+    let frame = frames::udp(
+        &Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514),
+        &Shape::default(),
+        b"<13>msg",
+    );
     let out = dp.run(&frame).unwrap();
-    assert_eq!(assert_dr_forward(&frame, &out), real_mac(Ipv4Addr::new(198, 18, 0, 12)));
+    assert_eq!(
+        assert_dr_forward(&frame, &out),
+        real_mac(Ipv4Addr::new(198, 18, 0, 12))
+    );
 }
 
 #[test]
 fn traffic_not_for_a_service_passes_unchanged() {
     let dp = dataplane();
-    let other_host = frames::tcp(&Flow::new(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104), &Shape::default(), b"x");
+    let other_host = frames::tcp(
+        &Flow::new(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104),
+        &Shape::default(),
+        b"x",
+    );
     let other_port = frames::tcp(&Flow::new(CLIENT, 40000, VIP, 80), &Shape::default(), b"x");
     let wrong_proto = frames::udp(&Flow::new(CLIENT, 40000, VIP, 104), &Shape::default(), b"x");
-    for frame in [other_host, other_port, wrong_proto, frames::arp_request(VIP), frames::ipv6_udp()] {
+    for frame in [
+        other_host,
+        other_port,
+        wrong_proto,
+        frames::arp_request(VIP),
+        frames::ipv6_udp(),
+    ] {
         let out = dp.run(&frame).unwrap();
         assert_eq!(out.action, XDP_PASS);
-        assert_eq!(out.frame, frame, "a passed frame must be byte-for-byte unchanged");
+        assert_eq!(
+            out.frame, frame,
+            "a passed frame must be byte-for-byte unchanged"
+        );
     }
 }
 
@@ -115,9 +165,21 @@ fn vlan_tagged_and_ip_options_packets_are_forwarded() {
     let dp = dataplane();
     let flow = Flow::new(CLIENT, 40001, VIP, 104);
     for shape in [
-        Shape { vlan: Some(42), syn: true, ..Default::default() },
-        Shape { ip_options: true, syn: true, ..Default::default() },
-        Shape { vlan: Some(7), ip_options: true, ..Default::default() },
+        Shape {
+            vlan: Some(42),
+            syn: true,
+            ..Default::default()
+        },
+        Shape {
+            ip_options: true,
+            syn: true,
+            ..Default::default()
+        },
+        Shape {
+            vlan: Some(7),
+            ip_options: true,
+            ..Default::default()
+        },
     ] {
         let frame = frames::tcp(&flow, &shape, b"payload");
         let out = dp.run(&frame).unwrap();
@@ -131,15 +193,35 @@ fn vlan_tagged_and_ip_options_packets_are_forwarded() {
 #[test]
 fn truncated_frames_are_never_forwarded() {
     let dp = dataplane();
-    for shape in [Shape::default(), Shape { vlan: Some(9), ip_options: true, ..Default::default() }] {
+    for shape in [
+        Shape::default(),
+        Shape {
+            vlan: Some(9),
+            ip_options: true,
+            ..Default::default()
+        },
+    ] {
         let tcp = frames::tcp(&Flow::new(CLIENT, 40002, VIP, 104), &shape, b"");
-        let udp = frames::udp(&Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514), &shape, b"");
+        let udp = frames::udp(
+            &Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514),
+            &shape,
+            b"",
+        );
         for full in [tcp, udp] {
-            assert_eq!(dp.run(&full).unwrap().action, XDP_TX, "the whole frame is forwarded");
+            assert_eq!(
+                dp.run(&full).unwrap().action,
+                XDP_TX,
+                "the whole frame is forwarded"
+            );
             // The kernel refuses test frames shorter than an Ethernet header; test every cut above.
             for len in 14..full.len() {
                 let out = dp.run(&full[..len]).unwrap();
-                assert_ne!(out.action, XDP_TX, "frame cut to {len} of {} bytes was forwarded", full.len());
+                assert_ne!(
+                    out.action,
+                    XDP_TX,
+                    "frame cut to {len} of {} bytes was forwarded",
+                    full.len()
+                );
                 assert_eq!(out.frame, &full[..len], "cut frame changed");
             }
         }
@@ -150,10 +232,25 @@ fn truncated_frames_are_never_forwarded() {
 fn fragments_to_a_vip_are_dropped_and_others_passed() {
     let dp = dataplane();
     for fragment in [(true, 0), (false, 100), (true, 50)] {
-        let shape = Shape { fragment: Some(fragment), ..Default::default() };
-        let to_vip = frames::udp(&Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514), &shape, b"part");
-        assert_eq!(dp.run(&to_vip).unwrap().action, XDP_DROP, "fragment {fragment:?} to a VIP");
-        let elsewhere = frames::udp(&Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 77), 514), &shape, b"part");
+        let shape = Shape {
+            fragment: Some(fragment),
+            ..Default::default()
+        };
+        let to_vip = frames::udp(
+            &Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 101), 514),
+            &shape,
+            b"part",
+        );
+        assert_eq!(
+            dp.run(&to_vip).unwrap().action,
+            XDP_DROP,
+            "fragment {fragment:?} to a VIP"
+        );
+        let elsewhere = frames::udp(
+            &Flow::new(CLIENT, 5000, Ipv4Addr::new(198, 18, 0, 77), 514),
+            &shape,
+            b"part",
+        );
         let out = dp.run(&elsewhere).unwrap();
         assert_eq!((out.action, out.frame), (XDP_PASS, elsewhere));
     }
@@ -162,7 +259,14 @@ fn fragments_to_a_vip_are_dropped_and_others_passed() {
 #[test]
 fn broadcast_frames_to_a_vip_are_not_forwarded() {
     let dp = dataplane();
-    let frame = frames::tcp(&Flow::new(CLIENT, 40003, VIP, 104), &Shape { dst_mac: Some([0xff; 6]), ..Default::default() }, b"");
+    let frame = frames::tcp(
+        &Flow::new(CLIENT, 40003, VIP, 104),
+        &Shape {
+            dst_mac: Some([0xff; 6]),
+            ..Default::default()
+        },
+        b"",
+    );
     let out = dp.run(&frame).unwrap();
     assert_eq!((out.action, out.frame), (XDP_PASS, frame));
 }
@@ -171,7 +275,10 @@ fn broadcast_frames_to_a_vip_are_not_forwarded() {
 fn established_flows_stay_when_a_real_is_added() {
     let mut dp = dataplane();
     let flows: Vec<Vec<u8>> = (0..300).map(|i| syn(20000 + i, 104)).collect();
-    let before: Vec<[u8; 6]> = flows.iter().map(|f| assert_dr_forward(f, &dp.run(f).unwrap())).collect();
+    let before: Vec<[u8; 6]> = flows
+        .iter()
+        .map(|f| assert_dr_forward(f, &dp.run(f).unwrap()))
+        .collect();
     // A fourth real joins: new flows may go to it, established ones must not move.
     dp.policy.services[0].reals.push(xdplb::policy::Real {
         address: Ipv4Addr::new(198, 18, 0, 14),
@@ -179,7 +286,9 @@ fn established_flows_stay_when_a_real_is_added() {
         port: None,
         backup: false,
     });
-    dp.observed.macs.insert(Ipv4Addr::new(198, 18, 0, 14), [0x02, 0, 0, 0, 0, 0x14]);
+    dp.observed
+        .macs
+        .insert(Ipv4Addr::new(198, 18, 0, 14), [0x02, 0, 0, 0, 0, 0x14]);
     dp.apply();
     for (frame, real) in flows.iter().zip(&before) {
         let later = frames::tcp(
@@ -197,12 +306,20 @@ fn established_flows_stay_when_a_real_is_added() {
 fn flows_of_an_unreachable_real_move_and_no_real_means_drop() {
     let mut dp = dataplane();
     let udp_vip = Ipv4Addr::new(198, 18, 0, 101);
-    let frame = frames::udp(&Flow::new(CLIENT, 6000, udp_vip, 514), &Shape::default(), b"x");
+    let frame = frames::udp(
+        &Flow::new(CLIENT, 6000, udp_vip, 514),
+        &Shape::default(),
+        b"x",
+    );
     assert_eq!(dp.run(&frame).unwrap().action, XDP_TX);
     // The only real of the UDP service becomes unreachable: its flows must not be sent to it.
     dp.observed.macs.remove(&Ipv4Addr::new(198, 18, 0, 12));
     dp.apply();
-    assert_eq!(dp.run(&frame).unwrap().action, XDP_DROP, "no real left: drop");
+    assert_eq!(
+        dp.run(&frame).unwrap().action,
+        XDP_DROP,
+        "no real left: drop"
+    );
     // TCP flows pinned to .12 are rescheduled onto the remaining reals.
     for i in 0..200 {
         let f = syn(50000 + i, 104);
@@ -222,7 +339,11 @@ fn counters_count_forwarded_packets_per_real() {
     }
     let snapshot = xdplb::dataplane::counters::snapshot(dp.maps()).unwrap();
     let addr = REALS.iter().find(|(_, m)| *m == real).unwrap().0;
-    let counted = snapshot.reals.iter().find(|r| r.address == addr && r.service_id == 0).unwrap();
+    let counted = snapshot
+        .reals
+        .iter()
+        .find(|r| r.address == addr && r.service_id == 0)
+        .unwrap();
     assert_eq!(counted.counters.packets, 5);
     assert_eq!(counted.counters.bytes, 5 * frame.len() as u64);
     assert_eq!(counted.counters.new_flows, 1);

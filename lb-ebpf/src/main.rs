@@ -15,8 +15,6 @@ mod stats;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{counters::Reason, service::FORWARD_DR};
 
-use crate::parse::Verdict;
-
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
     match try_xdplb(&ctx) {
@@ -33,9 +31,7 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
-    let packet = match parse::parse(ctx)? {
-        Verdict::ForService(packet) => packet,
-    };
+    let packet = parse::parse(ctx)?;
     let service = packet.service;
     let (real_id, real, new_flow) = schedule::pick_real(&packet)?;
     if service.forwarding != FORWARD_DR {

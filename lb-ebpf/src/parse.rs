@@ -35,10 +35,6 @@ pub struct Packet {
     pub frame_len: u64,
 }
 
-pub enum Verdict {
-    ForService(Packet),
-}
-
 /// Pointer to a `T` at `offset` from the start of the frame, if the whole `T` is inside it.
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
@@ -56,7 +52,7 @@ const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
 const IP_MF_OR_OFFSET: u16 = 0x3fff;
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Verdict, Reason> {
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let mut l3 = EthHdr::LEN;
     // SAFETY: ptr_at checked the header lies inside the frame.
@@ -92,8 +88,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Verdict, Reason> {
     }
     if frags & IP_MF_OR_OFFSET != 0 {
         // SAFETY: map lookups with a stack key; the value is not read.
-        let to_vip = unsafe { VIP_ADDRS.get(&dst).is_some() };
-        return Err(if to_vip { Reason::Fragment } else { Reason::NotForVip });
+        let to_vip = unsafe { VIP_ADDRS.get(dst).is_some() };
+        return Err(if to_vip {
+            Reason::Fragment
+        } else {
+            Reason::NotForVip
+        });
     }
 
     let l4 = l3 + ihl;
@@ -104,16 +104,31 @@ pub fn parse(ctx: &XdpContext) -> Result<Verdict, Reason> {
     let (sport, dport) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above.
-        unsafe { (u16::from_ne_bytes((*tcp).source), u16::from_ne_bytes((*tcp).dest)) }
+        unsafe {
+            (
+                u16::from_ne_bytes((*tcp).source),
+                u16::from_ne_bytes((*tcp).dest),
+            )
+        }
     } else {
         let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above.
-        unsafe { (u16::from_ne_bytes((*udp).src), u16::from_ne_bytes((*udp).dst)) }
+        unsafe {
+            (
+                u16::from_ne_bytes((*udp).src),
+                u16::from_ne_bytes((*udp).dst),
+            )
+        }
     };
 
-    let vip = VipKey { addr: dst, port: dport, proto, _pad: 0 };
+    let vip = VipKey {
+        addr: dst,
+        port: dport,
+        proto,
+        _pad: 0,
+    };
     // SAFETY: the value is copied out at once.
-    let service = match unsafe { SERVICES.get(&vip) } {
+    let service = match unsafe { SERVICES.get(vip) } {
         Some(service) => *service,
         None => return Err(Reason::NotForVip),
     };
@@ -121,10 +136,17 @@ pub fn parse(ctx: &XdpContext) -> Result<Verdict, Reason> {
     if unsafe { (*eth).dst_addr[0] } & 1 != 0 {
         return Err(Reason::NotUnicast);
     }
-    Ok(Verdict::ForService(Packet {
+    Ok(Packet {
         eth,
-        flow: FlowKey { src, dst, sport, dport, proto, _pad: [0; 3] },
+        flow: FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        },
         service,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
-    }))
+    })
 }

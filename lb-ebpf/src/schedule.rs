@@ -37,14 +37,21 @@ pub fn pick_real(packet: &Packet) -> Result<(u32, Real, bool), Reason> {
         _ => return Err(Reason::NoReal),
     };
     let real = usable_real(real_id).ok_or(Reason::NoReal)?;
-    let value = FlowValue { real: real_id, generation: real.generation };
+    let value = FlowValue {
+        real: real_id,
+        generation: real.generation,
+    };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
-    let _ = FLOWS.insert(flow, &value, 0);
+    let _ = FLOWS.insert(flow, value, 0);
     Ok((real_id, real, true))
 }
 
 #[inline(always)]
 fn usable_real(id: u32) -> Option<Real> {
     let real = *REALS.get(id)?;
-    if real.flags & REAL_UP != 0 { Some(real) } else { None }
+    if real.flags & REAL_UP != 0 {
+        Some(real)
+    } else {
+        None
+    }
 }

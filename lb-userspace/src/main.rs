@@ -11,7 +11,11 @@ use xdplb::{
 };
 
 #[derive(Parser)]
-#[command(name = "xdplb", version, about = "XDP Layer 4 load balancer (DR and NAT) for TCP and UDP services")]
+#[command(
+    name = "xdplb",
+    version,
+    about = "XDP Layer 4 load balancer (DR and NAT) for TCP and UDP services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,11 +90,18 @@ struct RealserverArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("XDPLB_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XDPLB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
@@ -107,13 +118,22 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, metrics_listen: _, common } => {
+        Command::Run {
+            config,
+            metrics_listen: _,
+            common,
+        } => {
             controller::run(&config, &common.pin_dir).await?;
         }
         Command::Validate { config, common: _ } => {
             let policy = policy::load(&config)?;
             let reals: usize = policy.services.iter().map(|s| s.reals.len()).sum();
-            println!("{}: ok ({} services, {} reals)", config.display(), policy.services.len(), reals);
+            println!(
+                "{}: ok ({} services, {} reals)",
+                config.display(),
+                policy.services.len(),
+                reals
+            );
         }
         Command::Stats { common } => print_stats(&common.pin_dir)?,
         Command::Down { common } => controller::down(&common.pin_dir).await?,
@@ -133,7 +153,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
     let snapshot = counters::snapshot(&maps)?;
-    println!("{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}", "SERVICE", "REAL", "STATE", "PACKETS", "BYTES", "NEW FLOWS");
+    println!(
+        "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
+        "SERVICE", "REAL", "STATE", "PACKETS", "BYTES", "NEW FLOWS"
+    );
     for r in &snapshot.reals {
         println!(
             "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",

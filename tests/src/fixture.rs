@@ -59,7 +59,10 @@ impl Dataplane {
             sync: Sync::adopt(&loaded.maps).expect("adopt"),
             loaded,
             policy,
-            observed: Observed { macs: macs.iter().copied().collect::<HashMap<_, _>>(), ..Default::default() },
+            observed: Observed {
+                macs: macs.iter().copied().collect::<HashMap<_, _>>(),
+                ..Default::default()
+            },
             pin_dir,
         };
         dp.apply();
@@ -67,11 +70,18 @@ impl Dataplane {
     }
 
     pub fn apply(&mut self) {
-        self.sync.apply(&mut self.loaded.maps, &self.policy, &self.observed).expect("sync maps");
+        self.sync
+            .apply(&mut self.loaded.maps, &self.policy, &self.observed)
+            .expect("sync maps");
     }
 
     fn program(&self) -> &Xdp {
-        self.loaded.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap()
+        self.loaded
+            .ebpf
+            .program(PROGRAM_NAME)
+            .unwrap()
+            .try_into()
+            .unwrap()
     }
 
     /// Runs the program once on `frame`.
@@ -83,7 +93,10 @@ impl Dataplane {
             ..TestRunOptions::new()
         })?;
         out.truncate(result.data_size_out as usize);
-        Ok(Outcome { action: result.return_value, frame: out })
+        Ok(Outcome {
+            action: result.return_value,
+            frame: out,
+        })
     }
 
     pub fn maps(&self) -> &xdplb::dataplane::maps::Maps {

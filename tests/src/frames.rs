@@ -21,7 +21,12 @@ pub struct Flow {
 
 impl Flow {
     pub fn new(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Flow {
-        Flow { src, dst, sport, dport }
+        Flow {
+            src,
+            dst,
+            sport,
+            dport,
+        }
     }
 }
 
@@ -57,10 +62,18 @@ pub fn udp(flow: &Flow, shape: &Shape, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ip_header(flow: &Flow, shape: &Shape, proto: IpNumber, payload_len: usize) -> Ipv4Header {
-    let mut ip = Ipv4Header::new(payload_len as u16, 64, proto, flow.src.octets(), flow.dst.octets()).unwrap();
+    let mut ip = Ipv4Header::new(
+        payload_len as u16,
+        64,
+        proto,
+        flow.src.octets(),
+        flow.dst.octets(),
+    )
+    .unwrap();
     if shape.ip_options {
         // Router alert (RFC 2113), then three NOPs and end-of-list: 8 bytes of options.
-        ip.options = Ipv4Options::try_from(&[0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00][..]).unwrap();
+        ip.options =
+            Ipv4Options::try_from(&[0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00][..]).unwrap();
         ip.set_payload_len(payload_len).unwrap(); // total length now counts the options
     }
     if let Some((more, offset)) = shape.fragment {
@@ -76,13 +89,21 @@ fn assemble(shape: &Shape, ip: &Ipv4Header, l4: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
     let dst = shape.dst_mac.unwrap_or(LB_MAC);
     match shape.vlan {
-        None => Ethernet2Header { source: CLIENT_MAC, destination: dst, ether_type: EtherType::IPV4 }
-            .write(&mut frame)
-            .unwrap(),
+        None => Ethernet2Header {
+            source: CLIENT_MAC,
+            destination: dst,
+            ether_type: EtherType::IPV4,
+        }
+        .write(&mut frame)
+        .unwrap(),
         Some(vid) => {
-            Ethernet2Header { source: CLIENT_MAC, destination: dst, ether_type: EtherType::VLAN_TAGGED_FRAME }
-                .write(&mut frame)
-                .unwrap();
+            Ethernet2Header {
+                source: CLIENT_MAC,
+                destination: dst,
+                ether_type: EtherType::VLAN_TAGGED_FRAME,
+            }
+            .write(&mut frame)
+            .unwrap();
             SingleVlanHeader {
                 pcp: etherparse::VlanPcp::ZERO,
                 drop_eligible_indicator: false,
@@ -100,7 +121,13 @@ fn assemble(shape: &Shape, ip: &Ipv4Header, l4: &[u8]) -> Vec<u8> {
 
 pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::new();
-    Ethernet2Header { source: CLIENT_MAC, destination: [0xff; 6], ether_type: EtherType::ARP }.write(&mut frame).unwrap();
+    Ethernet2Header {
+        source: CLIENT_MAC,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    }
+    .write(&mut frame)
+    .unwrap();
     let arp = etherparse::ArpPacket::new(
         etherparse::ArpHardwareId::ETHERNET,
         EtherType::IPV4,
@@ -117,7 +144,11 @@ pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
 
 pub fn ipv6_udp() -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        .ipv6(
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
         .udp(5000, 104);
     let mut frame = Vec::new();
     builder.write(&mut frame, b"hello").unwrap();
@@ -127,26 +158,46 @@ pub fn ipv6_udp() -> Vec<u8> {
 /// The IP header and L4 checksums of `frame` are valid, as an independent parser computes them.
 pub fn assert_checksums_valid(frame: &[u8]) {
     let sliced = etherparse::SlicedPacket::from_ethernet(frame).expect("output frame parses");
-    let Some(etherparse::NetSlice::Ipv4(ip)) = &sliced.net else { panic!("not IPv4") };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &sliced.net else {
+        panic!("not IPv4")
+    };
     let header = ip.header().to_header();
-    assert_eq!(header.header_checksum, header.calc_header_checksum(), "IPv4 header checksum");
+    assert_eq!(
+        header.header_checksum,
+        header.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
     let payload = ip.payload().payload;
     match &sliced.transport {
         Some(etherparse::TransportSlice::Tcp(tcp)) => {
             let h = tcp.to_header();
-            assert_eq!(h.checksum, h.calc_checksum_ipv4(&header, tcp.payload()).unwrap(), "TCP checksum");
+            assert_eq!(
+                h.checksum,
+                h.calc_checksum_ipv4(&header, tcp.payload()).unwrap(),
+                "TCP checksum"
+            );
         }
         Some(etherparse::TransportSlice::Udp(udp)) => {
             let h = udp.to_header();
             if h.checksum != 0 {
-                assert_eq!(h.checksum, h.calc_checksum_ipv4(&header, udp.payload()).unwrap(), "UDP checksum");
+                assert_eq!(
+                    h.checksum,
+                    h.calc_checksum_ipv4(&header, udp.payload()).unwrap(),
+                    "UDP checksum"
+                );
             }
         }
-        other => panic!("unexpected transport {other:?} ({} payload bytes)", payload.len()),
+        other => panic!(
+            "unexpected transport {other:?} ({} payload bytes)",
+            payload.len()
+        ),
     }
 }
 
 /// Destination and source MAC of a frame.
 pub fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
-    (frame[0..6].try_into().unwrap(), frame[6..12].try_into().unwrap())
+    (
+        frame[0..6].try_into().unwrap(),
+        frame[6..12].try_into().unwrap(),
+    )
 }

@@ -31,7 +31,11 @@ pub async fn vips(
 }
 
 /// Removes VIPs the controller owned that are no longer wanted.
-pub async fn withdraw(handle: &Handle, owned: &HashSet<Ipv4Addr>, wanted: &[Ipv4Addr]) -> Result<()> {
+pub async fn withdraw(
+    handle: &Handle,
+    owned: &HashSet<Ipv4Addr>,
+    wanted: &[Ipv4Addr],
+) -> Result<()> {
     for vip in owned.iter().filter(|v| !wanted.contains(v)) {
         if address::remove(handle, None, *vip).await? {
             info!(%vip, "VIP removed from the interface");

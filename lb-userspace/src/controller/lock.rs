@@ -14,7 +14,11 @@ pub struct RunLock {
 }
 
 pub fn path_for(pin_dir: &Path) -> PathBuf {
-    let key: String = pin_dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let key: String = pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     PathBuf::from(format!("/run/xdplb/run{key}.lock"))
 }
 
@@ -22,12 +26,19 @@ pub fn path_for(pin_dir: &Path) -> PathBuf {
 pub fn acquire(pin_dir: &Path) -> Result<RunLock> {
     let path = path_for(pin_dir);
     fs::create_dir_all(path.parent().unwrap())?;
-    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, _)) => {
-            let holder = holder(pin_dir).map(|p| format!(" (pid {p})")).unwrap_or_default();
+            let holder = holder(pin_dir)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
             bail!(
                 "another `xdplb run` is already active for pin directory {}{holder}; stop it first, or use --pin-dir and --socket for a second balancer",
                 pin_dir.display()

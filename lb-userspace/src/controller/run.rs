@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -39,7 +39,13 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
     let mut sync = Sync::adopt(&loaded.maps)?;
     let previously = owned_vips(&loaded.maps)?;
     let mut observed = Observed {
-        announced_vips: announce::vips(&handle, netconf::if_index(&outside)?, &vips(&policy), &previously).await?,
+        announced_vips: announce::vips(
+            &handle,
+            netconf::if_index(&outside)?,
+            &vips(&policy),
+            &previously,
+        )
+        .await?,
         ..Default::default()
     };
 
@@ -89,7 +95,9 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    info!("controller stopping; the data plane stays attached and keeps forwarding (`xdplb down` removes it)");
+    info!(
+        "controller stopping; the data plane stays attached and keeps forwarding (`xdplb down` removes it)"
+    );
     Ok(())
 }
 
@@ -122,20 +130,29 @@ fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
 
 /// Reads the reals' MACs; provokes ARP for those missing. A real whose entry vanished keeps
 /// its last MAC (the kernel garbage-collects idle entries; XDP traffic does not refresh them).
-async fn refresh_macs(handle: &rtnetlink::Handle, outside: &str, policy: &Policy, observed: &mut Observed) -> Result<()> {
+async fn refresh_macs(
+    handle: &rtnetlink::Handle,
+    outside: &str,
+    policy: &Policy,
+    observed: &mut Observed,
+) -> Result<()> {
     let if_index = netconf::if_index(outside)?;
     let table = neighbour::table(handle, if_index).await?;
     let mut macs = HashMap::new();
     for service in &policy.services {
         for real in &service.reals {
-            match table.get(&real.address).or_else(|| observed.macs.get(&real.address)) {
-                Some(mac) => {
-                    if observed.macs.get(&real.address).is_some_and(|old| old != mac) {
-                        warn!(real = %real.address, "real server's MAC changed; following it");
-                    }
-                    macs.insert(real.address, *mac);
+            if let Some(mac) = table
+                .get(&real.address)
+                .or_else(|| observed.macs.get(&real.address))
+            {
+                if observed
+                    .macs
+                    .get(&real.address)
+                    .is_some_and(|old| old != mac)
+                {
+                    warn!(real = %real.address, "real server's MAC changed; following it");
                 }
-                None => {}
+                macs.insert(real.address, *mac);
             }
             if !table.contains_key(&real.address) {
                 neighbour::provoke(outside, real.address);
@@ -153,10 +170,13 @@ fn report(sync: &Sync) {
 }
 
 /// `xdplb down`: stop a running controller, remove the VIPs it added, detach, unpin.
-pub async fn down(pin_dir: &PathBuf) -> Result<()> {
+pub async fn down(pin_dir: &Path) -> Result<()> {
     if let Some(pid) = lock::holder(pin_dir) {
         println!("stopping the running controller (pid {pid})");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         for _ in 0..50 {
             if lock::holder(pin_dir).is_none() {
                 break;
@@ -178,6 +198,9 @@ pub async fn down(pin_dir: &PathBuf) -> Result<()> {
     }
     loader::remove_pins(pin_dir)?;
     let _ = std::fs::remove_file(lock::path_for(pin_dir));
-    println!("xdplb is down: XDP detached, pins under {} removed", pin_dir.display());
+    println!(
+        "xdplb is down: XDP detached, pins under {} removed",
+        pin_dir.display()
+    );
     Ok(())
 }

@@ -23,11 +23,13 @@ pub struct Snapshot {
 }
 
 fn sum(values: &[TrafficCounters]) -> TrafficCounters {
-    values.iter().fold(TrafficCounters::default(), |a, c| TrafficCounters {
-        packets: a.packets + c.packets,
-        bytes: a.bytes + c.bytes,
-        new_flows: a.new_flows + c.new_flows,
-    })
+    values
+        .iter()
+        .fold(TrafficCounters::default(), |a, c| TrafficCounters {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+            new_flows: a.new_flows + c.new_flows,
+        })
 }
 
 pub fn snapshot(maps: &Maps) -> Result<Snapshot> {

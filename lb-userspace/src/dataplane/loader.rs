@@ -40,19 +40,31 @@ fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
 /// Loads the program with its maps pinned under `pin_dir` (reusing pinned maps if present).
 pub fn load(pin_dir: &Path) -> Result<Loaded> {
     ensure_bpffs(pin_dir)?;
-    fs::create_dir_all(pin_dir).with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
+    fs::create_dir_all(pin_dir)
+        .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(object::XDPLB)
-        .context("loading the XDP object (maps pinned with another layout? run `xdplb down` first)")?;
+        .context(
+            "loading the XDP object (maps pinned with another layout? run `xdplb down` first)",
+        )?;
     let program: &mut Xdp = program_mut(&mut ebpf)?;
-    program.load().context("the kernel verifier rejected the XDP program")?;
+    program
+        .load()
+        .context("the kernel verifier rejected the XDP program")?;
     let maps = Maps::take(&mut ebpf)?;
-    Ok(Loaded { ebpf, maps, pin_dir: pin_dir.to_path_buf() })
+    Ok(Loaded {
+        ebpf,
+        maps,
+        pin_dir: pin_dir.to_path_buf(),
+    })
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    Ok(ebpf.program_mut(PROGRAM_NAME).context("program missing from object")?.try_into()?)
+    Ok(ebpf
+        .program_mut(PROGRAM_NAME)
+        .context("program missing from object")?
+        .try_into()?)
 }
 
 impl Loaded {
@@ -61,10 +73,16 @@ impl Loaded {
         let pin = link_pin(&self.pin_dir, interface);
         let program = program_mut(&mut self.ebpf)?;
         if pin.exists() {
-            let pinned = PinnedLink::from_pin(&pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
+            let pinned = PinnedLink::from_pin(&pin)
+                .with_context(|| format!("opening pinned link {}", pin.display()))?;
             let link = XdpLink::try_from(FdLink::from(pinned))?;
-            program.attach_to_link(link).with_context(|| format!("updating the XDP program on {interface}"))?;
-            info!(interface, "took over the pinned XDP link; forwarding never stopped");
+            program
+                .attach_to_link(link)
+                .with_context(|| format!("updating the XDP program on {interface}"))?;
+            info!(
+                interface,
+                "took over the pinned XDP link; forwarding never stopped"
+            );
             return Ok(());
         }
         let attach = |program: &mut Xdp, mode| program.attach(interface, mode);
@@ -78,8 +96,11 @@ impl Loaded {
         }
         .with_context(|| format!("attaching XDP to {interface}"))?;
         let link = program.take_link(id)?;
-        let fd_link = FdLink::try_from(link).context("the kernel gave no bpf_link for XDP; cannot pin it")?;
-        fd_link.pin(&pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+        let fd_link =
+            FdLink::try_from(link).context("the kernel gave no bpf_link for XDP; cannot pin it")?;
+        fd_link
+            .pin(&pin)
+            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
         info!(interface, ?mode, "XDP program attached");
         Ok(())
     }
@@ -94,11 +115,15 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
     };
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("link-") {
             // Unpinning drops the last reference to the link: the program detaches.
             if let Ok(link) = PinnedLink::from_pin(&path) {
-                link.unpin().with_context(|| format!("unpinning {}", path.display()))?;
+                link.unpin()
+                    .with_context(|| format!("unpinning {}", path.display()))?;
                 info!(link = %path.display(), "XDP program detached");
                 continue;
             }
@@ -116,9 +141,13 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
     if !pin_dir.starts_with(root) {
         return Ok(()); // an operator's own bpffs mount
     }
-    let is_bpffs = nix::sys::statfs::statfs(root).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false);
+    let is_bpffs = nix::sys::statfs::statfs(root)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+        .unwrap_or(false);
     if !is_bpffs {
-        let status = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()?;
         if !status.success() {
             bail!("/sys/fs/bpf is not a BPF filesystem and mounting one failed");
         }

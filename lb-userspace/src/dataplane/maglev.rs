@@ -87,7 +87,12 @@ mod tests {
     use lb_common::maps::MAGLEV_TABLE_SIZE;
 
     fn backend(i: u8, weight: u16) -> Backend {
-        Backend { address: Ipv4Addr::new(198, 18, 0, 10 + i), port: 0, weight, id: i as u32 }
+        Backend {
+            address: Ipv4Addr::new(198, 18, 0, 10 + i),
+            port: 0,
+            weight,
+            id: i as u32,
+        }
     }
 
     fn shares(table: &[u32], n: usize) -> Vec<f64> {
@@ -95,13 +100,20 @@ mod tests {
         for &id in table {
             counts[id as usize] += 1;
         }
-        counts.iter().map(|&c| c as f64 / table.len() as f64).collect()
+        counts
+            .iter()
+            .map(|&c| c as f64 / table.len() as f64)
+            .collect()
     }
 
     #[test]
     fn shares_follow_weights_within_one_percent() {
         let weights = [100u16, 200, 300, 400, 1, 65535];
-        let backends: Vec<_> = weights.iter().enumerate().map(|(i, &w)| backend(i as u8, w)).collect();
+        let backends: Vec<_> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| backend(i as u8, w))
+            .collect();
         let table = build(&backends, MAGLEV_TABLE_SIZE);
         let total: f64 = weights.iter().map(|&w| w as f64).sum();
         for (i, share) in shares(&table, weights.len()).iter().enumerate() {
@@ -137,7 +149,10 @@ mod tests {
             changed as f64 <= 0.15 * MAGLEV_TABLE_SIZE as f64,
             "{changed} of {MAGLEV_TABLE_SIZE} entries changed"
         );
-        assert!(changed >= owned, "all {owned} entries of the removed real must move");
+        assert!(
+            changed >= owned,
+            "all {owned} entries of the removed real must move"
+        );
     }
 
     #[test]
@@ -156,7 +171,14 @@ mod tests {
         // Order changes which backend claims first in a round, so allow a small difference.
         let ta = build(&a, MAGLEV_TABLE_SIZE);
         assert_eq!(ta, build(&a, MAGLEV_TABLE_SIZE));
-        let diff = ta.iter().zip(build(&b, MAGLEV_TABLE_SIZE)).filter(|(x, y)| **x != *y).count();
-        assert!(diff < MAGLEV_TABLE_SIZE as usize / 10, "{diff} entries differ by order");
+        let diff = ta
+            .iter()
+            .zip(build(&b, MAGLEV_TABLE_SIZE))
+            .filter(|(x, y)| **x != *y)
+            .count();
+        assert!(
+            diff < MAGLEV_TABLE_SIZE as usize / 10,
+            "{diff} entries differ by order"
+        );
     }
 }

@@ -44,7 +44,10 @@ pub const ALL_MAPS: [&str; 8] = [
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps> {
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the program"));
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the program"))
+        };
         Ok(Maps {
             services: take(MAP_SERVICES)?.try_into()?,
             vip_addrs: take(MAP_VIP_ADDRS)?.try_into()?,
@@ -61,8 +64,12 @@ impl Maps {
     pub fn open_pinned(pin_dir: &Path) -> Result<Maps> {
         let open = |name: &str| -> Result<Map> {
             let path = pin_dir.join(name);
-            let data = MapData::from_pin(&path)
-                .with_context(|| format!("no xdplb data plane pinned at {} (is `xdplb run` up?)", path.display()))?;
+            let data = MapData::from_pin(&path).with_context(|| {
+                format!(
+                    "no xdplb data plane pinned at {} (is `xdplb run` up?)",
+                    path.display()
+                )
+            })?;
             Ok(Map::from_map_data(data)?)
         };
         Ok(Maps {

@@ -70,7 +70,10 @@ pub struct Sync {
 impl Sync {
     /// Starts from what the maps already hold (empty, or left by an earlier controller).
     pub fn adopt(maps: &Maps) -> Result<Sync> {
-        let mut sync = Sync { generations: vec![0; MAX_REALS as usize], ..Default::default() };
+        let mut sync = Sync {
+            generations: vec![0; MAX_REALS as usize],
+            ..Default::default()
+        };
         for (id, real) in maps.reals.iter().enumerate() {
             let real = real?;
             sync.generations[id] = real.generation;
@@ -80,7 +83,8 @@ impl Sync {
         }
         for entry in maps.services.iter() {
             let (key, service) = entry?;
-            sync.active_table.insert(service.id, service.table_base / MAGLEV_TABLE_SIZE);
+            sync.active_table
+                .insert(service.id, service.table_base / MAGLEV_TABLE_SIZE);
             sync.vip_ports.insert(key, service);
         }
         for entry in maps.vip_addrs.iter() {
@@ -92,7 +96,10 @@ impl Sync {
 
     /// Service id an earlier controller gave this service, found through any of its VIP:ports.
     fn adopted_service_id(&self, service: &policy::Service) -> Option<u32> {
-        service.ports.iter().find_map(|&port| self.vip_ports.get(&vip_key(service, port)).map(|s| s.id))
+        service
+            .ports
+            .iter()
+            .find_map(|&port| self.vip_ports.get(&vip_key(service, port)).map(|s| s.id))
     }
 
     pub fn apply(&mut self, maps: &mut Maps, policy: &Policy, observed: &Observed) -> Result<()> {
@@ -112,7 +119,9 @@ impl Sync {
             .into_iter()
             .map(|(name, id)| {
                 let id = id.unwrap_or_else(|| {
-                    let free = (0..MAX_SERVICES).find(|i| !used.contains(i)).expect("policy validation caps services");
+                    let free = (0..MAX_SERVICES)
+                        .find(|i| !used.contains(i))
+                        .expect("policy validation caps services");
                     used.insert(free);
                     free
                 });
@@ -126,11 +135,17 @@ impl Sync {
         for service in &policy.services {
             let sid = service_ids[&service.name];
             for real in &service.reals {
-                let key = RealKey { service: sid, address: real.address, port: real.port };
+                let key = RealKey {
+                    service: sid,
+                    address: real.address,
+                    port: real.port,
+                };
                 let existing = self.real_ids.get(&key).copied().or_else(|| {
                     self.written_reals
                         .iter()
-                        .find(|(_, r)| r.service == sid && r.addr == u32::from_ne_bytes(real.address.octets()))
+                        .find(|(_, r)| {
+                            r.service == sid && r.addr == u32::from_ne_bytes(real.address.octets())
+                        })
                         .map(|(&id, _)| id)
                 });
                 if let Some(id) = existing.filter(|id| !taken.contains(id)) {
@@ -142,7 +157,9 @@ impl Sync {
         }
         for (_, _, key) in &wanted_reals {
             if !real_ids.contains_key(key) {
-                let Some(id) = (0..MAX_REALS).find(|i| !taken.contains(i) && !self.written_reals.contains_key(i)) else {
+                let Some(id) = (0..MAX_REALS)
+                    .find(|i| !taken.contains(i) && !self.written_reals.contains_key(i))
+                else {
                     bail!("no free real id: at most {MAX_REALS} reals");
                 };
                 taken.insert(id);
@@ -164,7 +181,9 @@ impl Sync {
                 service: key.service,
             };
             if self.written_reals.get(&id) != Some(&entry) {
-                maps.reals.set(id, entry, 0).with_context(|| format!("writing real {}", real.address))?;
+                maps.reals
+                    .set(id, entry, 0)
+                    .with_context(|| format!("writing real {}", real.address))?;
                 self.written_reals.insert(id, entry);
             }
             view.push(RealView {
@@ -185,8 +204,17 @@ impl Sync {
                 .iter()
                 .filter(|r| observed.macs.contains_key(&r.address))
                 .map(|r| {
-                    let id = real_ids[&RealKey { service: sid, address: r.address, port: r.port }];
-                    Backend { address: r.address, port: r.port.unwrap_or(0), weight: r.weight, id }
+                    let id = real_ids[&RealKey {
+                        service: sid,
+                        address: r.address,
+                        port: r.port,
+                    }];
+                    Backend {
+                        address: r.address,
+                        port: r.port.unwrap_or(0),
+                        weight: r.weight,
+                        id,
+                    }
                 })
                 .collect();
             let table = maglev::build(&backends, MAGLEV_TABLE_SIZE);
@@ -219,11 +247,21 @@ impl Sync {
         }
         for (key, value) in &wanted_vip_ports {
             if self.vip_ports.get(key) != Some(value) {
-                maps.services.insert(key, value, 0).context("writing a service entry")?;
+                maps.services
+                    .insert(key, value, 0)
+                    .context("writing a service entry")?;
             }
         }
-        for key in self.vip_ports.keys().filter(|k| !wanted_vip_ports.contains_key(k)).copied().collect::<Vec<_>>() {
-            maps.services.remove(&key).context("removing a service entry")?;
+        for key in self
+            .vip_ports
+            .keys()
+            .filter(|k| !wanted_vip_ports.contains_key(k))
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            maps.services
+                .remove(&key)
+                .context("removing a service entry")?;
         }
         self.vip_ports = wanted_vip_ports;
 
@@ -231,7 +269,11 @@ impl Sync {
             .services
             .iter()
             .map(|s| {
-                let flags = if observed.announced_vips.contains(&s.vip) { VIP_ADDR_ADDED } else { 0 };
+                let flags = if observed.announced_vips.contains(&s.vip) {
+                    VIP_ADDR_ADDED
+                } else {
+                    0
+                };
                 (u32::from_ne_bytes(s.vip.octets()), flags)
             })
             .collect();
@@ -240,20 +282,39 @@ impl Sync {
                 maps.vip_addrs.insert(addr, flags, 0)?;
             }
         }
-        for addr in self.vips.keys().filter(|a| !wanted_vips.contains_key(a)).copied().collect::<Vec<_>>() {
+        for addr in self
+            .vips
+            .keys()
+            .filter(|a| !wanted_vips.contains_key(a))
+            .copied()
+            .collect::<Vec<_>>()
+        {
             maps.vip_addrs.remove(&addr)?;
         }
         self.vips = wanted_vips;
 
         // 4. Retire reals and services that left the policy (no table points at them now).
         let live_ids: HashSet<u32> = real_ids.values().copied().collect();
-        for id in self.written_reals.keys().filter(|id| !live_ids.contains(id)).copied().collect::<Vec<_>>() {
-            let retired = Real { mac: [0; 6], flags: 0, addr: 0, generation: self.generations[id as usize], service: 0 };
+        for id in self
+            .written_reals
+            .keys()
+            .filter(|id| !live_ids.contains(id))
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            let retired = Real {
+                mac: [0; 6],
+                flags: 0,
+                addr: 0,
+                generation: self.generations[id as usize],
+                service: 0,
+            };
             maps.reals.set(id, retired, 0)?;
             self.written_reals.remove(&id);
         }
         let live_services: HashSet<u32> = service_ids.values().copied().collect();
-        self.active_table.retain(|sid, _| live_services.contains(sid));
+        self.active_table
+            .retain(|sid, _| live_services.contains(sid));
         self.service_ids = service_ids;
         self.real_ids = real_ids;
         self.reals_view = view;
@@ -267,7 +328,9 @@ impl Sync {
         let old = self.tables.get(&table_no);
         for (i, &id) in table.iter().enumerate() {
             if old.map(|o| o[i]) != Some(id) {
-                maps.maglev.set(base + i as u32, id, 0).context("writing a Maglev table")?;
+                maps.maglev
+                    .set(base + i as u32, id, 0)
+                    .context("writing a Maglev table")?;
             }
         }
         self.tables.insert(table_no, table);

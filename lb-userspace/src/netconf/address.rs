@@ -49,6 +49,11 @@ pub async fn remove(handle: &Handle, if_index: Option<u32>, addr: Ipv4Addr) -> R
     let Some(msg) = find(handle, if_index, addr).await? else {
         return Ok(false);
     };
-    handle.address().del(msg).execute().await.with_context(|| format!("removing {addr}/32"))?;
+    handle
+        .address()
+        .del(msg)
+        .execute()
+        .await
+        .with_context(|| format!("removing {addr}/32"))?;
     Ok(true)
 }

@@ -15,5 +15,6 @@ pub fn connect() -> Result<rtnetlink::Handle> {
 
 /// Interface index by name, or a clear error.
 pub fn if_index(name: &str) -> Result<u32> {
-    nix::net::if_::if_nametoindex(name).with_context(|| format!("no network interface named `{name}`"))
+    nix::net::if_::if_nametoindex(name)
+        .with_context(|| format!("no network interface named `{name}`"))
 }

@@ -14,7 +14,11 @@ use rtnetlink::Handle;
 /// Usable Ethernet addresses of IPv4 neighbours on `if_index`.
 pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
     let mut out = HashMap::new();
-    let mut dump = handle.neighbours().get().set_address_family(netlink_packet_route::AddressFamily::Inet).execute();
+    let mut dump = handle
+        .neighbours()
+        .get()
+        .set_address_family(netlink_packet_route::AddressFamily::Inet)
+        .execute();
     while let Some(msg) = dump.try_next().await? {
         if msg.header.ifindex != if_index {
             continue;
@@ -54,7 +58,9 @@ pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<Ipv4Addr, [
 /// Makes the kernel ARP for `addr` on `interface` (answer arrives asynchronously).
 pub fn provoke(interface: &str, addr: Ipv4Addr) {
     use std::net::UdpSocket;
-    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else { return };
+    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
+        return;
+    };
     let _ = nix::sys::socket::setsockopt(
         &socket,
         nix::sys::socket::sockopt::BindToDevice,

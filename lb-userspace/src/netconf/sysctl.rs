@@ -11,7 +11,9 @@ fn path(interface: &str, name: &str) -> PathBuf {
 pub fn get(interface: &str, name: &str) -> Result<i64> {
     let p = path(interface, name);
     let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    text.trim().parse().with_context(|| format!("parsing {}", p.display()))
+    text.trim()
+        .parse()
+        .with_context(|| format!("parsing {}", p.display()))
 }
 
 pub fn set(interface: &str, name: &str, value: i64) -> Result<()> {

@@ -10,15 +10,21 @@ pub struct DurationSpec(pub Duration);
 impl<'de> Deserialize<'de> for DurationSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(DurationSpec).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(DurationSpec)
+            .map_err(de::Error::custom)
     }
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let bad = || format!("invalid duration `{text}`: expected a number and a unit (ms, s, m, h), e.g. `2s`");
+    let bad = || {
+        format!("invalid duration `{text}`: expected a number and a unit (ms, s, m, h), e.g. `2s`")
+    };
     let n: u64 = number.parse().map_err(|_| bad())?;
     let d = match unit {
         "ms" => Duration::from_millis(n),

@@ -27,7 +27,11 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -48,8 +52,16 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
 /// Validates policy text; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     let raw: schema::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-        PolicyError { file: file.to_string(), line, column, message: plain_message(&e) }
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        PolicyError {
+            file: file.to_string(),
+            line,
+            column,
+            message: plain_message(&e),
+        }
     })?;
     validate::validate(raw).map_err(|e| PolicyError {
         file: file.to_string(),
@@ -66,7 +78,11 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
     let first = text.lines().next().unwrap_or("invalid policy").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     match first.split_once(": ") {
-        Some((position, message)) if position.starts_with("line ") && position.contains(" column ") => message.to_string(),
+        Some((position, message))
+            if position.starts_with("line ") && position.contains(" column ") =>
+        {
+            message.to_string()
+        }
         _ => first.to_string(),
     }
 }

@@ -51,16 +51,42 @@ fn error(text: &str) -> PolicyError {
 #[test]
 fn full_example_parses() {
     let p = parse("p.yaml", GOOD).unwrap();
-    assert_eq!(p.interfaces, vec![Interface { name: "eth0".into(), xdp_mode: XdpMode::Driver, role: Role::Outside }]);
+    assert_eq!(
+        p.interfaces,
+        vec![Interface {
+            name: "eth0".into(),
+            xdp_mode: XdpMode::Driver,
+            role: Role::Outside
+        }]
+    );
     let dicom = &p.services[0];
-    assert_eq!((dicom.vip, dicom.ports.clone()), (Ipv4Addr::new(198, 18, 0, 100), vec![104, 11112]));
-    assert_eq!(dicom.persistence, Some(Persistence { timeout: Duration::from_secs(3600), netmask: 24 }));
+    assert_eq!(
+        (dicom.vip, dicom.ports.clone()),
+        (Ipv4Addr::new(198, 18, 0, 100), vec![104, 11112])
+    );
+    assert_eq!(
+        dicom.persistence,
+        Some(Persistence {
+            timeout: Duration::from_secs(3600),
+            netmask: 24
+        })
+    );
     assert_eq!(dicom.health.kind, CheckKind::DicomEcho);
-    assert_eq!((dicom.health.called_ae.as_str(), dicom.health.fall), ("ORTHANC", 3));
+    assert_eq!(
+        (dicom.health.called_ae.as_str(), dicom.health.fall),
+        ("ORTHANC", 3)
+    );
     assert_eq!(dicom.reals[1].weight, 0);
     assert_eq!(dicom.fallback, Some(Ipv4Addr::new(198, 18, 0, 99)));
     let viewer = &p.services[1];
-    assert_eq!((viewer.forwarding, viewer.reals[0].port, viewer.reals[0].backup), (Forwarding::Nat, Some(8443), true));
+    assert_eq!(
+        (
+            viewer.forwarding,
+            viewer.reals[0].port,
+            viewer.reals[0].backup
+        ),
+        (Forwarding::Nat, Some(8443), true)
+    );
     assert_eq!(viewer.health, HealthCheck::default());
 }
 
@@ -70,26 +96,38 @@ fn unknown_key_is_rejected_with_its_position() {
     assert_eq!((e.line, e.file.as_str()), (10, "p.yaml"));
     assert!(e.message.contains("schedular"), "{e}");
     assert!(e.to_string().starts_with("p.yaml:10:5: "), "{e}");
-    assert!(!e.message.contains("line"), "position must not be repeated: {e}");
+    assert!(
+        !e.message.contains("line"),
+        "position must not be repeated: {e}"
+    );
 }
 
 #[test]
 fn duplicate_vip_port_protocol_is_rejected_at_the_second_port() {
     let e = error(&GOOD.replace("ports: [443]", "ports: [443, 11112]"));
     assert_eq!(e.line, 31);
-    assert!(e.message.contains("duplicate 198.18.0.100:11112/tcp"), "{e}");
+    assert!(
+        e.message.contains("duplicate 198.18.0.100:11112/tcp"),
+        "{e}"
+    );
     assert!(e.message.contains("dicom"), "{e}");
 }
 
 #[test]
 fn same_port_on_another_protocol_is_fine() {
-    let text = GOOD.replace("ports: [443]", "ports: [104]").replace("protocol: tcp\n    forwarding: nat", "protocol: udp\n    forwarding: nat");
+    let text = GOOD.replace("ports: [443]", "ports: [104]").replace(
+        "protocol: tcp\n    forwarding: nat",
+        "protocol: udp\n    forwarding: nat",
+    );
     parse("p.yaml", &text).unwrap();
 }
 
 #[test]
 fn port_translation_in_dr_is_rejected() {
-    let e = error(&GOOD.replace("        weight: 0\n", "        weight: 0\n        port: 8104\n"));
+    let e = error(&GOOD.replace(
+        "        weight: 0\n",
+        "        weight: 0\n        port: 8104\n",
+    ));
     assert_eq!(e.line, 29);
     assert!(e.message.contains("forwarding: nat"), "{e}");
 }
@@ -98,7 +136,10 @@ fn port_translation_in_dr_is_rejected() {
 fn an_address_that_is_not_an_address_is_rejected() {
     let e = error(&GOOD.replace("address: 198.18.0.12", "address: 198.18.0.312"));
     assert_eq!(e.line, 27);
-    let e = error(&GOOD.replace("vip: 198.18.0.100\n    ports: [104", "vip: pacs.example\n    ports: [104"));
+    let e = error(&GOOD.replace(
+        "vip: 198.18.0.100\n    ports: [104",
+        "vip: pacs.example\n    ports: [104",
+    ));
     assert_eq!(e.line, 6);
 }
 
@@ -108,12 +149,32 @@ fn other_rejections() {
         ("weight: 100", "weight: 70000", 26, "u16"),
         ("netmask: 24", "netmask: 40", 13, "netmask"),
         ("interval: 2s", "interval: 2 fortnights", 17, "duration"),
-        ("called_ae: ORTHANC", "called_ae: THIS-AE-TITLE-IS-TOO-LONG", 21, "AE title"),
-        ("protocol: tcp\n    forwarding: dr", "protocol: sctp\n    forwarding: dr", 8, ""),
+        (
+            "called_ae: ORTHANC",
+            "called_ae: THIS-AE-TITLE-IS-TOO-LONG",
+            21,
+            "AE title",
+        ),
+        (
+            "protocol: tcp\n    forwarding: dr",
+            "protocol: sctp\n    forwarding: dr",
+            8,
+            "",
+        ),
         ("ports: [104, 11112]", "ports: [104, 104]", 7, "twice"),
         ("ports: [104, 11112]", "ports: []", 7, "at least one port"),
-        ("  - name: viewer", "  - name: dicom", 29, "duplicate service name"),
-        ("      - address: 198.18.0.12", "      - address: 198.18.0.11", 27, "listed twice"),
+        (
+            "  - name: viewer",
+            "  - name: dicom",
+            29,
+            "duplicate service name",
+        ),
+        (
+            "      - address: 198.18.0.12",
+            "      - address: 198.18.0.11",
+            27,
+            "listed twice",
+        ),
         ("check: dicom-echo", "check: exec", 15, "command"),
     ] {
         assert!(GOOD.contains(from), "{from}");

@@ -19,13 +19,20 @@ fn at<T>(spanned: &Spanned<T>, message: impl Into<String>) -> Invalid {
 }
 
 fn at_location(location: &Location, message: impl Into<String>) -> Invalid {
-    Invalid { line: location.line(), column: location.column(), message: message.into() }
+    Invalid {
+        line: location.line(),
+        column: location.column(),
+        message: message.into(),
+    }
 }
 
 pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
     let interfaces = validate_interfaces(&raw.interfaces)?;
     if raw.services.len() > MAX_SERVICES as usize {
-        return Err(at(&raw.services[MAX_SERVICES as usize], format!("at most {MAX_SERVICES} services are supported")));
+        return Err(at(
+            &raw.services[MAX_SERVICES as usize],
+            format!("at most {MAX_SERVICES} services are supported"),
+        ));
     }
 
     let mut names = HashSet::new();
@@ -38,7 +45,10 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
             return Err(at(&spec.value.name, "a service name must not be empty"));
         }
         if !names.insert(service.name.clone()) {
-            return Err(at(&spec.value.name, format!("duplicate service name `{}`", service.name)));
+            return Err(at(
+                &spec.value.name,
+                format!("duplicate service name `{}`", service.name),
+            ));
         }
         for port in &spec.value.ports.value {
             let key = (service.vip, port.value, service.protocol);
@@ -55,30 +65,50 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
             }
         }
         if vip_ports.len() > MAX_VIP_PORTS as usize {
-            return Err(at(&spec.value.ports, format!("at most {MAX_VIP_PORTS} VIP:port entries are supported")));
+            return Err(at(
+                &spec.value.ports,
+                format!("at most {MAX_VIP_PORTS} VIP:port entries are supported"),
+            ));
         }
         total_reals += service.reals.len();
         if total_reals > MAX_REALS as usize {
-            return Err(at(spec, format!("at most {MAX_REALS} reals (over all services) are supported")));
+            return Err(at(
+                spec,
+                format!("at most {MAX_REALS} reals (over all services) are supported"),
+            ));
         }
         services.push(service);
     }
-    Ok(Policy { interfaces, services })
+    Ok(Policy {
+        interfaces,
+        services,
+    })
 }
 
-fn validate_interfaces(raw: &Spanned<Vec<Spanned<InterfaceSpec>>>) -> Result<Vec<Interface>, Invalid> {
+fn validate_interfaces(
+    raw: &Spanned<Vec<Spanned<InterfaceSpec>>>,
+) -> Result<Vec<Interface>, Invalid> {
     if raw.value.is_empty() {
-        return Err(at(raw, "at least one interface is needed: the one the XDP program attaches to"));
+        return Err(at(
+            raw,
+            "at least one interface is needed: the one the XDP program attaches to",
+        ));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for spec in &raw.value {
         let name = &spec.value.name;
         if name.value.is_empty() || name.value.len() >= libc::IFNAMSIZ {
-            return Err(at(name, format!("`{}` is not a valid interface name", name.value)));
+            return Err(at(
+                name,
+                format!("`{}` is not a valid interface name", name.value),
+            ));
         }
         if !seen.insert(name.value.clone()) {
-            return Err(at(name, format!("interface `{}` is listed twice", name.value)));
+            return Err(at(
+                name,
+                format!("interface `{}` is listed twice", name.value),
+            ));
         }
         out.push(Interface {
             name: name.value.clone(),
@@ -94,7 +124,10 @@ fn validate_interfaces(raw: &Spanned<Vec<Spanned<InterfaceSpec>>>) -> Result<Vec
         });
     }
     if !out.iter().any(|i| i.role == Role::Outside) {
-        return Err(at(raw, "one interface must be client-facing (role: outside, the default)"));
+        return Err(at(
+            raw,
+            "one interface must be client-facing (role: outside, the default)",
+        ));
     }
     Ok(out)
 }
@@ -117,7 +150,10 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
         }
         ports.push(port.value);
     }
-    if spec.vip.value.is_unspecified() || spec.vip.value.is_broadcast() || spec.vip.value.is_multicast() {
+    if spec.vip.value.is_unspecified()
+        || spec.vip.value.is_broadcast()
+        || spec.vip.value.is_multicast()
+    {
         return Err(at(&spec.vip, format!("{} cannot be a VIP", spec.vip.value)));
     }
 
@@ -136,11 +172,20 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
                 return Err(at(port, "port 0 is not a valid real port"));
             }
         }
-        if r.address.value.is_unspecified() || r.address.value.is_broadcast() || r.address.value.is_multicast() {
-            return Err(at(&r.address, format!("{} cannot be a real server address", r.address.value)));
+        if r.address.value.is_unspecified()
+            || r.address.value.is_broadcast()
+            || r.address.value.is_multicast()
+        {
+            return Err(at(
+                &r.address,
+                format!("{} cannot be a real server address", r.address.value),
+            ));
         }
         if !seen.insert((r.address.value, r.port.as_ref().map(|p| p.value))) {
-            return Err(at(&r.address, format!("real {} is listed twice in this service", r.address.value)));
+            return Err(at(
+                &r.address,
+                format!("real {} is listed twice in this service", r.address.value),
+            ));
         }
         reals.push(Real {
             address: r.address.value,
@@ -161,7 +206,10 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             if p.value.timeout.0.is_zero() {
                 return Err(at(p, "persistence timeout must be longer than 0"));
             }
-            Some(Persistence { timeout: p.value.timeout.0, netmask })
+            Some(Persistence {
+                timeout: p.value.timeout.0,
+                netmask,
+            })
         }
     };
 
@@ -211,18 +259,34 @@ fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
         check.timeout = t.0;
     }
     if check.interval.is_zero() || check.timeout.is_zero() {
-        return Err(at(spec, "health interval and timeout must be longer than 0"));
+        return Err(at(
+            spec,
+            "health interval and timeout must be longer than 0",
+        ));
     }
     check.rise = h.rise.unwrap_or(check.rise);
     check.fall = h.fall.unwrap_or(check.fall);
     if check.rise == 0 || check.fall == 0 {
         return Err(at(spec, "health rise and fall must be at least 1"));
     }
-    for (ae, slot) in [(&h.called_ae, &mut check.called_ae), (&h.calling_ae, &mut check.calling_ae)] {
+    for (ae, slot) in [
+        (&h.called_ae, &mut check.called_ae),
+        (&h.calling_ae, &mut check.calling_ae),
+    ] {
         if let Some(ae) = ae {
             let v = ae.value.trim();
-            if v.is_empty() || v.len() > 16 || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ') || v.contains('\\') {
-                return Err(at(ae, format!("`{}` is not a DICOM AE title (1 to 16 printable ASCII characters, no backslash)", ae.value)));
+            if v.is_empty()
+                || v.len() > 16
+                || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                || v.contains('\\')
+            {
+                return Err(at(
+                    ae,
+                    format!(
+                        "`{}` is not a DICOM AE title (1 to 16 printable ASCII characters, no backslash)",
+                        ae.value
+                    ),
+                ));
             }
             *slot = v.to_string();
         }
@@ -236,14 +300,20 @@ fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
     check.host = h.host.clone();
     if let Some(range) = &h.expect_status {
         check.expect_status = parse_status_range(range).ok_or_else(|| {
-            at(spec, format!("expect_status `{range}` is not a status or range like 200-399"))
+            at(
+                spec,
+                format!("expect_status `{range}` is not a status or range like 200-399"),
+            )
         })?;
     }
     check.expect_body = h.expect_body.clone();
     check.verify_certificate = h.verify_certificate.unwrap_or(true);
     check.command = h.command.clone().unwrap_or_default();
     if check.kind == CheckKind::Exec && check.command.is_empty() {
-        return Err(at(spec, "an exec check needs `command: [program, args...]`"));
+        return Err(at(
+            spec,
+            "an exec check needs `command: [program, args...]`",
+        ));
     }
     Ok(check)
 }

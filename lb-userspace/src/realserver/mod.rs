@@ -61,7 +61,11 @@ pub async fn down(vips: &[Ipv4Addr]) -> Result<()> {
     let mut state = State::load()?;
     let handle = netconf::connect()?;
     let lo = netconf::if_index("lo")?;
-    let targets: Vec<Ipv4Addr> = if vips.is_empty() { state.vips() } else { vips.to_vec() };
+    let targets: Vec<Ipv4Addr> = if vips.is_empty() {
+        state.vips()
+    } else {
+        vips.to_vec()
+    };
     for vip in targets {
         if !state.forget_vip(vip) {
             println!("{vip}: not added by `xdplb realserver up`, left alone");
@@ -91,7 +95,10 @@ pub async fn check(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<bool> {
     let all_announce = sysctl::get("all", "arp_announce")?;
     let interfaces: Vec<String> = match interface {
         Some(i) => vec![i.to_string()],
-        None => sysctl::interfaces()?.into_iter().filter(|i| i != "lo").collect(),
+        None => sysctl::interfaces()?
+            .into_iter()
+            .filter(|i| i != "lo")
+            .collect(),
     };
     let mut ok = true;
     for &vip in vips {
@@ -109,7 +116,9 @@ pub async fn check(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<bool> {
                 ));
             }
             if announce < 2 {
-                problems.push(format!("may use {vip} as ARP source on {iface} (arp_announce={announce})"));
+                problems.push(format!(
+                    "may use {vip} as ARP source on {iface} (arp_announce={announce})"
+                ));
             }
         }
         if problems.is_empty() {
@@ -122,7 +131,13 @@ pub async fn check(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<bool> {
         }
     }
     if !ok {
-        println!("fix: xdplb realserver up --vip {}", vips.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "));
+        println!(
+            "fix: xdplb realserver up --vip {}",
+            vips.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     Ok(ok)
 }

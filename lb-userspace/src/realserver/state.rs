@@ -14,8 +14,12 @@ pub struct State {
 }
 
 fn path() -> Result<PathBuf> {
-    let netns = fs::metadata("/proc/self/ns/net").context("reading this process's network namespace")?.ino();
-    Ok(PathBuf::from(format!("/run/xdplb/realserver-netns-{netns}.state")))
+    let netns = fs::metadata("/proc/self/ns/net")
+        .context("reading this process's network namespace")?
+        .ino();
+    Ok(PathBuf::from(format!(
+        "/run/xdplb/realserver-netns-{netns}.state"
+    )))
 }
 
 impl State {
@@ -31,7 +35,9 @@ impl State {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
                 ["sysctl", iface, name, value] => {
-                    state.sysctls.push((iface.to_string(), name.to_string(), value.parse()?));
+                    state
+                        .sysctls
+                        .push((iface.to_string(), name.to_string(), value.parse()?));
                 }
                 ["vip", addr] => state.vips.push(addr.parse()?),
                 _ => anyhow::bail!("{}: unreadable line `{line}`", path.display()),
@@ -60,7 +66,8 @@ impl State {
     /// Records the original value, unless an earlier `up` already did.
     pub fn remember_sysctl(&mut self, iface: &str, name: &str, value: i64) {
         if !self.sysctls.iter().any(|(i, n, _)| i == iface && n == name) {
-            self.sysctls.push((iface.to_string(), name.to_string(), value));
+            self.sysctls
+                .push((iface.to_string(), name.to_string(), value));
         }
     }
 

@@ -17,14 +17,24 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// `xdplb-PID-N`: unique per process and lab.
 pub fn unique_prefix() -> String {
-    format!("xdplb-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "xdplb-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs a command; fails with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -47,12 +57,17 @@ impl Netns {
     /// the host's /sys/fs/bpf (`ip netns exec` would remount /sys and hide the pins).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         cmd
     }
 
     /// Runs `f` on a thread inside this namespace (sockets it opens live in the namespace).
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<std::thread::JoinHandle<T>> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<T>> {
         let file = File::open(format!("/run/netns/{}", self.name))?;
         Ok(std::thread::spawn(move || {
             setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into the lab namespace");
@@ -62,20 +77,34 @@ impl Netns {
 
     /// Runs `f` inside this namespace and waits for it.
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        self.spawn(f)?.join().map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))
+        self.spawn(f)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))
     }
 
     pub fn mac(&self, interface: &str) -> Result<[u8; 6]> {
         let text = self.ip(&["-o", "link", "show", interface])?;
-        let mac = text.split("link/ether ").nth(1).and_then(|s| s.split_whitespace().next()).context("no MAC")?;
-        let bytes: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>()?;
-        Ok(bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {mac}"))?)
+        let mac = text
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .context("no MAC")?;
+        let bytes: Vec<u8> = mac
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16))
+            .collect::<Result<_, _>>()?;
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("bad MAC {mac}"))
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -85,7 +114,9 @@ pub fn sweep_leftovers() {
         name.strip_prefix("xdplb-")
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<i32>().ok())
-            .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err())
+            .is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            })
     };
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for entry in entries.flatten() {

@@ -42,7 +42,10 @@ impl EchoServer {
                 }
             }
         });
-        Ok(EchoServer { stop, thread: Some(thread) })
+        Ok(EchoServer {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -77,15 +80,20 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn open(ns: &Netns, to: SocketAddr) -> Result<Conversation> {
-        let stream = ns.within(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))??;
+        let stream =
+            ns.within(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))??;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        Ok(Conversation { reader: BufReader::new(stream) })
+        Ok(Conversation {
+            reader: BufReader::new(stream),
+        })
     }
 
     pub fn who(&mut self) -> Result<String> {
         writeln!(self.reader.get_mut(), "who")?;
         let mut answer = String::new();
-        self.reader.read_line(&mut answer).context("reading the server's answer")?;
+        self.reader
+            .read_line(&mut answer)
+            .context("reading the server's answer")?;
         anyhow::ensure!(!answer.is_empty(), "connection closed");
         Ok(answer.trim().to_string())
     }

@@ -12,7 +12,7 @@ use std::{
     fs,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -36,7 +36,10 @@ pub struct LabConfig {
 
 impl Default for LabConfig {
     fn default() -> Self {
-        LabConfig { reals: 3, ports: vec![104, 11112] }
+        LabConfig {
+            reals: 3,
+            ports: vec![104, 11112],
+        }
     }
 }
 
@@ -103,14 +106,22 @@ impl DrLab {
             let port = format!("p-r{}", i + 1);
             plug(&lab.switch, &ns, &port, real_address(i))?;
             ports.push(port);
-            lab.reals.push((ns, real_address(i), format!("real-{}", i + 1)));
+            lab.reals
+                .push((ns, real_address(i), format!("real-{}", i + 1)));
         }
         lab._bridge_xdp = Some(attach_pass(&lab.switch, ports)?);
 
         let xdplb = xdplb_binary()?;
         for (ns, _, name) in &lab.reals {
-            run(ns.command(xdplb.to_str().unwrap()).args(["realserver", "up", "--vip", &VIP.to_string(), "--interface", "eth0"]))
-                .with_context(|| format!("xdplb realserver up on {name}"))?;
+            run(ns.command(xdplb.to_str().unwrap()).args([
+                "realserver",
+                "up",
+                "--vip",
+                &VIP.to_string(),
+                "--interface",
+                "eth0",
+            ]))
+            .with_context(|| format!("xdplb realserver up on {name}"))?;
             for &port in &config.ports {
                 lab.servers.push(EchoServer::start(ns, port, name)?);
             }
@@ -187,20 +198,29 @@ impl DrLab {
 
     /// Runs the `xdplb` binary with `args` in the balancer namespace; returns its stdout.
     pub fn xdplb(&self, args: &[&str]) -> Result<String> {
-        let out = run(self.lb.command(xdplb_binary()?.to_str().unwrap()).args(args))?;
+        let out = run(self
+            .lb
+            .command(xdplb_binary()?.to_str().unwrap())
+            .args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The client's neighbour-table MAC for the VIP, if it has one.
     pub fn client_mac_for_vip(&self) -> Result<Option<String>> {
         let text = self.client.ip(&["neigh", "show", &VIP.to_string()])?;
-        Ok(text.split("lladdr ").nth(1).and_then(|s| s.split_whitespace().next()).map(str::to_string))
+        Ok(text
+            .split("lladdr ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_string))
     }
 }
 
 /// Connects `host` to the bridge with a veth pair: `port` in the switch, `eth0` in the host.
 fn plug(switch: &Netns, host: &Netns, port: &str, address: Ipv4Addr) -> Result<()> {
-    switch.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &host.name])?;
+    switch.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
+    ])?;
     switch.ip(&["link", "set", port, "master", "br0", "up"])?;
     host.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
     host.ip(&["link", "set", "eth0", "up"])?;
@@ -212,7 +232,10 @@ fn plug(switch: &Netns, host: &Netns, port: &str, address: Ipv4Addr) -> Result<(
 fn attach_pass(switch: &Netns, ports: Vec<String>) -> Result<Ebpf> {
     switch.within(move || -> Result<Ebpf> {
         let mut ebpf = Ebpf::load(object::LAB)?;
-        let program: &mut Xdp = ebpf.program_mut("lab_pass").context("lab_pass")?.try_into()?;
+        let program: &mut Xdp = ebpf
+            .program_mut("lab_pass")
+            .context("lab_pass")?
+            .try_into()?;
         program.load()?;
         for port in &ports {
             program.attach(port, aya::programs::XdpMode::Default)?;
@@ -224,7 +247,10 @@ fn attach_pass(switch: &Netns, ports: Vec<String>) -> Result<Ebpf> {
 impl Drop for DrLab {
     fn drop(&mut self) {
         if let Some(mut child) = self.balancer.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = child.wait();
         }
         if let Ok(xdplb) = xdplb_binary() {
@@ -246,7 +272,11 @@ impl Drop for DrLab {
 
 /// A DR policy for the lab: one service on `ports` over every real.
 pub fn dr_policy(lab: &DrLab, ports: &[u16]) -> String {
-    let ports = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    let ports = ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut text = format!(
         "interfaces:\n  - name: eth0\n    xdp_mode: driver\nservices:\n  - name: dicom\n    vip: {VIP}\n    ports: [{ports}]\n    protocol: tcp\n    forwarding: dr\n    reals:\n"
     );

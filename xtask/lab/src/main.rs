@@ -1,0 +1,22 @@
+//! `xdplb-lab demo|bench`, run by `cargo xtask demo` and `cargo xtask bench` (as root).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let result = match command.as_str() {
+        "demo" => xdplb_lab::demo::run(),
+        "bench" => xdplb_lab::bench::run(),
+        _ => {
+            eprintln!("usage: xdplb-lab demo|bench");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdplb-lab {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
