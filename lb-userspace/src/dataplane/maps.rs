@@ -30,39 +30,18 @@ pub struct Maps {
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
 pub const VIP_ADDR_ADDED: u32 = 1;
 
-pub const ALL_MAPS: [&str; 8] = [
-    MAP_SERVICES,
-    MAP_VIP_ADDRS,
-    MAP_REALS,
-    MAP_MAGLEV,
-    MAP_FLOWS,
-    MAP_SERVICE_COUNTERS,
-    MAP_REAL_COUNTERS,
-    MAP_REASON_COUNTERS,
-];
-
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps> {
-        let mut take = |name: &str| {
+        Maps::from_source(|name| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the program"))
-        };
-        Ok(Maps {
-            services: take(MAP_SERVICES)?.try_into()?,
-            vip_addrs: take(MAP_VIP_ADDRS)?.try_into()?,
-            reals: take(MAP_REALS)?.try_into()?,
-            maglev: take(MAP_MAGLEV)?.try_into()?,
-            flows: take(MAP_FLOWS)?.try_into()?,
-            service_counters: take(MAP_SERVICE_COUNTERS)?.try_into()?,
-            real_counters: take(MAP_REAL_COUNTERS)?.try_into()?,
-            reason_counters: take(MAP_REASON_COUNTERS)?.try_into()?,
         })
     }
 
     /// Opens the maps a running (or crashed) balancer pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Maps> {
-        let open = |name: &str| -> Result<Map> {
+        Maps::from_source(|name| {
             let path = pin_dir.join(name);
             let data = MapData::from_pin(&path).with_context(|| {
                 format!(
@@ -71,16 +50,19 @@ impl Maps {
                 )
             })?;
             Ok(Map::from_map_data(data)?)
-        };
+        })
+    }
+
+    fn from_source(mut map: impl FnMut(&str) -> Result<Map>) -> Result<Maps> {
         Ok(Maps {
-            services: open(MAP_SERVICES)?.try_into()?,
-            vip_addrs: open(MAP_VIP_ADDRS)?.try_into()?,
-            reals: open(MAP_REALS)?.try_into()?,
-            maglev: open(MAP_MAGLEV)?.try_into()?,
-            flows: open(MAP_FLOWS)?.try_into()?,
-            service_counters: open(MAP_SERVICE_COUNTERS)?.try_into()?,
-            real_counters: open(MAP_REAL_COUNTERS)?.try_into()?,
-            reason_counters: open(MAP_REASON_COUNTERS)?.try_into()?,
+            services: map(MAP_SERVICES)?.try_into()?,
+            vip_addrs: map(MAP_VIP_ADDRS)?.try_into()?,
+            reals: map(MAP_REALS)?.try_into()?,
+            maglev: map(MAP_MAGLEV)?.try_into()?,
+            flows: map(MAP_FLOWS)?.try_into()?,
+            service_counters: map(MAP_SERVICE_COUNTERS)?.try_into()?,
+            real_counters: map(MAP_REAL_COUNTERS)?.try_into()?,
+            reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,
         })
     }
 }

@@ -205,6 +205,17 @@ impl DrLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The balancer's eth0 MAC as `ip` prints it (aa:bb:...).
+    pub fn balancer_mac(&self) -> Result<String> {
+        Ok(self
+            .lb
+            .mac("eth0")?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"))
+    }
+
     /// The client's neighbour-table MAC for the VIP, if it has one.
     pub fn client_mac_for_vip(&self) -> Result<Option<String>> {
         let text = self.client.ip(&["neigh", "show", &VIP.to_string()])?;
