@@ -348,3 +348,23 @@ fn counters_count_forwarded_packets_per_real() {
     assert_eq!(counted.counters.bytes, 5 * frame.len() as u64);
     assert_eq!(counted.counters.new_flows, 1);
 }
+
+#[test]
+fn a_port_removed_from_the_policy_stops_forwarding_even_established_flows() {
+    let mut dp = dataplane();
+    let flow = Flow::new(CLIENT, 42000, VIP, 11112);
+    let first = syn(42000, 11112);
+    assert_dr_forward(&first, &dp.run(&first).unwrap());
+    dp.policy.services[0].ports = vec![104];
+    dp.apply();
+    let later = frames::tcp(&flow, &Shape::default(), b"after reload");
+    let out = dp.run(&later).unwrap();
+    assert_eq!(
+        (out.action, out.frame),
+        (XDP_PASS, later),
+        "traffic to a removed port passes"
+    );
+    // The remaining port is unaffected.
+    let other = syn(42001, 104);
+    assert_dr_forward(&other, &dp.run(&other).unwrap());
+}

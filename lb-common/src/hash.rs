@@ -19,3 +19,10 @@ pub const fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) ->
     let h = fmix64(addrs ^ fmix64(rest ^ 0x9e37_79b9_7f4a_7c15));
     (h ^ (h >> 32)) as u32
 }
+
+/// Bit of the VIP filter for a destination (network byte order fields).
+#[inline(always)]
+pub const fn vip_filter_bit(addr: u32, port: u16, proto: u8) -> u32 {
+    let h = fmix64(((addr as u64) << 32) | ((port as u64) << 8) | proto as u64);
+    (h as u32) & (crate::maps::VIP_FILTER_BITS - 1)
+}

@@ -13,11 +13,16 @@ pub const MAX_FLOWS: u32 = 1 << 20;
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
 /// Maglev tables: two per service so a new one is written beside the live one, then switched.
 pub const MAGLEV_TABLES: u32 = MAX_SERVICES * 2;
+/// Bits of the VIP filter: a bitmap of hashed VIP:port:protocol, checked before any hash-map
+/// lookup so traffic for other destinations costs one array read.
+pub const VIP_FILTER_BITS: u32 = 1 << 16;
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
 /// Value of a Maglev table entry or a service's fallback with no real behind it.
 pub const NO_REAL: u32 = u32::MAX;
 
 pub const MAP_SERVICES: &str = "SERVICES";
 pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
+pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 pub const MAP_REALS: &str = "REALS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";

@@ -31,6 +31,9 @@ pub struct Service {
 
 /// `Real::flags`: the real may receive packets (configured, reachable, healthy).
 pub const REAL_UP: u16 = 1;
+/// `Real::flags`: the real's service forwards by NAT (else DR). Kept on the real so an
+/// established flow is handled from the connection table and the real alone.
+pub const REAL_NAT: u16 = 2;
 
 /// Value of the `REALS` array, indexed by real id.
 #[repr(C)]
@@ -44,7 +47,7 @@ pub struct Real {
     /// Bumped each time the id is given to another real, so flows remembered for the previous
     /// holder of the id are never sent to the new one.
     pub generation: u32,
-    /// Id of the service this real belongs to.
+    /// Id of the service this real belongs to (for its counters).
     pub service: u32,
 }
 

@@ -1,11 +1,12 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
-//! Every packet goes parse -> classify (is it for a VIP?) -> schedule (which real?) ->
+//! Every packet goes parse -> classify (could it be for a VIP?) -> schedule (which real?) ->
 //! rewrite -> action. Anything that is not for a configured VIP:port:protocol leaves
 //! untouched with XDP_PASS, so the host's own traffic is never disturbed.
 #![no_std]
 #![no_main]
 
+mod classify;
 mod dr;
 mod maps;
 mod parse;
@@ -13,7 +14,7 @@ mod schedule;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{counters::Reason, service::FORWARD_DR};
+use lb_common::{counters::Reason, service::REAL_NAT};
 
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
@@ -32,14 +33,19 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
-    let service = packet.service;
-    let (real_id, real, new_flow) = schedule::pick_real(&packet)?;
-    if service.forwarding != FORWARD_DR {
+    classify::maybe_for_vip(&packet)?;
+    let chosen = schedule::pick_real(&packet)?;
+    if chosen.real.flags & REAL_NAT != 0 {
         // NAT services are configured by a later controller; until then they are passed.
         return Err(Reason::NotForVip);
     }
-    dr::rewrite(&packet, &real.mac);
-    stats::count_forwarded(service.id, real_id, packet.frame_len, new_flow);
+    dr::rewrite(&packet, &chosen.real.mac);
+    stats::count_forwarded(
+        chosen.real.service,
+        chosen.id,
+        packet.frame_len,
+        chosen.new_flow,
+    );
     Ok(xdp_action::XDP_TX)
 }
 

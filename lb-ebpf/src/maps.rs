@@ -8,7 +8,10 @@ use aya_ebpf::{
 use lb_common::{
     counters::{Reason, TrafficCounters},
     flow::{FlowKey, FlowValue},
-    maps::{MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS},
+    maps::{
+        MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS,
+        VIP_FILTER_WORDS,
+    },
     service::{Real, Service, VipKey},
 };
 
@@ -19,6 +22,10 @@ pub static SERVICES: HashMap<VipKey, Service> = HashMap::pinned(MAX_VIP_PORTS, 0
 /// VIP addresses (any port), to recognise fragments addressed to a VIP. Value unused.
 #[map]
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_VIP_PORTS, 0);
+
+/// Bitmap of hashed VIP:port:protocol (see lb_common::hash::vip_filter_bit).
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
 
 /// Real id -> real server.
 #[map]

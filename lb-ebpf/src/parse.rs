@@ -1,4 +1,4 @@
-//! Parsing and classification: Ethernet (one optional 802.1Q tag), IPv4 with options, TCP/UDP.
+//! Parsing: Ethernet (one optional 802.1Q tag), IPv4 with options, TCP/UDP.
 //! Every read is bounds-checked against data_end in a form the verifier accepts.
 //!
 //! IP fragments addressed to a VIP are dropped and counted (`Reason::Fragment`): a non-first
@@ -10,12 +10,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP,
-    counters::Reason,
-    flow::FlowKey,
-    service::{Service, VipKey},
-};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, counters::Reason, flow::FlowKey};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -24,13 +19,12 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-use crate::maps::{SERVICES, VIP_ADDRS};
+use crate::maps::VIP_ADDRS;
 
-/// A packet addressed to a configured service.
+/// A TCP or UDP packet, parsed.
 pub struct Packet {
     pub eth: *mut EthHdr,
     pub flow: FlowKey,
-    pub service: Service,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
 }
@@ -121,21 +115,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         }
     };
 
-    let vip = VipKey {
-        addr: dst,
-        port: dport,
-        proto,
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once.
-    let service = match unsafe { SERVICES.get(vip) } {
-        Some(service) => *service,
-        None => return Err(Reason::NotForVip),
-    };
-    // SAFETY: eth was bounds-checked above.
-    if unsafe { (*eth).dst_addr[0] } & 1 != 0 {
-        return Err(Reason::NotUnicast);
-    }
     Ok(Packet {
         eth,
         flow: FlowKey {
@@ -146,7 +125,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             proto,
             _pad: [0; 3],
         },
-        service,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

@@ -18,6 +18,8 @@ pub struct Maps {
     pub services: HashMap<MapData, VipKey, Service>,
     /// VIP address -> flags (`VIP_ADDR_ADDED`: the controller put it on the interface).
     pub vip_addrs: HashMap<MapData, u32, u32>,
+    /// Bitmap of hashed VIP:port:protocol, one u64 per entry.
+    pub vip_filter: Array<MapData, u64>,
     pub reals: Array<MapData, Real>,
     pub maglev: Array<MapData, u32>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
@@ -57,6 +59,7 @@ impl Maps {
         Ok(Maps {
             services: map(MAP_SERVICES)?.try_into()?,
             vip_addrs: map(MAP_VIP_ADDRS)?.try_into()?,
+            vip_filter: map(MAP_VIP_FILTER)?.try_into()?,
             reals: map(MAP_REALS)?.try_into()?,
             maglev: map(MAP_MAGLEV)?.try_into()?,
             flows: map(MAP_FLOWS)?.try_into()?,

@@ -13,8 +13,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
-    service::{FORWARD_DR, FORWARD_NAT, REAL_UP, Real, Service, VipKey},
+    hash::vip_filter_bit,
+    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES, VIP_FILTER_WORDS},
+    service::{FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_UP, Real, Service, VipKey},
 };
 
 use super::{
@@ -63,6 +64,8 @@ pub struct Sync {
     tables: HashMap<u32, Vec<u32>>,
     vip_ports: HashMap<VipKey, Service>,
     vips: HashMap<u32, u32>,
+    /// VIP filter words as last written (unknown after a restart: written in full).
+    vip_filter: Option<Vec<u64>>,
     /// What the last `apply` produced, by service name.
     pub reals_view: Vec<RealView>,
 }
@@ -115,19 +118,19 @@ impl Sync {
             service_ids.insert(service.name.clone(), id);
         }
         let mut used: HashSet<u32> = service_ids.values().flatten().copied().collect();
-        let service_ids: HashMap<String, u32> = service_ids
-            .into_iter()
-            .map(|(name, id)| {
-                let id = id.unwrap_or_else(|| {
-                    let free = (0..MAX_SERVICES)
-                        .find(|i| !used.contains(i))
-                        .expect("policy validation caps services");
-                    used.insert(free);
-                    free
-                });
-                (name, id)
-            })
-            .collect();
+        // New services get the lowest free ids in policy order, so ids are reproducible.
+        let mut assigned = HashMap::new();
+        for service in &policy.services {
+            let id = service_ids[&service.name].unwrap_or_else(|| {
+                let free = (0..MAX_SERVICES)
+                    .find(|i| !used.contains(i))
+                    .expect("policy validation caps services");
+                used.insert(free);
+                free
+            });
+            assigned.insert(service.name.clone(), id);
+        }
+        let service_ids = assigned;
 
         let mut real_ids = HashMap::new();
         let mut taken: HashSet<u32> = HashSet::new();
@@ -173,9 +176,14 @@ impl Sync {
         for (service, real, key) in &wanted_reals {
             let id = real_ids[key];
             let mac = observed.macs.get(&real.address);
+            let nat = if service.forwarding == Forwarding::Nat {
+                REAL_NAT
+            } else {
+                0
+            };
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
-                flags: if mac.is_some() { REAL_UP } else { 0 },
+                flags: if mac.is_some() { REAL_UP | nat } else { nat },
                 addr: u32::from_ne_bytes(real.address.octets()),
                 generation: self.generations[id as usize],
                 service: key.service,
@@ -245,6 +253,14 @@ impl Sync {
             }
             self.active_table.insert(sid, table_no);
         }
+        // Filter bits go on before a service entry appears and come off after it is gone: a
+        // stale bit costs one lookup, a missing one would pass a VIP's traffic to the kernel.
+        let filter = vip_filter(wanted_vip_ports.keys());
+        let both: Vec<u64> = match &self.vip_filter {
+            Some(old) => old.iter().zip(&filter).map(|(a, b)| a | b).collect(),
+            None => filter.clone(),
+        };
+        self.write_filter(maps, both)?;
         for (key, value) in &wanted_vip_ports {
             if self.vip_ports.get(key) != Some(value) {
                 maps.services
@@ -252,17 +268,19 @@ impl Sync {
                     .context("writing a service entry")?;
             }
         }
-        for key in self
+        let removed: Vec<VipKey> = self
             .vip_ports
             .keys()
             .filter(|k| !wanted_vip_ports.contains_key(k))
             .copied()
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        for key in &removed {
             maps.services
-                .remove(&key)
+                .remove(key)
                 .context("removing a service entry")?;
         }
+        purge_flows(maps, &removed)?;
+        self.write_filter(maps, filter)?;
         self.vip_ports = wanted_vip_ports;
 
         let wanted_vips: HashMap<u32, u32> = policy
@@ -321,6 +339,18 @@ impl Sync {
         Ok(())
     }
 
+    fn write_filter(&mut self, maps: &mut Maps, filter: Vec<u64>) -> Result<()> {
+        for (i, &word) in filter.iter().enumerate() {
+            if self.vip_filter.as_ref().map(|old| old[i]) != Some(word) {
+                maps.vip_filter
+                    .set(i as u32, word, 0)
+                    .context("writing the VIP filter")?;
+            }
+        }
+        self.vip_filter = Some(filter);
+        Ok(())
+    }
+
     /// Writes `table` into table number `table_no`, only the entries that differ from what it
     /// is known to hold.
     fn write_table(&mut self, maps: &mut Maps, table_no: u32, table: Vec<u32>) -> Result<()> {
@@ -345,4 +375,33 @@ fn vip_key(service: &policy::Service, port: u16) -> VipKey {
         proto: service.protocol.number(),
         _pad: 0,
     }
+}
+
+fn vip_filter<'a>(keys: impl Iterator<Item = &'a VipKey>) -> Vec<u64> {
+    let mut words = vec![0u64; VIP_FILTER_WORDS as usize];
+    for key in keys {
+        let bit = vip_filter_bit(key.addr, key.port, key.proto);
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
+}
+
+/// Forgets the flows of VIP:ports that left the policy, so they are not forwarded from the
+/// connection table after their service entry is gone.
+fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let gone: HashSet<(u32, u16, u8)> = removed.iter().map(|k| (k.addr, k.port, k.proto)).collect();
+    let stale: Vec<_> = maps
+        .flows
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| gone.contains(&(k.dst, k.dport, k.proto)))
+        .collect();
+    for key in stale {
+        // An entry the LRU evicted meanwhile is already gone.
+        let _ = maps.flows.remove(&key);
+    }
+    Ok(())
 }
