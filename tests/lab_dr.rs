@@ -63,6 +63,24 @@ fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
         .join(":");
     assert_eq!(lab.client_mac_for_vip()?.as_deref(), Some(lb_mac.as_str()));
 
+    // A second controller for the same pin directory refuses, and the first keeps working.
+    let policy_file = lab.work_dir.join("policy.yaml");
+    let second = lab
+        .lb
+        .command(xdplb_lab::lab::xdplb_binary()?.to_str().unwrap())
+        .args(["run", "--metrics-listen", "off", "--config"])
+        .arg(&policy_file)
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .output()?;
+    assert!(!second.status.success(), "a second run must refuse");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already active"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(held.who()?, held_real);
+
     // Each real was handed its flows by XDP: its counters saw them.
     let stats = lab.stats()?;
     for real in &stats.reals {

@@ -1,0 +1,45 @@
+//! The `xdplb` command line as a user meets it.
+
+use std::process::Command;
+
+use xdplb_lab::lab::xdplb_binary;
+
+fn validate(text: &str) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("xdplb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("policy-{}.yaml", text.len()));
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(xdplb_binary().unwrap())
+        .arg("validate")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+const GOOD: &str = "interfaces:\n  - name: eth0\nservices:\n  - name: hl7\n    vip: 198.18.0.100\n    ports: [2575]\n    protocol: tcp\n    forwarding: dr\n    reals:\n      - address: 198.18.0.11\n";
+
+#[test]
+fn validate_accepts_a_good_policy() {
+    let out = validate(GOOD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 services, 1 reals)"));
+}
+
+#[test]
+fn validate_rejects_a_bad_policy_with_position_and_exit_status_2() {
+    let out = validate(&GOOD.replace("198.18.0.11", "198.18.0.311"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(".yaml:10:18: "),
+        "expected FILE:LINE:COLUMN: message, got {stderr}"
+    );
+}
