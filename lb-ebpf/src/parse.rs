@@ -123,7 +123,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             sport,
             dport,
             proto,
-            _pad: [0; 3],
+            _pad1: 0,
+            _pad2: 0,
         },
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
