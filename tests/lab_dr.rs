@@ -137,3 +137,75 @@ fn realserver_up_is_idempotent_and_down_restores() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn forwarding_survives_a_controller_crash_and_restart() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 2,
+        ports: vec![104],
+    })?;
+    let policy = dr_policy(&lab, &[104]);
+    lab.start_balancer(&policy)?;
+    let mut held = Conversation::open(&lab.client, lab.vip(104))?;
+    let held_real = held.who()?;
+
+    // kill -9: nothing tidies up, the pinned program and maps keep forwarding.
+    lab.kill_balancer()?;
+    assert_eq!(held.who()?, held_real, "held connection after the crash");
+    for i in 0..20 {
+        who(&lab.client, lab.vip(104))
+            .map_err(|e| anyhow::anyhow!("connection {i} while no controller runs: {e}"))?;
+    }
+
+    // A new controller adopts the pins: the held connection never moves.
+    lab.start_balancer(&policy)?;
+    assert!(
+        lab.balancer_log().contains("took over the pinned XDP link"),
+        "{}",
+        lab.balancer_log()
+    );
+    assert_eq!(held.who()?, held_real, "held connection after the restart");
+    for i in 0..40 {
+        who(&lab.client, lab.vip(104))
+            .map_err(|e| anyhow::anyhow!("connection {i} after the restart: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_real_whose_mac_changes_is_followed() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 1,
+        ports: vec![104],
+    })?;
+    lab.start_balancer(&dr_policy(&lab, &[104]))?;
+    let mut held = Conversation::open(&lab.client, lab.vip(104))?;
+    let name = held.who()?;
+    let (real_ns, real_addr, _) = &lab.reals[0];
+
+    // A NIC swap: new MAC, announced by gratuitous ARP (arp_notify) as hosts do.
+    real_ns
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.conf.eth0.arp_notify=1"])
+        .status()?;
+    let new_mac = [0x02, 0x42, 0, 0, 0, 0x99];
+    let text = new_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    real_ns.ip(&["link", "set", "dev", "eth0", "address", &text])?;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lab.dataplane_mac(*real_addr)? != Some(new_mac) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "data plane still has the old MAC:\n{}",
+            lab.balancer_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(held.who()?, name, "the held connection follows the new MAC");
+    assert_eq!(who(&lab.client, lab.vip(104))?, name);
+    Ok(())
+}

@@ -134,7 +134,10 @@ impl DrLab {
     pub fn start_balancer(&mut self, policy: &str) -> Result<()> {
         let config = self.work_dir.join("policy.yaml");
         fs::write(&config, policy)?;
-        let log = fs::File::create(self.work_dir.join("xdplb.log"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work_dir.join("xdplb.log"))?;
         let child = self
             .lb
             .command(xdplb_binary()?.to_str().unwrap())
@@ -182,6 +185,27 @@ impl DrLab {
             }
         }
         Ok(services > 0)
+    }
+
+    /// Kills the controller with SIGKILL (a crash): the pinned data plane stays.
+    pub fn kill_balancer(&mut self) -> Result<()> {
+        let mut child = self.balancer.take().context("no balancer running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// The MAC the data plane sends to for real `address`.
+    pub fn dataplane_mac(&self, address: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        let maps = Maps::open_pinned(&self.pin_dir)?;
+        let target = u32::from_ne_bytes(address.octets());
+        for real in maps.reals.iter() {
+            let real = real?;
+            if real.addr == target && real.flags & lb_common::service::REAL_UP != 0 {
+                return Ok(Some(real.mac));
+            }
+        }
+        Ok(None)
     }
 
     pub fn balancer_log(&self) -> String {
