@@ -14,6 +14,8 @@ declare -A debs=(
   [nft]=nftables
   [ping]=iputils-ping
   [bpftool]=bpftool
+  [nsenter]=util-linux
+  [sysctl]=procps
 )
 
 missing=()
@@ -59,7 +61,7 @@ if ! linker_ok; then
   ln -sf "$llvm_so" "$prefix/lib/$(basename "$llvm_so")"
   say "building bpf-linker against nightly's LLVM $llvm_major (takes a minute or two)"
   LLVM_PREFIX="$prefix" RUSTFLAGS="-C link-arg=-Wl,-rpath,$sysroot/lib" \
-    cargo install --locked bpf-linker --no-default-features --features "llvm-$llvm_major" \
+    cargo install --locked bpf-linker --version '^0.13' --no-default-features --features "llvm-$llvm_major" \
       >/tmp/xdplb-bpf-linker-build.log 2>&1 \
     || fail "cargo install bpf-linker (log: /tmp/xdplb-bpf-linker-build.log)"
   linker_ok || fail "bpf-linker installed but does not run"

@@ -54,14 +54,7 @@ fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
     );
 
     // The client reached the VIP through the balancer's MAC (the reals never answered ARP).
-    let lb_mac = lab
-        .lb
-        .mac("eth0")?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    assert_eq!(lab.client_mac_for_vip()?.as_deref(), Some(lb_mac.as_str()));
+    assert_eq!(lab.client_mac_for_vip()?, Some(lab.balancer_mac()?));
 
     // A second controller for the same pin directory refuses, and the first keeps working.
     let policy_file = lab.work_dir.join("policy.yaml");
@@ -189,11 +182,7 @@ fn a_real_whose_mac_changes_is_followed() -> Result<()> {
         .args(["-qw", "net.ipv4.conf.eth0.arp_notify=1"])
         .status()?;
     let new_mac = [0x02, 0x42, 0, 0, 0, 0x99];
-    let text = new_mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let text = xdplb_lab::lab::mac_text(&new_mac);
     real_ns.ip(&["link", "set", "dev", "eth0", "address", &text])?;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

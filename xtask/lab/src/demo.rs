@@ -45,13 +45,7 @@ pub fn run() -> Result<()> {
     }
 
     let mac = lab.client_mac_for_vip()?.unwrap_or_else(|| "none".into());
-    let lb_mac = lab
-        .lb
-        .mac("eth0")?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let lb_mac = lab.balancer_mac()?;
     println!(
         "\nclient's ARP entry for {VIP}: {mac} (balancer eth0 is {lb_mac}; the reals stay silent)"
     );

@@ -22,7 +22,7 @@ use xdplb::dataplane::{counters, maps::Maps, object};
 
 use super::{
     EchoServer,
-    netns::{self, Netns, run},
+    netns::{self, Netns, mac_text, run},
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -231,13 +231,7 @@ impl DrLab {
 
     /// The balancer's eth0 MAC as `ip` prints it (aa:bb:...).
     pub fn balancer_mac(&self) -> Result<String> {
-        Ok(self
-            .lb
-            .mac("eth0")?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"))
+        Ok(mac_text(&self.lb.mac("eth0")?))
     }
 
     /// The client's neighbour-table MAC for the VIP, if it has one.

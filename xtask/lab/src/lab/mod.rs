@@ -14,5 +14,5 @@ mod netns;
 mod tcp;
 
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address, xdplb_binary};
-pub use netns::Netns;
+pub use netns::{Netns, mac_text};
 pub use tcp::{Conversation, EchoServer, who};

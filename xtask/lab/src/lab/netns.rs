@@ -137,3 +137,11 @@ pub fn sweep_leftovers() {
         }
     }
 }
+
+/// A MAC as `ip` prints it: `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
