@@ -25,6 +25,9 @@ use super::{
     netns::{self, Netns, mac_text, run},
 };
 
+/// What `xdplb run` logs once its first sync is done.
+const READY_LINE: &str = "xdplb running";
+
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const BALANCER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -134,6 +137,7 @@ impl DrLab {
     pub fn start_balancer(&mut self, policy: &str) -> Result<()> {
         let config = self.work_dir.join("policy.yaml");
         fs::write(&config, policy)?;
+        let started_before = self.balancer_log().matches(READY_LINE).count();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -158,7 +162,10 @@ impl DrLab {
             if let Some(status) = self.balancer.as_mut().unwrap().try_wait()? {
                 bail!("xdplb run exited ({status}):\n{}", self.balancer_log());
             }
-            if self.all_reals_in_live_tables().unwrap_or(false) {
+            // This controller finished its first sync, and the tables hold every real (a
+            // restarted controller finds complete tables in the pins before it has started).
+            let running = self.balancer_log().matches(READY_LINE).count() > started_before;
+            if running && self.all_reals_in_live_tables().unwrap_or(false) {
                 return Ok(());
             }
             if Instant::now() > deadline {
