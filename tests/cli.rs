@@ -5,9 +5,12 @@ use std::process::Command;
 use xdplb_lab::lab::xdplb_binary;
 
 fn validate(text: &str) -> std::process::Output {
-    let dir = std::env::temp_dir().join(format!("xdplb-cli-{}", std::process::id()));
+    // A directory per call: tests run in parallel.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("xdplb-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("policy-{}.yaml", text.len()));
+    let file = dir.join("policy.yaml");
     std::fs::write(&file, text).unwrap();
     let out = Command::new(xdplb_binary().unwrap())
         .arg("validate")

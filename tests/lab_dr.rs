@@ -198,3 +198,37 @@ fn a_real_whose_mac_changes_is_followed() -> Result<()> {
     assert_eq!(who(&lab.client, lab.vip(104))?, name);
     Ok(())
 }
+
+#[test]
+fn down_detaches_unpins_and_removes_the_vips_it_added() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 1,
+        ports: vec![104],
+    })?;
+    lab.start_balancer(&dr_policy(&lab, &[104]))?;
+    assert!(
+        lab.lb
+            .ip(&["addr", "show", "dev", "eth0"])?
+            .contains("198.18.0.100/32")
+    );
+    assert!(
+        lab.lb
+            .ip(&["link", "show", "dev", "eth0"])?
+            .contains("prog/xdp")
+    );
+
+    let out = lab.xdplb(&["down", "--pin-dir", lab.pin_dir.to_str().unwrap()])?;
+    assert!(out.contains("xdplb is down"), "{out}");
+    assert!(!lab.pin_dir.exists(), "pins removed");
+    assert!(
+        !lab.lb
+            .ip(&["addr", "show", "dev", "eth0"])?
+            .contains("198.18.0.100"),
+        "VIP removed"
+    );
+    let link = lab.lb.ip(&["link", "show", "dev", "eth0"])?;
+    assert!(!link.contains("prog/xdp"), "XDP detached: {link}\n{out}");
+    // With the balancer gone, the VIP is unreachable: nothing answers for it any more.
+    assert!(who(&lab.client, lab.vip(104)).is_err());
+    Ok(())
+}

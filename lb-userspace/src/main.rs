@@ -150,23 +150,39 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Counters straight from the pinned maps (works with or without a running controller).
+/// Services are shown by id: names live in the policy, not in the data plane.
 fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
     let snapshot = counters::snapshot(&maps)?;
+    let row = |service: &dyn std::fmt::Display,
+               real: &dyn std::fmt::Display,
+               state: &str,
+               c: &lb_common::counters::TrafficCounters| {
+        println!(
+            "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
+            service.to_string(),
+            real.to_string(),
+            state,
+            c.packets,
+            c.bytes,
+            c.new_flows
+        )
+    };
     println!(
         "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
         "SERVICE", "REAL", "STATE", "PACKETS", "BYTES", "NEW FLOWS"
     );
-    for r in &snapshot.reals {
-        println!(
-            "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
-            r.service_id,
-            r.address,
-            if r.up { "up" } else { "down" },
-            r.counters.packets,
-            r.counters.bytes,
-            r.counters.new_flows
-        );
+    for (id, total) in &snapshot.services {
+        row(id, &"(all reals)", "", total);
+        for r in snapshot.reals.iter().filter(|r| r.service_id == *id) {
+            row(
+                id,
+                &r.address,
+                if r.up { "up" } else { "down" },
+                &r.counters,
+            );
+        }
     }
     println!();
     for (reason, count) in &snapshot.reasons {

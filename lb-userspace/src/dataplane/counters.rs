@@ -18,6 +18,8 @@ pub struct RealCounters {
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// (service id, counters) for every service with a VIP:port entry.
+    pub services: Vec<(u32, TrafficCounters)>,
     pub reals: Vec<RealCounters>,
     pub reasons: Vec<(Reason, u64)>,
 }
@@ -47,6 +49,19 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
             up: real.flags & lb_common::service::REAL_UP != 0,
             counters: sum(&per_cpu),
         });
+    }
+    let mut ids: Vec<u32> = maps
+        .services
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|(_, s)| s.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        snapshot
+            .services
+            .push((id, sum(&maps.service_counters.get(&id, 0)?)));
     }
     for reason in Reason::ALL {
         let per_cpu = maps.reason_counters.get(&(reason as u32), 0)?;
