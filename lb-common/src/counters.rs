@@ -29,10 +29,17 @@ pub enum Reason {
     NoReal = 5,
     /// Frame not unicast to this host (broadcast/multicast destination MAC): passed.
     NotUnicast = 6,
+    /// NAT: TTL would expire here; passed so the kernel can answer as a router does.
+    TtlExpired = 7,
+    /// NAT: no route to the real or the client; passed untouched.
+    NoRoute = 8,
+    /// NAT: the next hop's MAC is not known yet; translated and passed so the kernel forwards
+    /// it and resolves the neighbour (later packets take the fast path).
+    NoNeighbour = 9,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::NotIpv4,
@@ -41,6 +48,9 @@ impl Reason {
         Reason::Fragment,
         Reason::NoReal,
         Reason::NotUnicast,
+        Reason::TtlExpired,
+        Reason::NoRoute,
+        Reason::NoNeighbour,
     ];
 
     /// Label used in status output and metrics.
@@ -53,6 +63,9 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::NoReal => "no_real",
             Reason::NotUnicast => "not_unicast",
+            Reason::TtlExpired => "ttl_expired",
+            Reason::NoRoute => "no_route",
+            Reason::NoNeighbour => "no_neighbour",
         }
     }
 }

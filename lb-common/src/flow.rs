@@ -24,9 +24,24 @@ pub struct FlowValue {
     pub generation: u32,
 }
 
+/// Value of the `NAT_REVERSE` map, keyed by a NAT flow's reply 5-tuple (real -> client): what
+/// the reply's source must be rewritten back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatReverse {
+    /// VIP and service port the client addressed, network byte order.
+    pub vip: u32,
+    pub vip_port: u16,
+    pub _pad: u16,
+    /// Real id, for counters and to ignore replies of a real that was replaced.
+    pub real: u32,
+    pub generation: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] data with explicit padding.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::NatReverse {}
 }

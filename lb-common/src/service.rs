@@ -49,6 +49,9 @@ pub struct Real {
     pub generation: u32,
     /// Id of the service this real belongs to (for its counters).
     pub service: u32,
+    /// NAT: destination port to translate to, network byte order; 0 keeps the client's.
+    pub port: u16,
+    pub _pad: u16,
 }
 
 #[cfg(feature = "user")]

@@ -7,8 +7,10 @@
 #![no_main]
 
 mod classify;
+mod csum;
 mod dr;
 mod maps;
+mod nat;
 mod parse;
 mod schedule;
 mod stats;
@@ -33,20 +35,32 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
-    classify::maybe_for_vip(&packet)?;
-    let chosen = schedule::pick_real(&packet)?;
-    if chosen.real.flags & REAL_NAT != 0 {
-        // NAT services are configured by a later controller; until then they are passed.
-        return Err(Reason::NotForVip);
+    if classify::maybe_to_vip(&packet) {
+        classify::unicast(&packet)?;
+        match schedule::pick_real(&packet) {
+            Ok(chosen) if chosen.real.flags & REAL_NAT != 0 => {
+                return nat::inbound(ctx, &packet, &chosen);
+            }
+            Ok(chosen) => {
+                dr::rewrite(&packet, &chosen.real.mac);
+                stats::count_forwarded(
+                    chosen.real.service,
+                    chosen.id,
+                    packet.frame_len,
+                    chosen.new_flow,
+                );
+                return Ok(xdp_action::XDP_TX);
+            }
+            // A filter collision: not a VIP after all, but it may still be a NAT reply.
+            Err(Reason::NotForVip) => {}
+            Err(reason) => return Err(reason),
+        }
     }
-    dr::rewrite(&packet, &chosen.real.mac);
-    stats::count_forwarded(
-        chosen.real.service,
-        chosen.id,
-        packet.frame_len,
-        chosen.new_flow,
-    );
-    Ok(xdp_action::XDP_TX)
+    if classify::maybe_from_nat_real(&packet) {
+        classify::unicast(&packet)?;
+        return nat::reply(ctx, &packet);
+    }
+    Err(Reason::NotForVip)
 }
 
 #[cfg(not(test))]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::{Reason, TrafficCounters},
-    flow::{FlowKey, FlowValue},
+    flow::{FlowKey, FlowValue, NatReverse},
     maps::{
         MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS,
         VIP_FILTER_WORDS,
@@ -26,6 +26,14 @@ pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_VIP_PORTS, 0);
 /// Bitmap of hashed VIP:port:protocol (see lb_common::hash::vip_filter_bit).
 #[map]
 pub static VIP_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
+
+/// Bitmap of hashed real address:port:protocol of NAT reals, to recognise their replies.
+#[map]
+pub static REAL_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
+
+/// NAT reply 5-tuple (real -> client) -> what to rewrite the source back to.
+#[map]
+pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 /// Real id -> real server.
 #[map]

@@ -24,6 +24,9 @@ use crate::maps::VIP_ADDRS;
 /// A TCP or UDP packet, parsed.
 pub struct Packet {
     pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    /// Start of the TCP or UDP header; at least a whole header of `flow.proto` is in the frame.
+    pub l4: *mut u8,
     pub flow: FlowKey,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
@@ -95,11 +98,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if ctx.data() + l3 + tot_len > ctx.data_end() {
         return Err(Reason::Malformed);
     }
-    let (sport, dport) = if proto == IPPROTO_TCP {
+    // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
+    let (l4_ptr, sport, dport) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above.
         unsafe {
             (
+                tcp as *mut u8,
                 u16::from_ne_bytes((*tcp).source),
                 u16::from_ne_bytes((*tcp).dest),
             )
@@ -109,6 +114,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         // SAFETY: as above.
         unsafe {
             (
+                udp as *mut u8,
                 u16::from_ne_bytes((*udp).src),
                 u16::from_ne_bytes((*udp).dst),
             )
@@ -117,6 +123,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 
     Ok(Packet {
         eth,
+        ip,
+        l4: l4_ptr,
         flow: FlowKey {
             src,
             dst,

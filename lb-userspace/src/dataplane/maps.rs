@@ -9,7 +9,7 @@ use aya::{
 };
 use lb_common::{
     counters::TrafficCounters,
-    flow::{FlowKey, FlowValue},
+    flow::{FlowKey, FlowValue, NatReverse},
     maps::*,
     service::{Real, Service, VipKey},
 };
@@ -20,6 +20,10 @@ pub struct Maps {
     pub vip_addrs: HashMap<MapData, u32, u32>,
     /// Bitmap of hashed VIP:port:protocol, one u64 per entry.
     pub vip_filter: Array<MapData, u64>,
+    /// Bitmap of hashed address:port:protocol NAT reals reply from.
+    pub real_filter: Array<MapData, u64>,
+    /// NAT reply 5-tuple -> VIP:port to restore (an LRU hash in the kernel).
+    pub nat_reverse: HashMap<MapData, FlowKey, NatReverse>,
     pub reals: Array<MapData, Real>,
     pub maglev: Array<MapData, u32>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
@@ -60,6 +64,8 @@ impl Maps {
             services: map(MAP_SERVICES)?.try_into()?,
             vip_addrs: map(MAP_VIP_ADDRS)?.try_into()?,
             vip_filter: map(MAP_VIP_FILTER)?.try_into()?,
+            real_filter: map(MAP_REAL_FILTER)?.try_into()?,
+            nat_reverse: map(MAP_NAT_REVERSE)?.try_into()?,
             reals: map(MAP_REALS)?.try_into()?,
             maglev: map(MAP_MAGLEV)?.try_into()?,
             flows: map(MAP_FLOWS)?.try_into()?,

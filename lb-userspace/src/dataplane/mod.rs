@@ -2,6 +2,7 @@
 //! the maps from the policy, reading counters.
 
 pub mod counters;
+pub mod filter;
 pub mod loader;
 pub mod maglev;
 pub mod maps;

@@ -13,12 +13,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    hash::vip_filter_bit,
-    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES, VIP_FILTER_WORDS},
+    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
     service::{FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_UP, Real, Service, VipKey},
 };
 
 use super::{
+    filter::{self, Filter},
     maglev::{self, Backend},
     maps::{Maps, VIP_ADDR_ADDED},
 };
@@ -64,8 +64,8 @@ pub struct Sync {
     tables: HashMap<u32, Vec<u32>>,
     vip_ports: HashMap<VipKey, Service>,
     vips: HashMap<u32, u32>,
-    /// VIP filter words as last written (unknown after a restart: written in full).
-    vip_filter: Option<Vec<u64>>,
+    vip_filter: Filter,
+    real_filter: Filter,
     /// What the last `apply` produced, by service name.
     pub reals_view: Vec<RealView>,
 }
@@ -181,12 +181,15 @@ impl Sync {
             } else {
                 0
             };
+            let up = reachable(service, real, observed);
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
-                flags: if mac.is_some() { REAL_UP | nat } else { nat },
+                flags: if up { REAL_UP | nat } else { nat },
                 addr: u32::from_ne_bytes(real.address.octets()),
                 generation: self.generations[id as usize],
                 service: key.service,
+                port: real.port.unwrap_or(0).to_be(),
+                _pad: 0,
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals
@@ -198,7 +201,7 @@ impl Sync {
                 service: service.name.clone(),
                 address: real.address,
                 id,
-                up: mac.is_some(),
+                up,
                 weight: real.weight,
             });
         }
@@ -210,7 +213,7 @@ impl Sync {
             let backends: Vec<Backend> = service
                 .reals
                 .iter()
-                .filter(|r| observed.macs.contains_key(&r.address))
+                .filter(|r| reachable(service, r, observed))
                 .map(|r| {
                     let id = real_ids[&RealKey {
                         service: sid,
@@ -253,14 +256,11 @@ impl Sync {
             }
             self.active_table.insert(sid, table_no);
         }
-        // Filter bits go on before a service entry appears and come off after it is gone: a
-        // stale bit costs one lookup, a missing one would pass a VIP's traffic to the kernel.
-        let filter = vip_filter(wanted_vip_ports.keys());
-        let both: Vec<u64> = match &self.vip_filter {
-            Some(old) => old.iter().zip(&filter).map(|(a, b)| a | b).collect(),
-            None => filter.clone(),
-        };
-        self.write_filter(maps, both)?;
+        // Filter bits go on before the entries they stand for, and come off after (filter.rs).
+        let vip_bits = filter::words(wanted_vip_ports.keys().map(|k| (k.addr, k.port, k.proto)));
+        let real_bits = filter::words(nat_reply_sources(policy));
+        self.vip_filter.add(&mut maps.vip_filter, &vip_bits)?;
+        self.real_filter.add(&mut maps.real_filter, &real_bits)?;
         for (key, value) in &wanted_vip_ports {
             if self.vip_ports.get(key) != Some(value) {
                 maps.services
@@ -280,7 +280,7 @@ impl Sync {
                 .context("removing a service entry")?;
         }
         purge_flows(maps, &removed)?;
-        self.write_filter(maps, filter)?;
+        self.vip_filter.write(&mut maps.vip_filter, vip_bits)?;
         self.vip_ports = wanted_vip_ports;
 
         let wanted_vips: HashMap<u32, u32> = policy
@@ -326,28 +326,19 @@ impl Sync {
                 addr: 0,
                 generation: self.generations[id as usize],
                 service: 0,
+                port: 0,
+                _pad: 0,
             };
             maps.reals.set(id, retired, 0)?;
             self.written_reals.remove(&id);
         }
+        self.real_filter.write(&mut maps.real_filter, real_bits)?;
         let live_services: HashSet<u32> = service_ids.values().copied().collect();
         self.active_table
             .retain(|sid, _| live_services.contains(sid));
         self.service_ids = service_ids;
         self.real_ids = real_ids;
         self.reals_view = view;
-        Ok(())
-    }
-
-    fn write_filter(&mut self, maps: &mut Maps, filter: Vec<u64>) -> Result<()> {
-        for (i, &word) in filter.iter().enumerate() {
-            if self.vip_filter.as_ref().map(|old| old[i]) != Some(word) {
-                maps.vip_filter
-                    .set(i as u32, word, 0)
-                    .context("writing the VIP filter")?;
-            }
-        }
-        self.vip_filter = Some(filter);
         Ok(())
     }
 
@@ -377,13 +368,35 @@ fn vip_key(service: &policy::Service, port: u16) -> VipKey {
     }
 }
 
-fn vip_filter<'a>(keys: impl Iterator<Item = &'a VipKey>) -> Vec<u64> {
-    let mut words = vec![0u64; VIP_FILTER_WORDS as usize];
-    for key in keys {
-        let bit = vip_filter_bit(key.addr, key.port, key.proto);
-        words[(bit / 64) as usize] |= 1 << (bit % 64);
+/// Whether the data plane can send to `real`: DR needs its MAC on the segment; NAT routes
+/// through the kernel's FIB, which finds the next hop itself.
+fn reachable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
+    service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address)
+}
+
+/// Where NAT reals' replies come from: their address and the port they serve on (the
+/// translated port, or each service port).
+fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
+    let mut out = Vec::new();
+    for service in policy
+        .services
+        .iter()
+        .filter(|s| s.forwarding == Forwarding::Nat)
+    {
+        for real in &service.reals {
+            let addr = u32::from_ne_bytes(real.address.octets());
+            let ports = match real.port {
+                Some(port) => vec![port],
+                None => service.ports.clone(),
+            };
+            out.extend(
+                ports
+                    .into_iter()
+                    .map(|p| (addr, p.to_be(), service.protocol.number())),
+            );
+        }
     }
-    words
+    out
 }
 
 /// Forgets the flows of VIP:ports that left the policy, so they are not forwarded from the

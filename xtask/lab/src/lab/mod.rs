@@ -10,7 +10,7 @@
 //! XDP_TX loses, so every host turns transmit checksum offload off.
 
 mod dr;
-mod netns;
+pub mod netns;
 mod tcp;
 
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address, xdplb_binary};

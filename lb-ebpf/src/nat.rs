@@ -1,0 +1,236 @@
+//! NAT forwarding: the destination becomes the real (address, and port if the real has one),
+//! and replies coming back through the balancer get the VIP:port back as their source.
+//! Like a router: TTL is decremented (a packet that would expire is left to the kernel), the
+//! next hop and egress interface come from the kernel's FIB, and checksums are updated
+//! incrementally (a UDP checksum of 0, "none", stays 0).
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+use lb_common::{
+    IPPROTO_UDP,
+    counters::Reason,
+    flow::{FlowKey, NatReverse},
+};
+
+use crate::{csum, maps::NAT_REVERSE, parse::Packet, schedule::Chosen, stats};
+
+const AF_INET: u8 = 2;
+/// Offsets in the TCP and UDP headers.
+const SPORT: usize = 0;
+const DPORT: usize = 2;
+const TCP_CHECK: usize = 16;
+const UDP_CHECK: usize = 6;
+
+/// Where the FIB says a packet goes next.
+struct NextHop {
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+enum Route {
+    Found(NextHop),
+    /// The route exists but the neighbour's MAC is unknown: the kernel must resolve it.
+    NoNeighbour,
+}
+
+/// Client -> VIP:port, scheduled to a NAT real.
+#[inline(always)]
+pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32, Reason> {
+    let flow = &packet.flow;
+    let real = &chosen.real;
+    let port = if real.port != 0 {
+        real.port
+    } else {
+        flow.dport
+    };
+    ttl_allows_forwarding(packet)?;
+    let route = fib(ctx, packet, flow.src, real.addr, flow.sport, port)?;
+    if chosen.new_flow {
+        let reply = FlowKey {
+            src: real.addr,
+            dst: flow.src,
+            sport: port,
+            dport: flow.sport,
+            proto: flow.proto,
+            _pad1: 0,
+            _pad2: 0,
+        };
+        let back = NatReverse {
+            vip: flow.dst,
+            vip_port: flow.dport,
+            _pad: 0,
+            real: chosen.id,
+            generation: real.generation,
+        };
+        let _ = NAT_REVERSE.insert(reply, back, 0);
+    }
+    match route {
+        Route::NoNeighbour => {
+            // Translated but not aged: the kernel forwards it (decrementing TTL) and resolves.
+            rewrite(ctx, packet, DPORT, real.addr, port, false)?;
+            Err(Reason::NoNeighbour)
+        }
+        Route::Found(hop) => {
+            rewrite(ctx, packet, DPORT, real.addr, port, true)?;
+            stats::count_forwarded(real.service, chosen.id, packet.frame_len, chosen.new_flow);
+            Ok(send(ctx, packet, &hop))
+        }
+    }
+}
+
+/// Real -> client: a reply of a NAT flow, if the reverse table knows it.
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
+    let flow = &packet.flow;
+    // SAFETY: the value is copied out at once.
+    let back = match unsafe { NAT_REVERSE.get(flow) } {
+        Some(back) => *back,
+        None => return Err(Reason::NotForVip),
+    };
+    ttl_allows_forwarding(packet)?;
+    match fib(ctx, packet, back.vip, flow.dst, back.vip_port, flow.dport)? {
+        Route::NoNeighbour => {
+            rewrite(ctx, packet, SPORT, back.vip, back.vip_port, false)?;
+            Err(Reason::NoNeighbour)
+        }
+        Route::Found(hop) => {
+            rewrite(ctx, packet, SPORT, back.vip, back.vip_port, true)?;
+            if let Some(real) = crate::maps::REALS.get(back.real) {
+                stats::count_forwarded(real.service, back.real, packet.frame_len, false);
+            }
+            Ok(send(ctx, packet, &hop))
+        }
+    }
+}
+
+#[inline(always)]
+fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
+    // SAFETY: parse bounds-checked the IPv4 header.
+    if unsafe { (*packet.ip).ttl } <= 1 {
+        Err(Reason::TtlExpired)
+    } else {
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn fib(
+    ctx: &XdpContext,
+    packet: &Packet,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<Route, Reason> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = packet.flow.proto;
+    params.sport = sport;
+    params.dport = dport;
+    // SAFETY: parse bounds-checked the IPv4 header; the unions are plain integers.
+    unsafe {
+        params.__bindgen_anon_1.tot_len = u16::from_be_bytes((*packet.ip).tot_len);
+        params.__bindgen_anon_2.tos = (*packet.ip).tos;
+        params.__bindgen_anon_3.ipv4_src = src;
+        params.__bindgen_anon_4.ipv4_dst = dst;
+        params.ifindex = (*ctx.ctx).ingress_ifindex;
+    }
+    // SAFETY: the helper reads and writes only `params`.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(Route::Found(NextHop {
+            ifindex: params.ifindex,
+            smac: params.smac,
+            dmac: params.dmac,
+        })),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::NoNeighbour),
+        _ => Err(Reason::NoRoute),
+    }
+}
+
+/// Rewrites the address and port on one side (`port_at` = SPORT or DPORT), with checksums.
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    packet: &Packet,
+    port_at: usize,
+    addr: u32,
+    port: u16,
+    age: bool,
+) -> Result<(), Reason> {
+    let ip = packet.ip;
+    let l4 = packet.l4;
+    let check_at = if packet.flow.proto == IPPROTO_UDP {
+        UDP_CHECK
+    } else {
+        TCP_CHECK
+    };
+    // parse checked a whole header, but after its TCP/UDP branches merge the verifier only
+    // remembers the shorter (UDP) bound: prove the checksum field is inside the frame again.
+    if l4 as usize + check_at + 2 > ctx.data_end() {
+        return Err(Reason::Malformed);
+    }
+    // SAFETY: parse bounds-checked the IPv4 header and a whole TCP/UDP header at `l4`, which
+    // covers both ports and the checksum.
+    unsafe {
+        let addr_field = if port_at == SPORT {
+            &mut (*ip).src_addr
+        } else {
+            &mut (*ip).dst_addr
+        };
+        let old_addr = u32::from_ne_bytes(*addr_field);
+        *addr_field = addr.to_ne_bytes();
+        let mut ip_check = csum::replace4(u16::from_ne_bytes((*ip).check), old_addr, addr);
+        if age {
+            let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).ttl -= 1;
+            ip_check = csum::replace2(ip_check, old, u16::from_ne_bytes([(*ip).ttl, (*ip).proto]));
+        }
+        (*ip).check = ip_check.to_ne_bytes();
+
+        let port_field = l4.add(port_at) as *mut [u8; 2];
+        let old_port = u16::from_ne_bytes(*port_field);
+        *port_field = port.to_ne_bytes();
+        let check_field = l4.add(check_at) as *mut [u8; 2];
+        let old_check = u16::from_ne_bytes(*check_field);
+        if packet.flow.proto == IPPROTO_UDP && old_check == 0 {
+            return Ok(()); // UDP sent without a checksum stays without one
+        }
+        // The L4 checksum covers the addresses through the pseudo-header, and the port.
+        let mut check = csum::replace4(old_check, old_addr, addr);
+        check = csum::replace2(check, old_port, port);
+        if packet.flow.proto == IPPROTO_UDP && check == 0 {
+            check = 0xffff; // 0 would mean "no checksum" (RFC 768)
+        }
+        *check_field = check.to_ne_bytes();
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn send(ctx: &XdpContext, packet: &Packet, hop: &NextHop) -> u32 {
+    // SAFETY: parse bounds-checked the Ethernet header.
+    unsafe {
+        (*packet.eth).dst_addr = hop.dmac;
+        (*packet.eth).src_addr = hop.smac;
+    }
+    // SAFETY: reading the context's ingress interface.
+    if hop.ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: bpf_redirect takes any ifindex; an invalid one makes the redirect fail.
+        unsafe { bpf_redirect(hop.ifindex, 0) as u32 }
+    }
+}

@@ -1,0 +1,377 @@
+//! NAT forwarding, packet by packet, through the real XDP program under BPF_PROG_TEST_RUN,
+//! run inside a namespace whose routes and neighbours bpf_fib_lookup consults:
+//!
+//! ```text
+//!   clients 198.18.0.0/24 -- out0 [balancer namespace] in0 -- reals 198.19.0.0/24
+//! ```
+
+use std::net::Ipv4Addr;
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use xdplb_lab::lab::{Netns, mac_text, netns::unique_prefix};
+use xdplb_tests::{
+    fixture::{Dataplane, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    frames::{self, CLIENT_MAC, Flow, Shape, assert_checksums_valid, macs},
+};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+const REAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x19, 0x11];
+/// A real with a route but no neighbour entry yet.
+const UNRESOLVED_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
+/// A real on the client-side network (one-arm NAT).
+const ONE_ARM_REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
+const ONE_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x18, 0x21];
+
+const POLICY: &str = "
+interfaces:
+  - name: out0
+  - name: in0
+    role: inside
+services:
+  - name: viewer
+    vip: 198.18.0.100
+    ports: [443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.19.0.11
+        port: 8443
+  - name: dns
+    vip: 198.18.0.100
+    ports: [53]
+    protocol: udp
+    forwarding: nat
+    reals:
+      - address: 198.19.0.11
+  - name: unresolved
+    vip: 198.18.0.101
+    ports: [2575]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.19.0.12
+  - name: one-arm
+    vip: 198.18.0.102
+    ports: [17035]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.18.0.21
+        port: 8080
+";
+
+/// The balancer's namespace: two veth interfaces with addresses, permanent neighbours for the
+/// client and the reals, forwarding on.
+struct Router {
+    ns: Netns,
+    out_mac: [u8; 6],
+    in_mac: [u8; 6],
+}
+
+fn router() -> Router {
+    let ns = Netns::create(format!("{}-nat", unique_prefix())).unwrap();
+    for (dev, addr) in [("out0", "198.18.0.2/24"), ("in0", "198.19.0.1/24")] {
+        ns.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{dev}p"),
+        ])
+        .unwrap();
+        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+        ns.ip(&["link", "set", &format!("{dev}p"), "up"]).unwrap();
+    }
+    for (addr, mac, dev) in [
+        (CLIENT, CLIENT_MAC, "out0"),
+        (REAL, REAL_MAC, "in0"),
+        (ONE_ARM_REAL, ONE_ARM_MAC, "out0"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &mac_text(&mac),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+    let status = ns
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out_mac = ns.mac("out0").unwrap();
+    let in_mac = ns.mac("in0").unwrap();
+    Router {
+        ns,
+        out_mac,
+        in_mac,
+    }
+}
+
+struct Seen {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    payload: Vec<u8>,
+}
+
+fn seen(frame: &[u8]) -> Seen {
+    assert_checksums_valid(frame);
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let (sport, dport, payload) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            (t.source_port(), t.destination_port(), t.payload().to_vec())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            (u.source_port(), u.destination_port(), u.payload().to_vec())
+        }
+        _ => panic!("no TCP/UDP"),
+    };
+    Seen {
+        src: ip.header().source_addr(),
+        dst: ip.header().destination_addr(),
+        sport,
+        dport,
+        ttl: ip.header().ttl(),
+        payload,
+    }
+}
+
+fn dataplane() -> Dataplane {
+    Dataplane::new(POLICY, &[])
+}
+
+#[test]
+fn tcp_in_and_back_out_with_port_translation() {
+    let r = router();
+    let dp = dataplane();
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50000, VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"GET /",
+    );
+    let out = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!(
+        out.action, XDP_REDIRECT,
+        "two-arm: out of the inside interface"
+    );
+    assert_eq!(macs(&out.frame), (REAL_MAC, r.in_mac));
+    let s = seen(&out.frame);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (CLIENT, 50000, REAL, 8443)
+    );
+    assert_eq!((s.ttl, s.payload.as_slice()), (63, &b"GET /"[..]));
+
+    // The real answers from 198.19.0.11:8443; the client must see VIP:443.
+    let mut reply = frames::tcp(
+        &Flow::new(REAL, 8443, CLIENT, 50000),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"200 OK",
+    );
+    reply[6..12].copy_from_slice(&REAL_MAC);
+    let out = dp.run_in(&r.ns, "in0", &reply);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(macs(&out.frame), (CLIENT_MAC, r.out_mac));
+    let s = seen(&out.frame);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (VIP, 443, CLIENT, 50000, 63)
+    );
+    assert_eq!(s.payload, b"200 OK");
+}
+
+#[test]
+fn udp_in_and_back_out_and_a_zero_checksum_stays_zero() {
+    let r = router();
+    let dp = dataplane();
+    let query = frames::udp(
+        &Flow::new(CLIENT, 5353, VIP, 53),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"query",
+    );
+    let out = dp.run_in(&r.ns, "out0", &query);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let s = seen(&out.frame);
+    assert_eq!(
+        (s.dst, s.dport),
+        (REAL, 53),
+        "no port translation: the port stays"
+    );
+
+    let answer = frames::udp(
+        &Flow::new(REAL, 53, CLIENT, 5353),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"answer",
+    );
+    let out = dp.run_in(&r.ns, "in0", &answer);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let s = seen(&out.frame);
+    assert_eq!((s.src, s.sport), (VIP, 53));
+
+    // A datagram sent without a checksum (0) keeps having none.
+    let mut bare = frames::udp(
+        &Flow::new(CLIENT, 5354, VIP, 53),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"q2",
+    );
+    let check_at = 14 + 20 + 6;
+    bare[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+    let out = dp.run_in(&r.ns, "out0", &bare);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(&out.frame[check_at..check_at + 2], &[0, 0]);
+    assert_eq!(seen(&out.frame).dst, REAL);
+}
+
+#[test]
+fn one_arm_nat_sends_back_out_the_same_interface() {
+    let r = router();
+    let dp = dataplane();
+    let vip = Ipv4Addr::new(198, 18, 0, 102);
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50001, vip, 17035),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    let out = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(macs(&out.frame), (ONE_ARM_MAC, r.out_mac));
+    let s = seen(&out.frame);
+    assert_eq!((s.dst, s.dport), (ONE_ARM_REAL, 8080));
+
+    let reply = frames::tcp(
+        &Flow::new(ONE_ARM_REAL, 8080, CLIENT, 50001),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    let out = dp.run_in(&r.ns, "out0", &reply);
+    assert_eq!(out.action, XDP_TX);
+    let s = seen(&out.frame);
+    assert_eq!((s.src, s.sport, s.dst), (vip, 17035, CLIENT));
+}
+
+#[test]
+fn ttl_1_is_left_to_the_kernel_unchanged() {
+    let r = router();
+    let dp = dataplane();
+    let mut request = frames::tcp(
+        &Flow::new(CLIENT, 50002, VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    // TTL 1 with a correct header checksum.
+    request[14 + 8] = 1;
+    request[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let header = etherparse::Ipv4HeaderSlice::from_slice(&request[14..])
+        .unwrap()
+        .to_header();
+    request[14 + 10..14 + 12].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
+    let out = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!((out.action, out.frame), (XDP_PASS, request));
+}
+
+#[test]
+fn unknown_next_hop_is_translated_and_left_to_the_kernel_to_resolve() {
+    let r = router();
+    let dp = dataplane();
+    let vip = Ipv4Addr::new(198, 18, 0, 101);
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50003, vip, 2575),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"MSH|",
+    );
+    let out = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!(out.action, XDP_PASS);
+    let s = seen(&out.frame);
+    assert_eq!(
+        (s.dst, s.dport),
+        (UNRESOLVED_REAL, 2575),
+        "translated, so the kernel forwards it"
+    );
+    assert_eq!(s.ttl, 64, "the kernel decrements TTL when it forwards");
+    let snapshot = xdplb::dataplane::counters::snapshot(dp.maps()).unwrap();
+    let counted = snapshot
+        .reasons
+        .iter()
+        .find(|(r, _)| *r == lb_common::counters::Reason::NoNeighbour)
+        .unwrap()
+        .1;
+    assert_eq!(counted, 1);
+}
+
+#[test]
+fn replies_of_unknown_flows_and_ordinary_routed_traffic_pass_unchanged() {
+    let r = router();
+    let dp = dataplane();
+    // From the real's service port, but no client flow is known: not ours.
+    let stray = frames::tcp(
+        &Flow::new(REAL, 8443, CLIENT, 40000),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    // The real's own traffic (an update download, say), routed by the balancer as gateway.
+    let routed = frames::tcp(
+        &Flow::new(REAL, 41000, CLIENT, 8080),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    for frame in [stray, routed] {
+        let out = dp.run_in(&r.ns, "in0", &frame);
+        assert_eq!((out.action, out.frame), (XDP_PASS, frame));
+    }
+}
