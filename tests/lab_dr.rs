@@ -9,14 +9,14 @@ use xdplb_lab::lab::{Conversation, DrLab, LabConfig, dr_policy, who};
 #[test]
 fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
     let mut lab = DrLab::build(&LabConfig::default())?;
-    lab.start_balancer(&dr_policy(&lab, &[104, 11112]))?;
+    lab.balancer.start(&dr_policy(&lab, &[104, 11112]))?;
 
     // A long-lived connection (a study transfer) held for the whole test.
     let mut held = Conversation::open(&lab.client, lab.vip(104)).map_err(|e| {
         anyhow::anyhow!(
             "{e}\nstats: {:?}\nlog:\n{}",
-            lab.stats(),
-            lab.balancer_log()
+            lab.balancer.stats(),
+            lab.balancer.log()
         )
     })?;
     let held_real = held.who()?;
@@ -54,17 +54,18 @@ fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
     );
 
     // The client reached the VIP through the balancer's MAC (the reals never answered ARP).
-    assert_eq!(lab.client_mac_for_vip()?, Some(lab.balancer_mac()?));
+    assert_eq!(lab.client_mac_for_vip()?, Some(lab.balancer.mac("eth0")?));
 
     // A second controller for the same pin directory refuses, and the first keeps working.
-    let policy_file = lab.work_dir.join("policy.yaml");
+    let policy_file = lab.balancer.work_dir.join("policy.yaml");
     let second = lab
-        .lb
+        .balancer
+        .ns
         .command(xdplb_lab::lab::xdplb_binary()?.to_str().unwrap())
         .args(["run", "--metrics-listen", "off", "--config"])
         .arg(&policy_file)
         .arg("--pin-dir")
-        .arg(&lab.pin_dir)
+        .arg(&lab.balancer.pin_dir)
         .output()?;
     assert!(!second.status.success(), "a second run must refuse");
     assert!(
@@ -75,7 +76,7 @@ fn dr_balances_real_tcp_connections_and_keeps_established_ones() -> Result<()> {
     assert_eq!(held.who()?, held_real);
 
     // Each real was handed its flows by XDP: its counters saw them.
-    let stats = lab.stats()?;
+    let stats = lab.balancer.stats()?;
     for real in &stats.reals {
         assert!(
             real.counters.new_flows >= 30,
@@ -138,12 +139,12 @@ fn forwarding_survives_a_controller_crash_and_restart() -> Result<()> {
         ports: vec![104],
     })?;
     let policy = dr_policy(&lab, &[104]);
-    lab.start_balancer(&policy)?;
+    lab.balancer.start(&policy)?;
     let mut held = Conversation::open(&lab.client, lab.vip(104))?;
     let held_real = held.who()?;
 
     // kill -9: nothing tidies up, the pinned program and maps keep forwarding.
-    lab.kill_balancer()?;
+    lab.balancer.kill()?;
     assert_eq!(held.who()?, held_real, "held connection after the crash");
     for i in 0..20 {
         who(&lab.client, lab.vip(104))
@@ -151,11 +152,11 @@ fn forwarding_survives_a_controller_crash_and_restart() -> Result<()> {
     }
 
     // A new controller adopts the pins: the held connection never moves.
-    lab.start_balancer(&policy)?;
+    lab.balancer.start(&policy)?;
     assert!(
-        lab.balancer_log().contains("took over the pinned XDP link"),
+        lab.balancer.log().contains("took over the pinned XDP link"),
         "{}",
-        lab.balancer_log()
+        lab.balancer.log()
     );
     assert_eq!(held.who()?, held_real, "held connection after the restart");
     for i in 0..40 {
@@ -171,7 +172,7 @@ fn a_real_whose_mac_changes_is_followed() -> Result<()> {
         reals: 1,
         ports: vec![104],
     })?;
-    lab.start_balancer(&dr_policy(&lab, &[104]))?;
+    lab.balancer.start(&dr_policy(&lab, &[104]))?;
     let mut held = Conversation::open(&lab.client, lab.vip(104))?;
     let name = held.who()?;
     let (real_ns, real_addr, _) = &lab.reals[0];
@@ -186,11 +187,11 @@ fn a_real_whose_mac_changes_is_followed() -> Result<()> {
     real_ns.ip(&["link", "set", "dev", "eth0", "address", &text])?;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while lab.dataplane_mac(*real_addr)? != Some(new_mac) {
+    while lab.balancer.dataplane_mac(*real_addr)? != Some(new_mac) {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "data plane still has the old MAC:\n{}",
-            lab.balancer_log()
+            lab.balancer.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -205,28 +206,33 @@ fn down_detaches_unpins_and_removes_the_vips_it_added() -> Result<()> {
         reals: 1,
         ports: vec![104],
     })?;
-    lab.start_balancer(&dr_policy(&lab, &[104]))?;
+    lab.balancer.start(&dr_policy(&lab, &[104]))?;
     assert!(
-        lab.lb
+        lab.balancer
+            .ns
             .ip(&["addr", "show", "dev", "eth0"])?
             .contains("198.18.0.100/32")
     );
     assert!(
-        lab.lb
+        lab.balancer
+            .ns
             .ip(&["link", "show", "dev", "eth0"])?
             .contains("prog/xdp")
     );
 
-    let out = lab.xdplb(&["down", "--pin-dir", lab.pin_dir.to_str().unwrap()])?;
+    let out = lab
+        .balancer
+        .xdplb(&["down", "--pin-dir", lab.balancer.pin_dir.to_str().unwrap()])?;
     assert!(out.contains("xdplb is down"), "{out}");
-    assert!(!lab.pin_dir.exists(), "pins removed");
+    assert!(!lab.balancer.pin_dir.exists(), "pins removed");
     assert!(
-        !lab.lb
+        !lab.balancer
+            .ns
             .ip(&["addr", "show", "dev", "eth0"])?
             .contains("198.18.0.100"),
         "VIP removed"
     );
-    let link = lab.lb.ip(&["link", "show", "dev", "eth0"])?;
+    let link = lab.balancer.ns.ip(&["link", "show", "dev", "eth0"])?;
     assert!(!link.contains("prog/xdp"), "XDP detached: {link}\n{out}");
     // With the balancer gone, the VIP is unreachable: nothing answers for it any more.
     assert!(who(&lab.client, lab.vip(104)).is_err());

@@ -21,7 +21,7 @@ pub fn run() -> Result<()> {
     }
     let policy = dr_policy(&lab, &[104, 11112]);
     println!("\npolicy:\n{}", indent(&policy));
-    lab.start_balancer(&policy)?;
+    lab.balancer.start(&policy)?;
 
     println!("new TCP connections from the client to the VIP:");
     for i in 0..12 {
@@ -45,7 +45,7 @@ pub fn run() -> Result<()> {
     }
 
     let mac = lab.client_mac_for_vip()?.unwrap_or_else(|| "none".into());
-    let lb_mac = lab.balancer_mac()?;
+    let lb_mac = lab.balancer.mac("eth0")?;
     println!(
         "\nclient's ARP entry for {VIP}: {mac} (balancer eth0 is {lb_mac}; the reals stay silent)"
     );
@@ -53,7 +53,11 @@ pub fn run() -> Result<()> {
     println!("\n`xdplb stats` on the balancer:");
     println!(
         "{}",
-        indent(&lab.xdplb(&["stats", "--pin-dir", lab.pin_dir.to_str().unwrap()])?)
+        indent(&lab.balancer.xdplb(&[
+            "stats",
+            "--pin-dir",
+            lab.balancer.pin_dir.to_str().unwrap()
+        ])?)
     );
     drop(held);
     println!("tearing the lab down (namespaces, XDP programs, pins)");

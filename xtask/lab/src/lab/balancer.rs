@@ -1,0 +1,192 @@
+//! The balancer host of a lab: its namespace and the real `xdplb run` process, with the
+//! data plane pinned under a per-lab directory. Dropping it stops the controller and runs the
+//! real `xdplb down`.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use xdplb::dataplane::{counters, maps::Maps};
+
+use super::netns::{Netns, mac_text, run};
+
+/// What `xdplb run` logs once its first sync is done.
+const READY_LINE: &str = "xdplb running";
+
+pub struct Balancer {
+    child: Option<Child>,
+    pub pin_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub ns: Netns,
+}
+
+/// The `xdplb` binary next to the running test or xtask binary (`XDPLB_BIN` overrides).
+pub fn xdplb_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("XDPLB_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("xdplb"))
+        .find(|p| p.is_file())
+        .context("xdplb binary not built (cargo build -p xdplb)")
+}
+
+impl Balancer {
+    pub fn new(prefix: &str) -> Result<Balancer> {
+        let work_dir = std::env::temp_dir().join(prefix);
+        fs::create_dir_all(&work_dir)?;
+        Ok(Balancer {
+            child: None,
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/lab-{prefix}")),
+            work_dir,
+            ns: Netns::create(format!("{prefix}-lb"))?,
+        })
+    }
+
+    /// Writes `policy` and starts `xdplb run`; returns once this controller has synced and
+    /// every configured real is up in the live tables.
+    pub fn start(&mut self, policy: &str) -> Result<()> {
+        let config = self.work_dir.join("policy.yaml");
+        fs::write(&config, policy)?;
+        let started_before = self.log().matches(READY_LINE).count();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work_dir.join("xdplb.log"))?;
+        let child = self
+            .ns
+            .command(xdplb_binary()?.to_str().unwrap())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--socket")
+            .arg(self.work_dir.join("xdplb.sock"))
+            .args(["--metrics-listen", "off"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                bail!("xdplb run exited ({status}):\n{}", self.log());
+            }
+            // A restarted controller finds complete tables in the pins before it has started,
+            // so its own "running" line counts too.
+            let running = self.log().matches(READY_LINE).count() > started_before;
+            if running && self.all_reals_in_live_tables().unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("reals not up within 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the controller with SIGKILL (a crash): the pinned data plane stays.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("no controller running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Whether every configured real is up and every service's live Maglev table holds exactly
+    /// its reals: the controller has written all the policy asks for.
+    pub fn all_reals_in_live_tables(&self) -> Result<bool> {
+        use std::collections::{HashMap, HashSet};
+        let maps = Maps::open_pinned(&self.pin_dir)?;
+        let mut reals: HashMap<u32, HashSet<u32>> = HashMap::new();
+        for (id, real) in maps.reals.iter().enumerate() {
+            let real = real?;
+            if real.addr == 0 {
+                continue;
+            }
+            if real.flags & lb_common::service::REAL_UP == 0 {
+                return Ok(false);
+            }
+            reals.entry(real.service).or_default().insert(id as u32);
+        }
+        let mut services = 0;
+        for entry in maps.services.iter() {
+            let (_, service) = entry?;
+            services += 1;
+            let mut seen = HashSet::new();
+            for i in 0..lb_common::maps::MAGLEV_TABLE_SIZE {
+                seen.insert(maps.maglev.get(&(service.table_base + i), 0)?);
+            }
+            if Some(&seen) != reals.get(&service.id) {
+                return Ok(false);
+            }
+        }
+        Ok(services > 0)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.work_dir.join("xdplb.log")).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> Result<counters::Snapshot> {
+        counters::snapshot(&Maps::open_pinned(&self.pin_dir)?)
+    }
+
+    /// Runs the `xdplb` binary with `args` in the balancer namespace; returns its stdout.
+    pub fn xdplb(&self, args: &[&str]) -> Result<String> {
+        let out = run(self
+            .ns
+            .command(xdplb_binary()?.to_str().unwrap())
+            .args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The MAC the data plane sends to for real `address`.
+    pub fn dataplane_mac(&self, address: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        let maps = Maps::open_pinned(&self.pin_dir)?;
+        let target = u32::from_ne_bytes(address.octets());
+        for real in maps.reals.iter() {
+            let real = real?;
+            if real.addr == target && real.flags & lb_common::service::REAL_UP != 0 {
+                return Ok(Some(real.mac));
+            }
+        }
+        Ok(None)
+    }
+
+    /// This host's MAC on `interface`, as `ip` prints it.
+    pub fn mac(&self, interface: &str) -> Result<String> {
+        Ok(mac_text(&self.ns.mac(interface)?))
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        if let Ok(xdplb) = xdplb_binary() {
+            let _ = self
+                .ns
+                .command(xdplb.to_str().unwrap())
+                .args(["down", "--pin-dir"])
+                .arg(&self.pin_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = xdplb::dataplane::loader::remove_pins(&self.pin_dir);
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}

@@ -1,0 +1,82 @@
+//! The lab's switch: a namespace holding bridges; every host plugs in with a veth pair.
+//!
+//! Two veth facts shape it (found by trial, see ../shared/DESIGN.md): a frame sent out of a
+//! veth with XDP_TX or a redirect reaches the peer only if the peer runs an XDP program, so
+//! every bridge port gets `lab_pass`; and a namespace's packets carry a partial checksum that
+//! XDP_TX loses, so every host turns transmit checksum offload off.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use aya::{Ebpf, programs::Xdp};
+use xdplb::dataplane::object;
+
+use super::netns::{Netns, run};
+
+pub struct Switch {
+    /// Keeps `lab_pass` attached to the ports.
+    pass: Option<Ebpf>,
+    ports: Vec<String>,
+    pub ns: Netns,
+}
+
+impl Switch {
+    pub fn new(prefix: &str, bridges: &[&str]) -> Result<Switch> {
+        let ns = Netns::create(format!("{prefix}-sw"))?;
+        for bridge in bridges {
+            ns.ip(&["link", "add", bridge, "type", "bridge"])?;
+            ns.ip(&["link", "set", bridge, "up"])?;
+        }
+        Ok(Switch {
+            pass: None,
+            ports: Vec::new(),
+            ns,
+        })
+    }
+
+    /// Connects `host` to `bridge`: interface `host_if` in the host with `address/prefix_len`.
+    pub fn plug(
+        &mut self,
+        host: &Netns,
+        host_if: &str,
+        bridge: &str,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        let port = format!("p{}", self.ports.len());
+        self.ns.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", host_if, "netns", &host.name,
+        ])?;
+        self.ns
+            .ip(&["link", "set", &port, "master", bridge, "up"])?;
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("{address}/{prefix_len}"),
+            "dev",
+            host_if,
+        ])?;
+        host.ip(&["link", "set", host_if, "up"])?;
+        run(host.command("ethtool").args(["-K", host_if, "tx", "off"]))?;
+        self.ports.push(port);
+        Ok(())
+    }
+
+    /// Attaches `lab_pass` to every port plugged so far.
+    pub fn attach_pass(&mut self) -> Result<()> {
+        let ports = self.ports.clone();
+        self.pass = Some(self.ns.within(move || -> Result<Ebpf> {
+            let mut ebpf = Ebpf::load(object::LAB)?;
+            let program: &mut Xdp = ebpf
+                .program_mut("lab_pass")
+                .context("lab_pass")?
+                .try_into()?;
+            program.load()?;
+            for port in &ports {
+                program.attach(port, aya::programs::XdpMode::Default)?;
+            }
+            Ok(ebpf)
+        })??);
+        Ok(())
+    }
+}
