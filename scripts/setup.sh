@@ -16,6 +16,7 @@ declare -A debs=(
   [bpftool]=bpftool
   [nsenter]=util-linux
   [sysctl]=procps
+  [curl]=curl
 )
 
 missing=()

@@ -21,7 +21,7 @@ use crate::{
         sync::{Observed, Sync},
     },
     netconf::{self, neighbour},
-    policy::{self, Policy, Role},
+    policy::{self, Forwarding, Policy, Role},
 };
 
 /// How often reals' MACs are re-read from the neighbour table.
@@ -36,6 +36,7 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
     }
     let handle = netconf::connect()?;
     let outside = outside_interface(&policy)?;
+    enable_forwarding_for_nat(&policy)?;
     let mut sync = Sync::adopt(&loaded.maps)?;
     let previously = owned_vips(&loaded.maps)?;
     let mut observed = Observed {
@@ -83,6 +84,7 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
                         let owned = announce::vips(&handle, if_index, &wanted, &observed.announced_vips).await?;
                         announce::withdraw(&handle, &observed.announced_vips, &wanted).await?;
                         observed.announced_vips = owned;
+                        enable_forwarding_for_nat(&new)?;
                         policy = new;
                         refresh_macs(&handle, &outside, &policy, &mut observed).await?;
                         sync.apply(&mut loaded.maps, &policy, &observed)?;
@@ -98,6 +100,24 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
     info!(
         "controller stopping; the data plane stays attached and keeps forwarding (`xdplb down` removes it)"
     );
+    Ok(())
+}
+
+/// A NAT balancer is its reals' gateway: it routes their replies (the fallback path when a
+/// neighbour is not resolved yet) and their other traffic, so IPv4 forwarding must be on.
+fn enable_forwarding_for_nat(policy: &Policy) -> Result<()> {
+    if !policy
+        .services
+        .iter()
+        .any(|s| s.forwarding == Forwarding::Nat)
+    {
+        return Ok(());
+    }
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() != "1" {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .context("enabling net.ipv4.ip_forward for NAT")?;
+        info!("net.ipv4.ip_forward=1: NAT services route through this host");
+    }
     Ok(())
 }
 
@@ -139,7 +159,12 @@ async fn refresh_macs(
     let if_index = netconf::if_index(outside)?;
     let table = neighbour::table(handle, if_index).await?;
     let mut macs = HashMap::new();
-    for service in &policy.services {
+    // Only DR sends to reals by MAC; NAT finds its next hop in the kernel's FIB.
+    for service in policy
+        .services
+        .iter()
+        .filter(|s| s.forwarding == Forwarding::Dr)
+    {
         for real in &service.reals {
             if let Some(mac) = table
                 .get(&real.address)

@@ -6,12 +6,14 @@
 
 mod balancer;
 mod dr;
+mod nat;
 pub mod netns;
 mod switch;
 mod tcp;
 
 pub use balancer::{Balancer, xdplb_binary};
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
+pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
 pub use switch::Switch;
-pub use tcp::{Conversation, EchoServer, who};
+pub use tcp::{Conversation, EchoServer, UdpNameServer, http_get, udp_who, who};

@@ -2,6 +2,7 @@
 //!
 //! The server answers each line `who` with its name, so a client learns which real server it
 //! reached, and keeps the connection open for more lines (a long-lived "study transfer").
+//! It also answers an HTTP GET with its name as the body, so `curl` can be the client.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -56,8 +57,23 @@ fn serve(stream: TcpStream, name: &str) {
         Ok(w) => w,
         Err(_) => return,
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("GET ") {
+            // Read the request headers, answer, close.
+            for header in lines.by_ref() {
+                if header.map(|h| h.trim().is_empty()).unwrap_or(true) {
+                    break;
+                }
+            }
+            let body = format!("{name}\n");
+            let _ = write!(
+                writer,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return;
+        }
         if line.trim() == "who" && writeln!(writer, "{name}").is_err() {
             return;
         }
@@ -102,4 +118,66 @@ impl Conversation {
 /// One short connection: connect, ask, close. Returns the server's name.
 pub fn who(ns: &Netns, to: SocketAddr) -> Result<String> {
     Conversation::open(ns, to)?.who()
+}
+
+/// A UDP server in a namespace that answers every datagram with its name.
+pub struct UdpNameServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpNameServer {
+    pub fn start(ns: &Netns, port: u16, name: &str) -> Result<UdpNameServer> {
+        let socket = ns.within(move || std::net::UdpSocket::bind(("0.0.0.0", port)))??;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(name.as_bytes(), from);
+                }
+            }
+        });
+        Ok(UdpNameServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for UdpNameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One UDP request from `ns` to `to`; the answer must come from `to` itself (a connected
+/// socket drops datagrams from any other source), which checks the reply's source address.
+pub fn udp_who(ns: &Netns, to: SocketAddr) -> Result<String> {
+    ns.within(move || -> Result<String> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect(to)?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send(b"who")?;
+        let mut buf = [0u8; 1500];
+        let n = socket.recv(&mut buf).context("no UDP answer")?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })?
+}
+
+/// `curl http://to/` from `ns`; returns the body.
+pub fn http_get(ns: &Netns, to: SocketAddr) -> Result<String> {
+    let out = super::netns::run(ns.command("curl").args([
+        "-sS",
+        "--max-time",
+        "3",
+        &format!("http://{to}/"),
+    ]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
