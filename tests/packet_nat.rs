@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use xdplb_lab::lab::{Netns, mac_text, netns::unique_prefix};
+use xdplb_lab::lab::FibRouter;
 use xdplb_tests::{
     fixture::{Dataplane, XDP_PASS, XDP_REDIRECT, XDP_TX},
     frames::{self, CLIENT_MAC, Flow, Shape, assert_checksums_valid, macs},
@@ -62,63 +62,13 @@ services:
         port: 8080
 ";
 
-/// The balancer's namespace: two veth interfaces with addresses, permanent neighbours for the
-/// client and the reals, forwarding on.
-struct Router {
-    ns: Netns,
-    out_mac: [u8; 6],
-    in_mac: [u8; 6],
-}
-
-fn router() -> Router {
-    let ns = Netns::create(format!("{}-nat", unique_prefix())).unwrap();
-    for (dev, addr) in [("out0", "198.18.0.2/24"), ("in0", "198.19.0.1/24")] {
-        ns.ip(&[
-            "link",
-            "add",
-            dev,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{dev}p"),
-        ])
-        .unwrap();
-        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
-        ns.ip(&["link", "set", dev, "up"]).unwrap();
-        ns.ip(&["link", "set", &format!("{dev}p"), "up"]).unwrap();
-    }
-    for (addr, mac, dev) in [
+fn router() -> FibRouter {
+    FibRouter::new(&[
         (CLIENT, CLIENT_MAC, "out0"),
         (REAL, REAL_MAC, "in0"),
         (ONE_ARM_REAL, ONE_ARM_MAC, "out0"),
-    ] {
-        ns.ip(&[
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            &mac_text(&mac),
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    }
-    let status = ns
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out_mac = ns.mac("out0").unwrap();
-    let in_mac = ns.mac("in0").unwrap();
-    Router {
-        ns,
-        out_mac,
-        in_mac,
-    }
+    ])
+    .unwrap()
 }
 
 struct Seen {

@@ -103,34 +103,12 @@ impl Dataplane {
     /// Runs the program once on `frame` as if it arrived on `interface` of namespace `ns`, so
     /// helpers such as bpf_fib_lookup see that namespace's routes and neighbours.
     pub fn run_in(&self, ns: &xdplb_lab::lab::Netns, interface: &str, frame: &[u8]) -> Outcome {
-        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("namespace");
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                    let ifindex = nix::net::if_::if_nametoindex(interface).expect("interface");
-                    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-                    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-                    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-                    let mut out = vec![0u8; frame.len() + 256];
-                    let result = self
-                        .program()
-                        .test_run(TestRunOptions {
-                            data_in: Some(frame),
-                            data_out: Some(&mut out),
-                            ctx_in: Some(&ctx),
-                            ..TestRunOptions::new()
-                        })
-                        .expect("test run");
-                    out.truncate(result.data_size_out as usize);
-                    Outcome {
-                        action: result.return_value,
-                        frame: out,
-                    }
-                })
-                .join()
-                .expect("test thread")
-        })
+        let r =
+            xdplb_lab::lab::test_run_in(ns, interface, self.program(), frame, 1).expect("test run");
+        Outcome {
+            action: r.action,
+            frame: r.frame,
+        }
     }
 
     pub fn maps(&self) -> &xdplb::dataplane::maps::Maps {

@@ -1,14 +1,24 @@
 //! `cargo xtask bench`: per-packet cost of the xdplb XDP program under BPF_PROG_TEST_RUN,
 //! each case as a ratio to a bare XDP_TX program timed in the same run (the floor).
 //!
-//! The kernel reports the mean time per repeat. Cases whose packet is the same on every repeat
-//! (DR rewrites only MACs, idempotently) use a large repeat count. A new flow cannot repeat (the
-//! first run inserts it), so new-flow packets run once each with distinct source ports, and
-//! their floor is measured the same way (XDP_TX, repeat 1), so the per-run overhead cancels.
+//! The kernel reports the mean time per repeat, and reuses the packet buffer across repeats.
+//! - DR rewrites only MACs, idempotently, and a packet to no VIP is not touched: a large
+//!   repeat count.
+//! - NAT rewrites addresses in place, so the bench policy makes translation circular: service
+//!   A maps VIP:443 to 198.19.0.11:8443, and service B has 198.19.0.11:8443 as its VIP and maps
+//!   it back. Every repeat is then a real established-flow NAT translation with a FIB lookup
+//!   (replies alternate between the two reverse entries likewise). The frame starts at TTL 255
+//!   and each call repeats 200 times, so TTL never expires; the floor is timed the same way.
+//! - A new flow is established by its first run, so each SYN runs once per call with its own
+//!   source port; single runs start with cold caches, so it is compared with single runs of the
+//!   floor, and has no target.
+//!
+//! Every case checks the action it got, so it measures the path it names. Runs are pinned to
+//! one CPU.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
@@ -23,13 +33,25 @@ use xdplb::{
     policy,
 };
 
+use crate::lab::{FibRouter, in_netns, xdp_md};
+
 const REPEAT: u32 = 2_000_000;
 const RUNS: usize = 11;
-const SINGLE_SHOTS: u16 = 20_000;
+const SINGLE_SHOTS: u32 = 2_000;
+const SINGLE_RUNS: usize = 3;
+/// Repeats per call in the NAT cases: TTL 255 stays above 1.
+const NAT_REPEAT: u32 = 240;
+const NAT_CALLS: u32 = 500;
+
+const XDP_REDIRECT: u32 = 4;
+const XDP_TX: u32 = 3;
+const XDP_PASS: u32 = 2;
 
 const POLICY: &str = "
 interfaces:
-  - name: lo
+  - name: out0
+  - name: in0
+    role: inside
 services:
   - name: dicom
     vip: 198.18.0.100
@@ -40,28 +62,49 @@ services:
       - address: 198.18.0.11
       - address: 198.18.0.12
       - address: 198.18.0.13
+  - name: viewer
+    vip: 198.18.0.101
+    ports: [443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.19.0.11
+        port: 8443
+  - name: viewer-back
+    vip: 198.19.0.11
+    ports: [8443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 198.18.0.101
+        port: 443
 ";
 
-fn tcp_frame(dst: Ipv4Addr, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0xfe])
-        .ipv4([198, 18, 0, 1], dst.octets(), 64)
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const NAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+
+fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 0xfe])
+        .ipv4(src.octets(), dst.octets(), 255)
         .tcp(sport, dport, 1, 64240);
     let builder = if syn { builder.syn() } else { builder.ack(1) };
-    let payload = [0u8; 64];
     let mut frame = Vec::new();
-    builder.write(&mut frame, &payload).unwrap();
+    builder.write(&mut frame, &[0u8; 64]).unwrap();
     frame
 }
 
-fn mean_ns(program: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
+/// One BPF_PROG_TEST_RUN: (action, mean ns per repeat).
+fn test_run(program: &Xdp, frame: &[u8], repeat: u32, ctx: Option<&[u8]>) -> Result<(u32, f64)> {
     let mut out = vec![0u8; frame.len() + 64];
     let result = program.test_run(TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
+        ctx_in: ctx,
         repeat,
         ..TestRunOptions::new()
     })?;
-    Ok(result.duration.as_nanos() as f64)
+    Ok((result.return_value, result.duration.as_nanos() as f64))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -69,43 +112,77 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn repeated(program: &Xdp, frame: &[u8]) -> Result<f64> {
-    Ok(median(
-        (0..RUNS)
-            .map(|_| mean_ns(program, frame, REPEAT))
-            .collect::<Result<_>>()?,
-    ))
+/// Median over runs of the mean per repeat, checking the action.
+fn repeated(program: &Xdp, frame: &[u8], expect: u32) -> Result<f64> {
+    let mut means = Vec::new();
+    for _ in 0..RUNS {
+        let (action, ns) = test_run(program, frame, REPEAT, None)?;
+        ensure!(action == expect, "got action {action}, expected {expect}");
+        means.push(ns);
+    }
+    Ok(median(means))
 }
 
-/// Mean over distinct single-shot frames (`make(i)`), median over runs.
-fn single_shots(program: &Xdp, make: impl Fn(u16, usize) -> Vec<u8>) -> Result<f64> {
-    let mut medians = Vec::new();
-    for run in 0..RUNS.min(3) {
+/// Median over runs of the mean of `NAT_CALLS` calls of `NAT_REPEAT` repeats, checking the action.
+fn short_repeats(program: &Xdp, frame: &[u8], ctx: Option<&[u8]>, expect: &[u32]) -> Result<f64> {
+    let mut means = Vec::new();
+    for _ in 0..SINGLE_RUNS {
+        let mut total = 0.0;
+        for _ in 0..NAT_CALLS {
+            let (action, ns) = test_run(program, frame, NAT_REPEAT, ctx)?;
+            ensure!(
+                expect.contains(&action),
+                "got action {action}, expected one of {expect:?}"
+            );
+            total += ns;
+        }
+        means.push(total / NAT_CALLS as f64);
+    }
+    Ok(median(means))
+}
+
+/// Median over runs of the mean of `SINGLE_SHOTS` single runs of `frame(i)`, checking the action.
+fn single(
+    program: &Xdp,
+    frame: impl Fn(u32) -> Vec<u8>,
+    ctx: Option<&[u8]>,
+    expect: u32,
+) -> Result<f64> {
+    let mut means = Vec::new();
+    for run_no in 0..SINGLE_RUNS as u32 {
         let mut total = 0.0;
         for i in 0..SINGLE_SHOTS {
-            total += mean_ns(program, &make(i, run), 1)?;
+            let (action, ns) = test_run(program, &frame(run_no * SINGLE_SHOTS + i), 1, ctx)?;
+            ensure!(action == expect, "got action {action}, expected {expect}");
+            total += ns;
         }
-        medians.push(total / SINGLE_SHOTS as f64);
+        means.push(total / SINGLE_SHOTS as f64);
     }
-    Ok(median(medians))
-}
-
-pub fn run() -> Result<()> {
-    // One CPU for every case: BPF_PROG_TEST_RUN runs on the calling CPU, and moving between
-    // CPUs (or sharing one with the other case) adds noise to a ratio measured in one run.
-    let mut cpus = nix::sched::CpuSet::new();
-    cpus.set(last_cpu())?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/bench-{}", std::process::id()));
-    let result = measure(&pin_dir);
-    let _ = loader::remove_pins(&pin_dir);
-    result
+    Ok(median(means))
 }
 
 fn last_cpu() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get() - 1)
         .unwrap_or(0)
+}
+
+pub fn run() -> Result<()> {
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/lab-xdplb-{}-bench",
+        std::process::id()
+    ));
+    let result = measure(&pin_dir);
+    let _ = loader::remove_pins(&pin_dir);
+    result
+}
+
+struct Row {
+    name: &'static str,
+    ns: f64,
+    /// The floor measured the same way.
+    base: f64,
+    target: &'static str,
 }
 
 fn measure(pin_dir: &std::path::Path) -> Result<()> {
@@ -115,6 +192,7 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         .context("bench_tx")?
         .try_into()?;
     floor.load()?;
+    let floor: &Xdp = floor;
 
     let mut loaded = loader::load(pin_dir)?;
     let policy = policy::parse("bench", POLICY)?;
@@ -131,50 +209,107 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         .program(PROGRAM_NAME)
         .context("xdplb")?
         .try_into()?;
+    let nat_vip = Ipv4Addr::new(198, 18, 0, 101);
+    let router = FibRouter::new(&[
+        (CLIENT, CLIENT_MAC, "out0"),
+        (NAT_REAL, [2, 0, 0, 0, 0x19, 0x11], "in0"),
+        (nat_vip, [2, 0, 0, 0, 0x18, 0x65], "out0"),
+    ])?;
 
-    let vip = Ipv4Addr::new(198, 18, 0, 100);
-    let established = tcp_frame(vip, 40000, 104, false);
-    mean_ns(xdplb, &established, 1)?; // schedules the flow; every repeat after is established
-    let no_vip = tcp_frame(Ipv4Addr::new(198, 18, 0, 50), 40000, 104, false);
+    let cpu = last_cpu();
+    let dr_vip = Ipv4Addr::new(198, 18, 0, 100);
+    let established = tcp_frame(CLIENT, 40000, dr_vip, 104, false);
+    test_run(xdplb, &established, 1, None)?; // schedules the flow: every repeat after is established
+    let no_vip = tcp_frame(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104, false);
 
     println!(
-        "xdplb per-packet cost, BPF_PROG_TEST_RUN, {}-byte TCP frames",
+        "xdplb per-packet cost, BPF_PROG_TEST_RUN, {}-byte TCP frames, pinned to CPU {cpu}",
         established.len()
     );
     println!(
-        "repeated cases: mean of {REPEAT} repeats, median of {RUNS} runs; new flows: {SINGLE_SHOTS} single runs\n"
+        "repeated: mean of {REPEAT} repeats, median of {RUNS} runs; NAT: {NAT_CALLS} calls of {NAT_REPEAT} repeats (floor likewise); new flows: {SINGLE_SHOTS} single runs
+"
     );
-    let floor_ns = repeated(floor, &established)?;
-    let floor_single = single_shots(floor, |i, _| tcp_frame(vip, i, 104, true))?;
-    let rows = [
-        ("floor: bare XDP_TX", floor_ns, floor_ns, ""),
-        (
-            "DR established flow",
-            repeated(xdplb, &established)?,
-            floor_ns,
-            "target <= 3.5x",
-        ),
-        (
-            "DR new flow (SYN)",
-            single_shots(xdplb, |i, run| {
-                tcp_frame(vip, i, if run % 2 == 0 { 104 } else { 11112 }, true)
-            })?,
-            floor_single,
-            "vs floor at repeat 1",
-        ),
-        (
-            "packet to no VIP",
-            repeated(xdplb, &no_vip)?,
-            floor_ns,
-            "target <= 2x",
-        ),
-    ];
+
+    // Everything below runs on one CPU, inside the router namespace (only NAT's FIB lookups
+    // depend on it).
+    let (rows, floors) = in_netns(&router.ns, || {
+        let mut cpus = nix::sched::CpuSet::new();
+        cpus.set(cpu)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
+        let ctx_out = xdp_md("out0", established.len())?;
+        let ctx_in = xdp_md("in0", established.len())?;
+
+        let floor_ns = repeated(floor, &established, XDP_TX)?;
+        let floor_short = short_repeats(floor, &established, Some(&ctx_out), &[XDP_TX])?;
+        let floor_single = single(floor, |_| established.clone(), Some(&ctx_out), XDP_TX)?;
+
+        // Warm-up creates both NAT flows (VIP:443 -> real, and the way back).
+        let request = tcp_frame(CLIENT, 50000, nat_vip, 443, false);
+        let (action, _) = test_run(xdplb, &request, 2, Some(&ctx_out))?;
+        ensure!(
+            action == XDP_TX,
+            "circular NAT warm-up gave action {action}"
+        );
+        let reply = tcp_frame(NAT_REAL, 8443, CLIENT, 50000, false);
+        let nat = [XDP_TX, XDP_REDIRECT];
+        let syn = |i: u32| {
+            let port = if (i / 60000).is_multiple_of(2) {
+                104
+            } else {
+                11112
+            };
+            tcp_frame(CLIENT, (i % 60000) as u16 + 1024, dr_vip, port, true)
+        };
+
+        let rows = vec![
+            Row {
+                name: "DR established flow",
+                ns: repeated(xdplb, &established, XDP_TX)?,
+                base: floor_ns,
+                target: "target <= 3.5x",
+            },
+            Row {
+                name: "packet to no VIP",
+                ns: repeated(xdplb, &no_vip, XDP_PASS)?,
+                base: floor_ns,
+                target: "target <= 2x",
+            },
+            Row {
+                name: "NAT inbound",
+                ns: short_repeats(xdplb, &request, Some(&ctx_out), &nat)?,
+                base: floor_short,
+                target: "target <= 4x",
+            },
+            Row {
+                name: "NAT return",
+                ns: short_repeats(xdplb, &reply, Some(&ctx_in), &nat)?,
+                base: floor_short,
+                target: "target <= 4x",
+            },
+            Row {
+                name: "DR new flow (SYN)",
+                ns: single(xdplb, syn, Some(&ctx_out), XDP_TX)?,
+                base: floor_single,
+                target: "single runs, vs the floor's single runs",
+            },
+        ];
+        Ok((rows, [floor_ns, floor_short, floor_single]))
+    })?;
+
     println!("{:<22} {:>10} {:>9}", "case", "ns/packet", "x floor");
-    for (name, ns, base, note) in rows {
-        println!("{name:<22} {ns:>10.1} {:>8.2}x  {note}", ns / base);
+    for row in rows {
+        println!(
+            "{:<22} {:>10.1} {:>8.2}x  {}",
+            row.name,
+            row.ns,
+            row.ns / row.base,
+            row.target
+        );
     }
     println!(
-        "\n(floor at repeat 1: {floor_single:.1} ns per run, includes the per-run timer overhead)"
+        "\nfloor (bare XDP_TX): {:.1} ns repeated, {:.1} ns in calls of {NAT_REPEAT}, {:.1} ns single runs",
+        floors[0], floors[1], floors[2]
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ mod balancer;
 mod dr;
 mod nat;
 pub mod netns;
+mod router;
 mod switch;
 mod tcp;
 
@@ -15,5 +16,6 @@ pub use balancer::{Balancer, xdplb_binary};
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
 pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
+pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
 pub use switch::Switch;
 pub use tcp::{Conversation, EchoServer, UdpNameServer, http_get, udp_who, who};
