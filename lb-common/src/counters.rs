@@ -15,7 +15,7 @@ pub struct TrafficCounters {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
-    /// Forwarded to a real (the counter every forwarded packet adds to).
+    /// Forwarded to a real. Not kept by the data plane: readers sum the service counters.
     Forwarded = 0,
     /// Not IPv4 (ARP, IPv6, LLDP ...): passed.
     NotIpv4 = 1,

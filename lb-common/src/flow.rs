@@ -15,6 +15,19 @@ pub struct FlowKey {
     pub _pad2: u16,
 }
 
+/// A NAT flow's next hop as the kernel's FIB last gave it, so established packets skip the
+/// FIB lookup. It is asked again when the coarse clock's second changes, so a changed route
+/// or neighbour is followed within about a second. All zero: not looked up yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// `bpf_ktime_get_coarse_ns() >> 30` (about seconds) at the lookup.
+    pub checked: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
 /// Value of the `FLOWS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +35,8 @@ pub struct FlowValue {
     pub real: u32,
     /// `Real::generation` when the flow was scheduled; a mismatch means the id was reused.
     pub generation: u32,
+    /// NAT only: where packets of this flow go next.
+    pub hop: NextHop,
 }
 
 /// Value of the `NAT_REVERSE` map, keyed by a NAT flow's reply 5-tuple (real -> client): what
@@ -36,6 +51,8 @@ pub struct NatReverse {
     /// Real id, for counters and to ignore replies of a real that was replaced.
     pub real: u32,
     pub generation: u32,
+    /// Where the replies go next (to the client).
+    pub hop: NextHop,
 }
 
 #[cfg(feature = "user")]

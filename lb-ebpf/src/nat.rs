@@ -6,13 +6,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
 use lb_common::{
     IPPROTO_UDP,
     counters::Reason,
-    flow::{FlowKey, NatReverse},
+    flow::{FlowKey, NatReverse, NextHop},
 };
 
 use crate::{csum, maps::NAT_REVERSE, parse::Packet, schedule::Chosen, stats};
@@ -23,13 +23,6 @@ const SPORT: usize = 0;
 const DPORT: usize = 2;
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
-
-/// Where the FIB says a packet goes next.
-struct NextHop {
-    ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-}
 
 enum Route {
     Found(NextHop),
@@ -48,7 +41,13 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         flow.dport
     };
     ttl_allows_forwarding(packet)?;
-    let route = fib(ctx, packet, flow.src, real.addr, flow.sport, port)?;
+    let cache = if chosen.entry.is_null() {
+        core::ptr::null_mut()
+    } else {
+        // SAFETY: a map value pointer from a successful lookup.
+        unsafe { &mut (*chosen.entry).hop as *mut NextHop }
+    };
+    let route = next_hop(ctx, packet, cache, flow.src, real.addr, flow.sport, port)?;
     if chosen.new_flow {
         let reply = FlowKey {
             src: real.addr,
@@ -65,6 +64,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
             _pad: 0,
             real: chosen.id,
             generation: real.generation,
+            hop: NextHop::default(),
         };
         let _ = NAT_REVERSE.insert(reply, back, 0);
     }
@@ -87,12 +87,23 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
 pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
     let flow = &packet.flow;
     // SAFETY: the value is copied out at once.
-    let back = match unsafe { NAT_REVERSE.get(flow) } {
-        Some(back) => *back,
-        None => return Err(Reason::NotForVip),
+    let Some(entry) = NAT_REVERSE.get_ptr_mut(flow) else {
+        return Err(Reason::NotForVip);
     };
+    // SAFETY: a map value pointer from a successful lookup.
+    let back = unsafe { *entry };
     ttl_allows_forwarding(packet)?;
-    match fib(ctx, packet, back.vip, flow.dst, back.vip_port, flow.dport)? {
+    // SAFETY: as above.
+    let cache = unsafe { &mut (*entry).hop as *mut NextHop };
+    match next_hop(
+        ctx,
+        packet,
+        cache,
+        back.vip,
+        flow.dst,
+        back.vip_port,
+        flow.dport,
+    )? {
         Route::NoNeighbour => {
             rewrite(ctx, packet, SPORT, back.vip, back.vip_port, false)?;
             Err(Reason::NoNeighbour)
@@ -115,6 +126,43 @@ fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
     } else {
         Ok(())
     }
+}
+
+/// The next hop from the flow's cache while it is from this second, else from the FIB (and
+/// remembered). `cache` may be null (the flow could not be stored): always ask the FIB.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    packet: &Packet,
+    cache: *mut NextHop,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<Route, Reason> {
+    // SAFETY: the helper has no arguments or side effects.
+    let now = (unsafe { bpf_ktime_get_coarse_ns() } >> 30) as u32;
+    if !cache.is_null() {
+        // SAFETY: a map value pointer; a racing writer can only leave another valid hop.
+        let cached = unsafe { *cache };
+        if cached.ifindex != 0 && cached.checked == now {
+            return Ok(Route::Found(cached));
+        }
+    }
+    let route = fib(ctx, packet, src, dst, sport, dport)?;
+    if let Route::Found(hop) = &route
+        && !cache.is_null()
+    {
+        // SAFETY: as above.
+        unsafe {
+            *cache = NextHop {
+                checked: now,
+                ..*hop
+            }
+        };
+    }
+    Ok(route)
 }
 
 #[inline(always)]
@@ -152,6 +200,7 @@ fn fib(
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => Ok(Route::Found(NextHop {
             ifindex: params.ifindex,
+            checked: 0,
             smac: params.smac,
             dmac: params.dmac,
         })),

@@ -8,7 +8,7 @@
 
 use lb_common::{
     counters::Reason,
-    flow::FlowValue,
+    flow::{FlowValue, NextHop},
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{REAL_UP, Real, VipKey},
@@ -23,21 +23,25 @@ pub struct Chosen {
     pub id: u32,
     pub real: Real,
     pub new_flow: bool,
+    /// The flow's connection-table entry (null if it could not be stored), for NAT's
+    /// next-hop cache.
+    pub entry: *mut FlowValue,
 }
 
 #[inline(always)]
 pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     let flow = &packet.flow;
-    // SAFETY: the value is copied out at once.
-    if let Some(known) = unsafe { FLOWS.get(flow) } {
-        let known = *known;
-        if let Some(real) = usable_real(known.real)
-            && real.generation == known.generation
+    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a map value pointer from a successful lookup.
+        let (id, generation) = unsafe { ((*entry).real, (*entry).generation) };
+        if let Some(real) = usable_real(id)
+            && real.generation == generation
         {
             return Ok(Chosen {
-                id: known.real,
+                id,
                 real,
                 new_flow: false,
+                entry,
             });
         }
     }
@@ -63,13 +67,16 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     let value = FlowValue {
         real: id,
         generation: real.generation,
+        hop: NextHop::default(),
     };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
+    let entry = FLOWS.get_ptr_mut(flow).unwrap_or(core::ptr::null_mut());
     Ok(Chosen {
         id,
         real,
         new_flow: true,
+        entry,
     })
 }
 

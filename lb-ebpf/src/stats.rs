@@ -2,6 +2,9 @@
 
 use lb_common::counters::{Reason, TrafficCounters};
 
+// `Reason::Forwarded` is not counted per packet: it is the sum of the service counters, and
+// the controller derives it (one per-CPU update less on every forwarded packet).
+
 use crate::maps::{REAL_COUNTERS, REASON_COUNTERS, SERVICE_COUNTERS};
 
 #[inline(always)]
@@ -14,7 +17,6 @@ pub fn count_reason(reason: Reason) {
 
 #[inline(always)]
 pub fn count_forwarded(service: u32, real: u32, bytes: u64, new_flow: bool) {
-    count_reason(Reason::Forwarded);
     add_traffic(SERVICE_COUNTERS.get_ptr_mut(service), bytes, new_flow);
     add_traffic(REAL_COUNTERS.get_ptr_mut(real), bytes, new_flow);
 }

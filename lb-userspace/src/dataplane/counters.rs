@@ -63,9 +63,13 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
             .services
             .push((id, sum(&maps.service_counters.get(&id, 0)?)));
     }
+    let forwarded: u64 = snapshot.services.iter().map(|(_, c)| c.packets).sum();
     for reason in Reason::ALL {
-        let per_cpu = maps.reason_counters.get(&(reason as u32), 0)?;
-        snapshot.reasons.push((reason, per_cpu.iter().sum()));
+        let count = match reason {
+            Reason::Forwarded => forwarded,
+            _ => maps.reason_counters.get(&(reason as u32), 0)?.iter().sum(),
+        };
+        snapshot.reasons.push((reason, count));
     }
     Ok(snapshot)
 }
