@@ -296,6 +296,11 @@ fn unknown_next_hop_is_translated_and_left_to_the_kernel_to_resolve() {
         .unwrap()
         .1;
     assert_eq!(counted, 1);
+    let flows: u64 = snapshot.services.iter().map(|(_, c)| c.new_flows).sum();
+    assert_eq!(
+        flows, 1,
+        "the flow counts as new although its first packet went to the kernel"
+    );
 }
 
 #[test]

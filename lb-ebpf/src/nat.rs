@@ -71,6 +71,9 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     match route {
         Route::NoNeighbour => {
             // Translated but not aged: the kernel forwards it (decrementing TTL) and resolves.
+            if chosen.new_flow {
+                stats::count_new_flow(real.service, chosen.id);
+            }
             rewrite(ctx, packet, DPORT, real.addr, port, false)?;
             Err(Reason::NoNeighbour)
         }

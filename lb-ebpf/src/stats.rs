@@ -32,3 +32,20 @@ fn add_traffic(counters: Option<*mut TrafficCounters>, bytes: u64, new_flow: boo
         }
     }
 }
+
+/// A flow was scheduled but its first packet left to the kernel (NAT, neighbour unresolved):
+/// the flow counts, the packet is counted by its reason instead.
+#[inline(always)]
+pub fn count_new_flow(service: u32, real: u32) {
+    // Two plain calls: a loop over both pointers compiles to a pointer OR the verifier refuses.
+    add_new_flow(SERVICE_COUNTERS.get_ptr_mut(service));
+    add_new_flow(REAL_COUNTERS.get_ptr_mut(real));
+}
+
+#[inline(always)]
+fn add_new_flow(counters: Option<*mut TrafficCounters>) {
+    if let Some(counters) = counters {
+        // SAFETY: per-CPU slot, as above.
+        unsafe { (*counters).new_flows += 1 };
+    }
+}

@@ -16,6 +16,7 @@ usage: cargo xtask <command>
   build   build everything (the XDP programs with nightly, the rest with stable)
   test    run every test: unit, packet-level (BPF_PROG_TEST_RUN) and namespace labs (root)
   demo    build a lab, balance real TCP connections through xdplb in DR mode, show it, tear down
+          (--nat: two-arm NAT with HTTP and UDP instead)
   bench   per-packet cost of the XDP program against a bare XDP_TX floor
   lint    cargo fmt --check and clippy -D warnings on userspace and the eBPF crate";
 

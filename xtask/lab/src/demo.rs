@@ -1,11 +1,16 @@
 //! `cargo xtask demo`: a client, the balancer and three real servers in namespaces; real TCP
 //! requests through the VIP in DR mode; which real answered each; the balancer's counters.
+//! `cargo xtask demo --nat`: the same in two-arm NAT mode with HTTP (curl) and UDP, the reals
+//! on their own network behind the balancer, VIP:80 translated to real:8080.
 
 use std::{thread::sleep, time::Duration};
 
 use anyhow::Result;
 
-use crate::lab::{BALANCER, CLIENT, Conversation, DrLab, LabConfig, VIP, dr_policy, who};
+use crate::lab::{
+    Arms, BALANCER, CLIENT, Conversation, DrLab, LabConfig, NatLab, VIP, dr_policy, http_get,
+    udp_who, who,
+};
 
 pub fn run() -> Result<()> {
     println!("== xdplb demo: Direct Routing of DICOM ports 104 and 11112 ==\n");
@@ -68,4 +73,61 @@ pub fn run() -> Result<()> {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+pub fn run_nat() -> Result<()> {
+    println!("== xdplb demo: two-arm NAT, HTTPS-viewer style port translation and UDP ==\n");
+    let mut lab = NatLab::build(Arms::Two, 2)?;
+    println!("lab (network namespaces, two bridges):");
+    println!(
+        "  client   {}  network 198.18.0.0/24, default route via the balancer",
+        lab.client_addr
+    );
+    println!(
+        "  balancer eth0 198.18.0.2 (clients, owns VIP {}), eth1 198.19.0.1 (reals)",
+        crate::lab::NAT_VIP
+    );
+    for (_, addr, name) in &lab.reals {
+        println!("  {name}   {addr}  network 198.19.0.0/24, default route via the balancer");
+    }
+    let policy = lab.policy();
+    println!("\npolicy:\n{}", indent(&policy));
+    lab.balancer.start(&policy)?;
+
+    println!(
+        "HTTP: curl http://{}/ from the client (VIP:80 -> real:8080):",
+        lab.vip(80)
+    );
+    for i in 0..6 {
+        println!(
+            "  request {} answered by {}",
+            i + 1,
+            http_get(&lab.client, lab.vip(80))?
+        );
+    }
+    println!(
+        "\nUDP to {} (the reply must come from the VIP, or the client's socket drops it):",
+        lab.vip(53)
+    );
+    for i in 0..6 {
+        println!(
+            "  datagram {} answered by {}",
+            i + 1,
+            udp_who(&lab.client, lab.vip(53))?
+        );
+    }
+
+    println!("\n`xdplb stats` on the balancer:");
+    println!(
+        "{}",
+        indent(&lab.balancer.xdplb(&[
+            "stats",
+            "--pin-dir",
+            lab.balancer.pin_dir.to_str().unwrap()
+        ])?)
+    );
+    println!("tearing the lab down (namespaces, XDP programs, pins)");
+    drop(lab);
+    println!("done.");
+    Ok(())
 }
