@@ -330,3 +330,46 @@ fn replies_of_unknown_flows_and_ordinary_routed_traffic_pass_unchanged() {
         assert_eq!((out.action, out.frame), (XDP_PASS, frame));
     }
 }
+
+#[test]
+fn a_nat_port_removed_from_the_policy_stops_both_directions() {
+    let r = router();
+    let mut dp = dataplane();
+    // Another VIP served by the same real:port, so the real's reply filter bit stays set and
+    // only the purge of the reverse entries can stop the old replies being translated.
+    let mut other = dp.policy.services[0].clone();
+    other.name = "viewer-2".into();
+    other.vip = Ipv4Addr::new(198, 18, 0, 103);
+    dp.policy.services.push(other);
+    dp.apply();
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50010, VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &request).action, XDP_REDIRECT);
+    let reply = frames::tcp(
+        &Flow::new(REAL, 8443, CLIENT, 50010),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "in0", &reply).action, XDP_REDIRECT);
+
+    dp.policy.services.retain(|s| s.name != "viewer");
+    dp.apply();
+    for (interface, frame) in [("out0", &request), ("in0", &reply)] {
+        let out = dp.run_in(&r.ns, interface, frame);
+        assert_eq!(
+            (out.action, &out.frame),
+            (XDP_PASS, frame),
+            "on {interface}"
+        );
+    }
+}

@@ -400,7 +400,7 @@ fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
 }
 
 /// Forgets the flows of VIP:ports that left the policy, so they are not forwarded from the
-/// connection table after their service entry is gone.
+/// connection table after their service entry is gone, nor their replies translated.
 fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
     if removed.is_empty() {
         return Ok(());
@@ -415,6 +415,17 @@ fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
     for key in stale {
         // An entry the LRU evicted meanwhile is already gone.
         let _ = maps.flows.remove(&key);
+    }
+    // NAT replies are keyed by the real's side; their value names the VIP:port they restore.
+    let stale_replies: Vec<_> = maps
+        .nat_reverse
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, back)| gone.contains(&(back.vip, back.vip_port, k.proto)))
+        .map(|(k, _)| k)
+        .collect();
+    for key in stale_replies {
+        let _ = maps.nat_reverse.remove(&key);
     }
     Ok(())
 }
