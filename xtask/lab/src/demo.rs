@@ -56,14 +56,7 @@ pub fn run() -> Result<()> {
     );
 
     println!("\n`xdplb stats` on the balancer:");
-    println!(
-        "{}",
-        indent(&lab.balancer.xdplb(&[
-            "stats",
-            "--pin-dir",
-            lab.balancer.pin_dir.to_str().unwrap()
-        ])?)
-    );
+    println!("{}", indent(&lab.balancer.stats_table()?));
     drop(held);
     println!("tearing the lab down (namespaces, XDP programs, pins)");
     drop(lab);
@@ -118,14 +111,7 @@ pub fn run_nat() -> Result<()> {
     }
 
     println!("\n`xdplb stats` on the balancer:");
-    println!(
-        "{}",
-        indent(&lab.balancer.xdplb(&[
-            "stats",
-            "--pin-dir",
-            lab.balancer.pin_dir.to_str().unwrap()
-        ])?)
-    );
+    println!("{}", indent(&lab.balancer.stats_table()?));
     println!("tearing the lab down (namespaces, XDP programs, pins)");
     drop(lab);
     println!("done.");

@@ -150,6 +150,15 @@ impl Balancer {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// What `xdplb stats` prints for this balancer.
+    pub fn stats_table(&self) -> Result<String> {
+        self.xdplb(&[
+            "stats",
+            "--pin-dir",
+            self.pin_dir.to_str().context("pin dir")?,
+        ])
+    }
+
     /// The MAC the data plane sends to for real `address`.
     pub fn dataplane_mac(&self, address: Ipv4Addr) -> Result<Option<[u8; 6]>> {
         let maps = Maps::open_pinned(&self.pin_dir)?;
