@@ -22,7 +22,7 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
     pub ifindex: u32,
-    /// `bpf_ktime_get_coarse_ns() >> 30` (about seconds) at the lookup.
+    /// Clock tick (`clock`) of the lookup.
     pub checked: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
@@ -35,9 +35,17 @@ pub struct FlowValue {
     pub real: u32,
     /// `Real::generation` when the flow was scheduled; a mismatch means the id was reused.
     pub generation: u32,
+    /// Clock tick of the flow's last packet in this direction (`clock`).
+    pub seen: u32,
+    /// `FLOW_CLOSING` once a FIN or RST was seen.
+    pub flags: u32,
     /// NAT only: where packets of this flow go next.
     pub hop: NextHop,
 }
+
+/// `FlowValue::flags` / `NatReverse::flags`: a TCP FIN or RST was seen in either direction,
+/// so the real's `closing_timeout` applies.
+pub const FLOW_CLOSING: u32 = 1;
 
 /// Value of the `NAT_REVERSE` map, keyed by a NAT flow's reply 5-tuple (real -> client): what
 /// the reply's source must be rewritten back to.
@@ -51,6 +59,9 @@ pub struct NatReverse {
     /// Real id, for counters and to ignore replies of a real that was replaced.
     pub real: u32,
     pub generation: u32,
+    /// Clock tick of the last reply; the flow lives while either direction is fresh.
+    pub seen: u32,
+    pub flags: u32,
     /// Where the replies go next (to the client).
     pub hop: NextHop,
 }

@@ -4,8 +4,9 @@
 //!
 //! Byte order: addresses and ports are stored exactly as they appear on the wire (network
 //! order), so the data plane can compare them without swapping.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
+pub mod clock;
 pub mod counters;
 pub mod flow;
 pub mod hash;
@@ -14,7 +15,7 @@ pub mod service;
 
 /// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
 /// written by a build with another version.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_TCP: u8 = 6;

@@ -52,6 +52,12 @@ pub struct Real {
     /// NAT: destination port to translate to, network byte order; 0 keeps the client's.
     pub port: u16,
     pub _pad: u16,
+    /// The service's connection-table timeouts, in clock ticks (`clock::ticks_from_secs`),
+    /// kept on the real because an established packet reads only its flow entry and the real.
+    /// A flow idle longer than `idle_timeout` is scheduled afresh; after a TCP FIN or RST,
+    /// `closing_timeout` applies instead.
+    pub idle_timeout: u32,
+    pub closing_timeout: u32,
 }
 
 #[cfg(feature = "user")]

@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod age;
 mod classify;
 mod csum;
 mod dr;

@@ -6,16 +6,23 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
 use lb_common::{
     IPPROTO_UDP,
     counters::Reason,
-    flow::{FlowKey, NatReverse, NextHop},
+    flow::{FLOW_CLOSING, FlowKey, NatReverse, NextHop},
+    service::Real,
 };
 
-use crate::{csum, maps::NAT_REVERSE, parse::Packet, schedule::Chosen, stats};
+use crate::{
+    age, csum,
+    maps::{FLOWS, NAT_REVERSE, REALS},
+    parse::Packet,
+    schedule::Chosen,
+    stats,
+};
 
 const AF_INET: u8 = 2;
 /// Offsets in the TCP and UDP headers.
@@ -35,11 +42,7 @@ enum Route {
 pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32, Reason> {
     let flow = &packet.flow;
     let real = &chosen.real;
-    let port = if real.port != 0 {
-        real.port
-    } else {
-        flow.dport
-    };
+    let port = real_port(flow, real);
     ttl_allows_forwarding(packet)?;
     let cache = if chosen.entry.is_null() {
         core::ptr::null_mut()
@@ -47,26 +50,21 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { &mut (*chosen.entry).hop as *mut NextHop }
     };
-    let route = next_hop(ctx, packet, cache, flow.src, real.addr, flow.sport, port)?;
+    let route = next_hop(
+        ctx, packet, cache, chosen.now, flow.src, real.addr, flow.sport, port,
+    )?;
     if chosen.new_flow {
-        let reply = FlowKey {
-            src: real.addr,
-            dst: flow.src,
-            sport: port,
-            dport: flow.sport,
-            proto: flow.proto,
-            _pad1: 0,
-            _pad2: 0,
-        };
         let back = NatReverse {
             vip: flow.dst,
             vip_port: flow.dport,
             _pad: 0,
             real: chosen.id,
             generation: real.generation,
+            seen: chosen.now,
+            flags: if packet.closes { FLOW_CLOSING } else { 0 },
             hop: NextHop::default(),
         };
-        let _ = NAT_REVERSE.insert(reply, back, 0);
+        let _ = NAT_REVERSE.insert(reply_key(flow, real), back, 0);
     }
     match route {
         Route::NoNeighbour => {
@@ -85,16 +83,88 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     }
 }
 
-/// Real -> client: a reply of a NAT flow, if the reverse table knows it.
+/// The real's destination port for a flow: its translation, or the client's port.
+#[inline(always)]
+fn real_port(flow: &FlowKey, real: &Real) -> u16 {
+    if real.port != 0 {
+        real.port
+    } else {
+        flow.dport
+    }
+}
+
+/// The 5-tuple of replies to a client's flow scheduled to a NAT real.
+#[inline(always)]
+fn reply_key(flow: &FlowKey, real: &Real) -> FlowKey {
+    FlowKey {
+        src: real.addr,
+        dst: flow.src,
+        sport: real_port(flow, real),
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad1: 0,
+        _pad2: 0,
+    }
+}
+
+/// The client's 5-tuple of the flow a reply belongs to.
+#[inline(always)]
+fn forward_key(reply: &FlowKey, back: &NatReverse) -> FlowKey {
+    FlowKey {
+        src: reply.dst,
+        dst: back.vip,
+        sport: reply.dport,
+        dport: back.vip_port,
+        proto: reply.proto,
+        _pad1: 0,
+        _pad2: 0,
+    }
+}
+
+/// Whether the replies of a client's flow are still fresh (its forward entry looks stale).
+#[inline(always)]
+pub fn reply_alive(flow: &FlowKey, real: &Real, now: u32) -> bool {
+    // SAFETY: the fields are copied out at once.
+    match unsafe { NAT_REVERSE.get(reply_key(flow, real)) } {
+        Some(back) => age::alive(back.seen, back.flags, real, now),
+        None => false,
+    }
+}
+
+/// The client sent a FIN or RST: the reply entry closes too.
+#[inline(always)]
+pub fn mark_reply_closing(flow: &FlowKey, real: &Real) {
+    if let Some(back) = NAT_REVERSE.get_ptr_mut(reply_key(flow, real)) {
+        // SAFETY: a map value pointer from a successful lookup.
+        unsafe { age::mark_closing(&mut (*back).flags) };
+    }
+}
+
+/// Real -> client: a reply of a live NAT flow, if the reverse table knows it. Replies of a
+/// flow that expired, or of a real whose id now belongs to another, are left to the kernel.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
     let flow = &packet.flow;
-    // SAFETY: the value is copied out at once.
     let Some(entry) = NAT_REVERSE.get_ptr_mut(flow) else {
         return Err(Reason::NotForVip);
     };
     // SAFETY: a map value pointer from a successful lookup.
     let back = unsafe { *entry };
+    let real = match REALS.get(back.real) {
+        Some(real) if real.generation == back.generation => *real,
+        _ => return Err(Reason::NotForVip),
+    };
+    let now = age::now();
+    if !age::alive(back.seen, back.flags, &real, now) && !forward_alive(flow, &back, &real, now) {
+        return Err(Reason::NotForVip);
+    }
+    // SAFETY: fields of the entry found above.
+    if unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) }
+        && let Some(forward) = FLOWS.get_ptr_mut(forward_key(flow, &back))
+    {
+        // SAFETY: a map value pointer from a successful lookup.
+        unsafe { age::mark_closing(&mut (*forward).flags) };
+    }
     ttl_allows_forwarding(packet)?;
     // SAFETY: as above.
     let cache = unsafe { &mut (*entry).hop as *mut NextHop };
@@ -102,6 +172,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
         ctx,
         packet,
         cache,
+        now,
         back.vip,
         flow.dst,
         back.vip_port,
@@ -113,9 +184,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
         }
         Route::Found(hop) => {
             rewrite(ctx, packet, SPORT, back.vip, back.vip_port, true)?;
-            if let Some(real) = crate::maps::REALS.get(back.real) {
-                stats::count_forwarded(real.service, back.real, packet.frame_len, false);
-            }
+            stats::count_forwarded(real.service, back.real, packet.frame_len, false);
             Ok(send(ctx, packet, &hop))
         }
     }
@@ -131,21 +200,30 @@ fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
     }
 }
 
-/// The next hop from the flow's cache while it is from this second, else from the FIB (and
-/// remembered). `cache` may be null (the flow could not be stored): always ask the FIB.
+/// Whether a reply's forward entry (client -> VIP) is still fresh: its own entry looks stale.
+#[inline(always)]
+fn forward_alive(reply: &FlowKey, back: &NatReverse, real: &Real, now: u32) -> bool {
+    // SAFETY: the fields are copied out at once.
+    match unsafe { FLOWS.get(forward_key(reply, back)) } {
+        Some(forward) => age::alive(forward.seen, forward.flags, real, now),
+        None => false,
+    }
+}
+
+/// The next hop from the flow's cache while it is from this clock tick, else from the FIB
+/// (and remembered). `cache` may be null (the flow could not be stored): always ask the FIB.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
     packet: &Packet,
     cache: *mut NextHop,
+    now: u32,
     src: u32,
     dst: u32,
     sport: u16,
     dport: u16,
 ) -> Result<Route, Reason> {
-    // SAFETY: the helper has no arguments or side effects.
-    let now = (unsafe { bpf_ktime_get_coarse_ns() } >> 30) as u32;
     if !cache.is_null() {
         // SAFETY: a map value pointer; a racing writer can only leave another valid hop.
         let cached = unsafe { *cache };

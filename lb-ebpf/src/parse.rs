@@ -28,9 +28,15 @@ pub struct Packet {
     /// Start of the TCP or UDP header; at least a whole header of `flow.proto` is in the frame.
     pub l4: *mut u8,
     pub flow: FlowKey,
+    /// TCP with FIN or RST set: the connection is ending.
+    pub closes: bool,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
 }
+
+/// The flags byte of the TCP header, and the flags in it that end a connection.
+const TCP_FLAGS: usize = 13;
+const TCP_FIN_OR_RST: u8 = 0x01 | 0x04;
 
 /// Pointer to a `T` at `offset` from the start of the frame, if the whole `T` is inside it.
 #[inline(always)]
@@ -99,14 +105,15 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         return Err(Reason::Malformed);
     }
     // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
-    let (l4_ptr, sport, dport) = if proto == IPPROTO_TCP {
+    let (l4_ptr, sport, dport, closes) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: as above.
+        // SAFETY: as above; the flags byte is inside the checked header.
         unsafe {
             (
                 tcp as *mut u8,
                 u16::from_ne_bytes((*tcp).source),
                 u16::from_ne_bytes((*tcp).dest),
+                *(tcp as *const u8).add(TCP_FLAGS) & TCP_FIN_OR_RST != 0,
             )
         }
     } else {
@@ -117,6 +124,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
                 udp as *mut u8,
                 u16::from_ne_bytes((*udp).src),
                 u16::from_ne_bytes((*udp).dst),
+                false,
             )
         }
     };
@@ -134,6 +142,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             _pad1: 0,
             _pad2: 0,
         },
+        closes,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
 }

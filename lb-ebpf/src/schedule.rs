@@ -4,18 +4,21 @@
 //! remembered.
 //!
 //! A remembered real that went down, left the policy or whose id was given to another real is
-//! not used: the flow is scheduled afresh (or passed, if its service is gone).
+//! not used, nor is an entry that has expired (`age`): the flow is scheduled afresh (or
+//! passed, if its service is gone).
 
 use lb_common::{
     counters::Reason,
-    flow::{FlowValue, NextHop},
+    flow::{FLOW_CLOSING, FlowValue, NextHop},
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
-    service::{REAL_UP, Real, VipKey},
+    service::{REAL_NAT, REAL_UP, Real, VipKey},
 };
 
 use crate::{
+    age,
     maps::{FLOWS, MAGLEV, REALS, SERVICES},
+    nat,
     parse::Packet,
 };
 
@@ -26,22 +29,41 @@ pub struct Chosen {
     /// The flow's connection-table entry (null if it could not be stored), for NAT's
     /// next-hop cache.
     pub entry: *mut FlowValue,
+    /// The clock tick this packet was handled at.
+    pub now: u32,
 }
 
 #[inline(always)]
 pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     let flow = &packet.flow;
+    let now = age::now();
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
-        let (id, generation) = unsafe { ((*entry).real, (*entry).generation) };
+        let (id, generation, seen, flags) = unsafe {
+            (
+                (*entry).real,
+                (*entry).generation,
+                (*entry).seen,
+                (*entry).flags,
+            )
+        };
         if let Some(real) = usable_real(id)
             && real.generation == generation
+            && (age::alive(seen, flags, &real, now)
+                || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, &real, now)))
         {
+            // SAFETY: fields of the entry found above.
+            let began_closing =
+                unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
+            if began_closing && real.flags & REAL_NAT != 0 {
+                nat::mark_reply_closing(flow, &real);
+            }
             return Ok(Chosen {
                 id,
                 real,
                 new_flow: false,
                 entry,
+                now,
             });
         }
     }
@@ -67,6 +89,8 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     let value = FlowValue {
         real: id,
         generation: real.generation,
+        seen: now,
+        flags: if packet.closes { FLOW_CLOSING } else { 0 },
         hop: NextHop::default(),
     };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
@@ -77,6 +101,7 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
         real,
         new_flow: true,
         entry,
+        now,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Shape {
     pub vlan: Option<u16>,
     pub ip_options: bool,
     pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
     /// IPv4 flags/offset: (more fragments, offset in 8-byte units).
     pub fragment: Option<(bool, u16)>,
     pub dst_mac: Option<[u8; 6]>,
@@ -44,6 +46,8 @@ pub struct Shape {
 pub fn tcp(flow: &Flow, shape: &Shape, payload: &[u8]) -> Vec<u8> {
     let mut tcp = TcpHeader::new(flow.sport, flow.dport, 1000, 64240);
     tcp.syn = shape.syn;
+    tcp.fin = shape.fin;
+    tcp.rst = shape.rst;
     tcp.ack = !shape.syn;
     let ip = ip_header(flow, shape, IpNumber::TCP, tcp.header_len() + payload.len());
     tcp.checksum = tcp.calc_checksum_ipv4(&ip, payload).unwrap();

@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
+    clock::ticks_from_secs,
     maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
     service::{FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_UP, Real, Service, VipKey},
 };
@@ -190,6 +191,8 @@ impl Sync {
                 service: key.service,
                 port: real.port.unwrap_or(0).to_be(),
                 _pad: 0,
+                idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs()),
+                closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs()),
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals
@@ -328,6 +331,8 @@ impl Sync {
                 service: 0,
                 port: 0,
                 _pad: 0,
+                idle_timeout: 0,
+                closing_timeout: 0,
             };
             maps.reals.set(id, retired, 0)?;
             self.written_reals.remove(&id);

@@ -78,7 +78,29 @@ pub struct Service {
     pub persistence: Option<Persistence>,
     pub health: HealthCheck,
     pub fallback: Option<Ipv4Addr>,
+    pub timeouts: Timeouts,
     pub reals: Vec<Real>,
+}
+
+/// How long the connection table remembers a flow without packets. Defaults are those of
+/// IPVS: 900 s for TCP, 300 s for UDP; 10 s once a TCP FIN or RST was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub idle: Duration,
+    /// TCP after a FIN or RST in either direction.
+    pub closing: Duration,
+}
+
+impl Timeouts {
+    pub fn default_for(protocol: Protocol) -> Timeouts {
+        Timeouts {
+            idle: Duration::from_secs(match protocol {
+                Protocol::Tcp => 900,
+                Protocol::Udp => 300,
+            }),
+            closing: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

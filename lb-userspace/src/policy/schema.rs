@@ -57,7 +57,19 @@ pub struct ServiceSpec {
     pub health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
     pub fallback: Option<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    pub timeouts: Option<Spanned<TimeoutsSpec>>,
     pub reals: Vec<Spanned<RealSpec>>,
+}
+
+/// Connection-table timeouts (an xdplb extension of the documented policy).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    #[serde(default)]
+    pub idle: Option<Spanned<DurationSpec>>,
+    #[serde(default)]
+    pub closing: Option<Spanned<DurationSpec>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

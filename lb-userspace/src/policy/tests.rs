@@ -206,3 +206,37 @@ fn durations() {
     assert!(parse_duration("2").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn connection_timeouts_default_per_protocol_and_can_be_set() {
+    let p = parse("p.yaml", GOOD).unwrap();
+    assert_eq!(p.services[0].timeouts, Timeouts::default_for(Protocol::Tcp));
+    assert_eq!(
+        Timeouts::default_for(Protocol::Udp).idle,
+        Duration::from_secs(300)
+    );
+    let with = GOOD.replacen(
+        "    fallback: 198.18.0.99\n",
+        "    fallback: 198.18.0.99\n    timeouts:\n      idle: 2h\n      closing: 30s\n",
+        1,
+    );
+    let p = parse("p.yaml", &with).unwrap();
+    assert_eq!(
+        p.services[0].timeouts,
+        Timeouts {
+            idle: Duration::from_secs(7200),
+            closing: Duration::from_secs(30)
+        }
+    );
+    for (from, to, needle) in [
+        ("closing: 30s", "closing: 0s", "whole seconds"),
+        ("idle: 2h", "idle: 1500ms", "whole seconds"),
+        ("idle: 2h", "idle: 200h", "at most 7 days"),
+    ] {
+        let text = with.replacen(from, to, 1);
+        let line = text.lines().position(|l| l.contains(to)).unwrap() as u64 + 1;
+        let e = error(&text);
+        assert!(e.message.contains(needle), "{to}: {e}");
+        assert_eq!(e.line, line, "{to}: {e}");
+    }
+}

@@ -8,6 +8,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::{model::*, schema::*};
 
+/// Longest connection-table timeout: a week, well inside the data plane's clock range.
+const MAX_FLOW_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 pub struct Invalid {
     pub line: u64,
     pub column: u64,
@@ -213,14 +216,37 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
         }
     };
 
+    let protocol = match spec.protocol {
+        ProtocolSpec::Tcp => Protocol::Tcp,
+        ProtocolSpec::Udp => Protocol::Udp,
+    };
+    let mut timeouts = Timeouts::default_for(protocol);
+    if let Some(t) = &spec.timeouts {
+        for (given, slot) in [
+            (&t.value.idle, &mut timeouts.idle),
+            (&t.value.closing, &mut timeouts.closing),
+        ] {
+            if let Some(given) = given {
+                let d = given.value.0;
+                if d.as_secs() < 1 || d.subsec_nanos() != 0 {
+                    return Err(at(
+                        given,
+                        "connection timeouts are whole seconds, at least 1s",
+                    ));
+                }
+                if d.as_secs() > MAX_FLOW_TIMEOUT_SECS {
+                    return Err(at(given, "connection timeouts are at most 7 days"));
+                }
+                *slot = d;
+            }
+        }
+    }
+
     Ok(Service {
         name: spec.name.value.clone(),
         vip: spec.vip.value,
         ports,
-        protocol: match spec.protocol {
-            ProtocolSpec::Tcp => Protocol::Tcp,
-            ProtocolSpec::Udp => Protocol::Udp,
-        },
+        protocol,
         forwarding,
         scheduler: match spec.scheduler.unwrap_or(SchedulerSpec::Maglev) {
             SchedulerSpec::Maglev => Scheduler::Maglev,
@@ -233,6 +259,7 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             Some(h) => validate_health(h)?,
         },
         fallback: spec.fallback.as_ref().map(|f| f.value),
+        timeouts,
         reals,
     })
 }
