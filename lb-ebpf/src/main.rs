@@ -15,6 +15,7 @@ mod nat;
 mod parse;
 mod schedule;
 mod stats;
+mod zero;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{counters::Reason, service::REAL_NAT};

@@ -21,7 +21,7 @@ use crate::{
     maps::{FLOWS, NAT_REVERSE, REALS},
     parse::Packet,
     schedule::Chosen,
-    stats,
+    stats, zero,
 };
 
 const AF_INET: u8 = 2;
@@ -54,15 +54,18 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         ctx, packet, cache, chosen.now, flow.src, real.addr, flow.sport, port,
     )?;
     if chosen.new_flow {
-        let back = NatReverse {
-            vip: flow.dst,
-            vip_port: flow.dport,
-            _pad: 0,
-            real: chosen.id,
-            generation: real.generation,
-            seen: chosen.now,
-            flags: if packet.closes { FLOW_CLOSING } else { 0 },
-            hop: NextHop::default(),
+        let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
+        zero::fill(&mut back);
+        let b = back.as_mut_ptr();
+        // SAFETY: writing fields of the zeroed value, then reading it whole.
+        let back = unsafe {
+            (*b).vip = flow.dst;
+            (*b).vip_port = flow.dport;
+            (*b).real = chosen.id;
+            (*b).generation = real.generation;
+            (*b).seen = chosen.now;
+            (*b).flags = if packet.closes { FLOW_CLOSING } else { 0 };
+            back.assume_init_ref()
         };
         let _ = NAT_REVERSE.insert(reply_key(flow, real), back, 0);
     }
@@ -255,8 +258,11 @@ fn fib(
     sport: u16,
     dport: u16,
 ) -> Result<Route, Reason> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // An all-zero bpf_fib_lookup is a valid request to fill in.
+    let mut request = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
+    zero::fill(&mut request);
+    // SAFETY: all zero bytes is a valid bpf_fib_lookup (plain integers and unions of them).
+    let params = unsafe { request.assume_init_mut() };
     params.family = AF_INET;
     params.l4_protocol = packet.flow.proto;
     params.sport = sport;
@@ -273,7 +279,7 @@ fn fib(
     let rc = unsafe {
         fib_lookup(
             ctx.ctx as *mut _,
-            &mut params,
+            params as *mut bpf_fib_lookup,
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )

@@ -9,7 +9,7 @@
 
 use lb_common::{
     counters::Reason,
-    flow::{FLOW_CLOSING, FlowValue, NextHop},
+    flow::{FLOW_CLOSING, FlowValue},
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{REAL_NAT, REAL_UP, Real, VipKey},
@@ -20,6 +20,7 @@ use crate::{
     maps::{FLOWS, MAGLEV, REALS, SERVICES},
     nat,
     parse::Packet,
+    zero,
 };
 
 pub struct Chosen {
@@ -86,12 +87,16 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
         _ => return Err(Reason::NoReal),
     };
     let real = usable_real(id).ok_or(Reason::NoReal)?;
-    let value = FlowValue {
-        real: id,
-        generation: real.generation,
-        seen: now,
-        flags: if packet.closes { FLOW_CLOSING } else { 0 },
-        hop: NextHop::default(),
+    let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
+    zero::fill(&mut value);
+    let v = value.as_mut_ptr();
+    // SAFETY: writing fields of the zeroed value, then reading it whole.
+    let value = unsafe {
+        (*v).real = id;
+        (*v).generation = real.generation;
+        (*v).seen = now;
+        (*v).flags = if packet.closes { FLOW_CLOSING } else { 0 };
+        value.assume_init_ref()
     };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);

@@ -276,6 +276,12 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
                 target: "target <= 2x",
             },
             Row {
+                name: "DR established (calls)",
+                ns: short_repeats(xdplb, &established, Some(&ctx_out), &[XDP_TX])?,
+                base: floor_short,
+                target: "timed like NAT, to compare with it",
+            },
+            Row {
                 name: "NAT inbound",
                 ns: short_repeats(xdplb, &request, Some(&ctx_out), &nat)?,
                 base: floor_short,
