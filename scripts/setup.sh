@@ -17,11 +17,22 @@ declare -A debs=(
   [nsenter]=util-linux
   [sysctl]=procps
   [curl]=curl
+  [storescp]=dcmtk
+  [openssl]=openssl
+)
+# Packages without a command of their own (file -> package). Tests run Debian's python as
+# /usr/bin/python3: a python3 earlier on PATH (pyenv) does not see Debian's modules.
+declare -A deb_files=(
+  [/usr/bin/python3]=python3
+  [/usr/lib/python3/dist-packages/hl7/mllp/__init__.py]=python3-hl7
 )
 
 missing=()
 for cmd in "${!debs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${debs[$cmd]}")
+done
+for file in "${!deb_files[@]}"; do
+  [ -e "$file" ] || missing+=("${deb_files[$file]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || fail "need root to install Debian packages: ${missing[*]}"

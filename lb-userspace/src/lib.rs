@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod dataplane;
+pub mod health;
 pub mod netconf;
 pub mod policy;
 pub mod realserver;

@@ -20,6 +20,7 @@ use crate::{
         maps::{Maps, VIP_ADDR_ADDED},
         sync::{Observed, Sync},
     },
+    health::monitor::{Monitor, Report},
     netconf::{self, neighbour},
     policy::{self, Forwarding, Policy, Role},
 };
@@ -50,12 +51,16 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
         ..Default::default()
     };
 
-    // First resolution: ask for every real, give the answers a moment, then fill the maps.
+    // First resolution: ask for every real, and run every health check once, so the first
+    // maps already hold only working reals (a restart must not mark live reals down).
+    let (mut monitor, mut reports) = Monitor::new();
+    monitor.follow(&policy)?;
     refresh_macs(&handle, &outside, &policy, &mut observed).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    first_checks(&mut monitor, &mut reports, &policy).await;
     refresh_macs(&handle, &outside, &policy, &mut observed).await?;
+    observed.unhealthy = monitor.unhealthy();
     sync.apply(&mut loaded.maps, &policy, &observed)?;
-    report(&sync);
+    report_reals(&sync);
     info!(config = %config.display(), pin_dir = %pin_dir.display(), "xdplb running");
 
     let mut hangup = signal(SignalKind::hangup())?;
@@ -69,7 +74,14 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
                 refresh_macs(&handle, &outside, &policy, &mut observed).await?;
                 if observed.macs != before {
                     sync.apply(&mut loaded.maps, &policy, &observed)?;
-                    report(&sync);
+                    report_reals(&sync);
+                }
+            }
+            Some(report) = reports.recv() => {
+                if health_changed(&mut monitor, report) {
+                    observed.unhealthy = monitor.unhealthy();
+                    sync.apply(&mut loaded.maps, &policy, &observed)?;
+                    report_reals(&sync);
                 }
             }
             _ = hangup.recv() => {
@@ -85,11 +97,13 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
                         announce::withdraw(&handle, &observed.announced_vips, &wanted).await?;
                         observed.announced_vips = owned;
                         enable_forwarding_for_nat(&new)?;
+                        monitor.follow(&new)?;
+                        observed.unhealthy = monitor.unhealthy();
                         policy = new;
                         refresh_macs(&handle, &outside, &policy, &mut observed).await?;
                         sync.apply(&mut loaded.maps, &policy, &observed)?;
                         info!("policy reloaded");
-                        report(&sync);
+                        report_reals(&sync);
                     }
                 }
             }
@@ -188,7 +202,48 @@ async fn refresh_macs(
     Ok(())
 }
 
-fn report(sync: &Sync) {
+/// Waits for every real's first check result (each check is bounded by its timeout), so
+/// the first map contents reflect the reals' health.
+async fn first_checks(
+    monitor: &mut Monitor,
+    reports: &mut tokio::sync::mpsc::UnboundedReceiver<Report>,
+    policy: &Policy,
+) {
+    let longest = policy
+        .services
+        .iter()
+        .map(|s| s.health.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + longest + Duration::from_millis(500);
+    while !monitor.all_decided() {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(report)) => {
+                health_changed(monitor, report);
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Records a check result; logs and returns true when the real's state changed.
+fn health_changed(monitor: &mut Monitor, report: Report) -> bool {
+    let real = report.real.clone();
+    let latency = report.outcome.latency;
+    match monitor.record(report) {
+        Some(change) if change.up => {
+            info!(real = %real, reason = %change.reason, latency_ms = latency.as_millis() as u64, "real is up");
+            true
+        }
+        Some(change) => {
+            warn!(real = %real, reason = %change.reason, latency_ms = latency.as_millis() as u64, "real is down");
+            true
+        }
+        None => false,
+    }
+}
+
+fn report_reals(sync: &Sync) {
     for real in &sync.reals_view {
         info!(service = %real.service, real = %real.address, id = real.id, up = real.up, weight = real.weight, "real");
     }

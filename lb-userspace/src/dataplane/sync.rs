@@ -23,7 +23,7 @@ use super::{
     maglev::{self, Backend},
     maps::{Maps, VIP_ADDR_ADDED},
 };
-use crate::policy::{self, Forwarding, Policy};
+use crate::policy::{self, Forwarding, Policy, RealRef, Scheduler};
 
 /// What the controller knows about the real servers beyond the policy.
 #[derive(Debug, Default, Clone)]
@@ -32,6 +32,8 @@ pub struct Observed {
     pub macs: HashMap<Ipv4Addr, [u8; 6]>,
     /// VIPs the controller itself added to the client-facing interface.
     pub announced_vips: HashSet<Ipv4Addr>,
+    /// Reals whose health check says down (or has not answered yet): no flows at all.
+    pub unhealthy: HashSet<RealRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -182,7 +184,7 @@ impl Sync {
             } else {
                 0
             };
-            let up = reachable(service, real, observed);
+            let up = usable(service, real, observed);
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
                 flags: if up { REAL_UP | nat } else { nat },
@@ -213,10 +215,8 @@ impl Sync {
         let mut wanted_vip_ports = HashMap::new();
         for service in &policy.services {
             let sid = service_ids[&service.name];
-            let backends: Vec<Backend> = service
-                .reals
-                .iter()
-                .filter(|r| reachable(service, r, observed))
+            let backends: Vec<Backend> = new_flow_reals(service, observed)
+                .into_iter()
                 .map(|r| {
                     let id = real_ids[&RealKey {
                         service: sid,
@@ -375,8 +375,33 @@ fn vip_key(service: &policy::Service, port: u16) -> VipKey {
 
 /// Whether the data plane can send to `real`: DR needs its MAC on the segment; NAT routes
 /// through the kernel's FIB, which finds the next hop itself.
-fn reachable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
-    service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address)
+/// Whether a real may receive packets at all: reachable (NAT: through the FIB; DR: its MAC is
+/// known) and not failing its health check. Established flows of a real that is not usable
+/// are rescheduled.
+fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
+    (service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address))
+        && !observed.unhealthy.contains(&RealRef::of(service, real))
+}
+
+/// The reals a service's table holds, the ones new flows go to: usable, weight above 0
+/// (weight 0 is drained), non-backup ones while any is usable, else the backups; with
+/// `scheduler: failover` only the first of those in policy order.
+fn new_flow_reals<'a>(service: &'a policy::Service, observed: &Observed) -> Vec<&'a policy::Real> {
+    let candidates: Vec<&policy::Real> = service
+        .reals
+        .iter()
+        .filter(|r| r.weight > 0 && usable(service, r, observed))
+        .collect();
+    let primaries: Vec<&policy::Real> = candidates.iter().copied().filter(|r| !r.backup).collect();
+    let mut chosen = if primaries.is_empty() {
+        candidates
+    } else {
+        primaries
+    };
+    if service.scheduler == Scheduler::Failover {
+        chosen.truncate(1);
+    }
+    chosen
 }
 
 /// Where NAT reals' replies come from: their address and the port they serve on (the

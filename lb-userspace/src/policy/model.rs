@@ -174,3 +174,31 @@ pub struct Real {
     /// Failover: used only when every non-backup real is down.
     pub backup: bool,
 }
+
+/// A real server as the policy names it: service, address and (NAT) translated port. Health,
+/// status and metrics use this to name a real.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealRef {
+    pub service: String,
+    pub address: Ipv4Addr,
+    pub port: Option<u16>,
+}
+
+impl RealRef {
+    pub fn of(service: &Service, real: &Real) -> RealRef {
+        RealRef {
+            service: service.name.clone(),
+            address: real.address,
+            port: real.port,
+        }
+    }
+}
+
+impl std::fmt::Display for RealRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}/{}:{port}", self.service, self.address),
+            None => write!(f, "{}/{}", self.service, self.address),
+        }
+    }
+}

@@ -255,6 +255,12 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
         },
         persistence,
         health: match &spec.health {
+            // UDP has no handshake a connect could probe: without a configured check, UDP
+            // reals count as up while reachable.
+            None if protocol == Protocol::Udp => HealthCheck {
+                kind: CheckKind::None,
+                ..HealthCheck::default()
+            },
             None => HealthCheck::default(),
             Some(h) => validate_health(h)?,
         },
@@ -332,6 +338,11 @@ fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
                 format!("expect_status `{range}` is not a status or range like 200-399"),
             )
         })?;
+    }
+    if let Some(re) = &h.expect_body
+        && let Err(e) = regex::Regex::new(re)
+    {
+        return Err(at(spec, format!("expect_body is not a valid regex: {e}")));
     }
     check.expect_body = h.expect_body.clone();
     check.verify_certificate = h.verify_certificate.unwrap_or(true);

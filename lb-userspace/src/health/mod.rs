@@ -1,0 +1,41 @@
+//! Health checks: does a real server's *service* work, not merely its port? One file per
+//! checker; `probe` builds a checker once per real, `state` turns results into up/down with
+//! rise/fall, `monitor` runs one task per real so a server that hangs delays only its own
+//! checks.
+
+pub mod dicom;
+pub mod exec;
+pub mod hl7;
+pub mod http;
+pub mod monitor;
+pub mod probe;
+pub mod state;
+pub mod tcp;
+
+use std::{net::Ipv4Addr, time::Duration};
+
+/// Where a check goes: the real's own address (in DR the real serves on both VIP and RIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.address, self.port)
+    }
+}
+
+/// One check's result: up with what was seen ("HTTP 200"), or down with why
+/// ("association rejected: called AE title not recognized").
+pub type Verdict = Result<String, String>;
+
+/// A finished check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub up: bool,
+    /// What was seen (up) or why it failed (down).
+    pub reason: String,
+    pub latency: Duration,
+}
