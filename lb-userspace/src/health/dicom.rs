@@ -15,7 +15,7 @@ use dicom_ul::{
     pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason},
 };
 
-use super::{Target, Verdict};
+use super::{Target, Verdict, with_causes};
 
 const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 const C_ECHO_RQ: u16 = 0x0030;
@@ -103,7 +103,7 @@ pub async fn check(target: Target, called_ae: &str, calling_ae: &str) -> Verdict
                     other.short_description()
                 ));
             }
-            Err(e) => return Err(format!("receiving C-ECHO-RSP: {e}")),
+            Err(e) => return Err(format!("receiving C-ECHO-RSP: {}", with_causes(&e))),
         }
     }
     let verdict = judge_response(&response, &implicit_le);
@@ -138,6 +138,6 @@ fn association_failure(e: AssociationError) -> String {
         AssociationError::NoAcceptedPresentationContexts { .. } => {
             "Verification SOP Class not accepted".into()
         }
-        other => format!("association failed: {other}"),
+        other => format!("association failed: {}", with_causes(&other)),
     }
 }

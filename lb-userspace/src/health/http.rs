@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, Result};
 use regex::Regex;
 
-use super::{Target, Verdict};
+use super::{Target, Verdict, with_causes};
 use crate::policy::{CheckKind, HealthCheck};
 
 /// Most of a body a regex is matched against.
@@ -62,7 +62,7 @@ impl HttpProbe {
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| with_causes(&e))?;
         let status = response.status().as_u16();
         let (lo, hi) = self.expect_status;
         if !(lo..=hi).contains(&status) {
@@ -71,7 +71,7 @@ impl HttpProbe {
         if let Some(re) = &self.body {
             let mut body = Vec::new();
             while body.len() < BODY_LIMIT {
-                match response.chunk().await.map_err(|e| describe(&e))? {
+                match response.chunk().await.map_err(|e| with_causes(&e))? {
                     Some(chunk) => body.extend_from_slice(&chunk),
                     None => break,
                 }
@@ -83,16 +83,4 @@ impl HttpProbe {
         }
         Ok(format!("HTTP {status}"))
     }
-}
-
-/// reqwest's error with its causes (the TLS reason is in the chain).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

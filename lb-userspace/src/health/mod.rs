@@ -39,3 +39,18 @@ pub struct Outcome {
     pub reason: String,
     pub latency: Duration,
 }
+
+/// An error with its causes, e.g. "could not connect to server: Connection refused".
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -5,6 +5,7 @@
 //! that was killed are swept when the next lab starts (their PID is dead).
 
 mod balancer;
+mod daemon;
 mod dr;
 mod nat;
 pub mod netns;
@@ -13,6 +14,7 @@ mod switch;
 mod tcp;
 
 pub use balancer::{Balancer, xdplb_binary};
+pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
 pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
