@@ -17,6 +17,8 @@ use super::netns::{Netns, mac_text, run};
 
 /// What `xdplb run` logs once its first sync is done.
 const READY_LINE: &str = "xdplb running";
+/// What the controller logs after applying a reloaded policy.
+const RELOADED_LINE: &str = "policy reloaded";
 
 pub struct Balancer {
     child: Option<Child>,
@@ -94,6 +96,25 @@ impl Balancer {
         }
     }
 
+    /// Writes `policy` and sends SIGHUP; returns once the controller logged the reload.
+    pub fn reload(&mut self, policy: &str) -> Result<()> {
+        let before = self.log().matches(RELOADED_LINE).count();
+        fs::write(self.work_dir.join("policy.yaml"), policy)?;
+        let pid = self.child.as_ref().context("no controller running")?.id();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(RELOADED_LINE).count() == before {
+            if Instant::now() > deadline {
+                bail!("no reload within 10 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Kills the controller with SIGKILL (a crash): the pinned data plane stays.
     pub fn kill(&mut self) -> Result<()> {
         let mut child = self.child.take().context("no controller running")?;
@@ -102,8 +123,9 @@ impl Balancer {
         Ok(())
     }
 
-    /// Whether every configured real is up and every service's live Maglev table holds exactly
-    /// its reals: the controller has written all the policy asks for.
+    /// Whether every configured real is up and every service's live Maglev table is full and
+    /// holds only that service's reals (all of them, or with failover/backup reals the chosen
+    /// ones): the controller has written what the policy asks for.
     pub fn all_reals_in_live_tables(&self) -> Result<bool> {
         use std::collections::{HashMap, HashSet};
         let maps = Maps::open_pinned(&self.pin_dir)?;
@@ -122,12 +144,11 @@ impl Balancer {
         for entry in maps.services.iter() {
             let (_, service) = entry?;
             services += 1;
-            let mut seen = HashSet::new();
+            let own = reals.get(&service.id).cloned().unwrap_or_default();
             for i in 0..lb_common::maps::MAGLEV_TABLE_SIZE {
-                seen.insert(maps.maglev.get(&(service.table_base + i), 0)?);
-            }
-            if Some(&seen) != reals.get(&service.id) {
-                return Ok(false);
+                if !own.contains(&maps.maglev.get(&(service.table_base + i), 0)?) {
+                    return Ok(false);
+                }
             }
         }
         Ok(services > 0)

@@ -40,7 +40,9 @@ impl Default for LabConfig {
 /// servers, the switch and the hosts.
 pub struct DrLab {
     pub balancer: Balancer,
-    _servers: Vec<EchoServer>,
+    /// Each real's servers, one per port.
+    servers: Vec<Vec<EchoServer>>,
+    ports: Vec<u16>,
     pub prefix: String,
     pub reals: Vec<(Netns, Ipv4Addr, String)>,
     pub client: Netns,
@@ -72,6 +74,7 @@ impl DrLab {
         let xdplb = xdplb_binary()?;
         let mut servers = Vec::new();
         for (ns, _, name) in &reals {
+            let mut own = Vec::new();
             run(ns.command(xdplb.to_str().unwrap()).args([
                 "realserver",
                 "up",
@@ -82,17 +85,34 @@ impl DrLab {
             ]))
             .with_context(|| format!("xdplb realserver up on {name}"))?;
             for &port in &config.ports {
-                servers.push(EchoServer::start(ns, port, name)?);
+                own.push(EchoServer::start(ns, port, name)?);
             }
+            servers.push(own);
         }
         Ok(DrLab {
             balancer,
-            _servers: servers,
+            servers,
+            ports: config.ports.clone(),
             prefix,
             reals,
             client,
             _switch: switch,
         })
+    }
+
+    /// Stops real `i`'s service (its listeners close; connections already open carry on, as
+    /// when a PACS process stops accepting).
+    pub fn stop_service(&mut self, i: usize) {
+        self.servers[i].clear();
+    }
+
+    /// Starts real `i`'s service again.
+    pub fn start_service(&mut self, i: usize) -> Result<()> {
+        let (ns, _, name) = &self.reals[i];
+        for &port in &self.ports {
+            self.servers[i].push(EchoServer::start(ns, port, name)?);
+        }
+        Ok(())
     }
 
     pub fn vip(&self, port: u16) -> SocketAddr {
