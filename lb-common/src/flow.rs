@@ -66,10 +66,33 @@ pub struct NatReverse {
     pub hop: NextHop,
 }
 
+/// Key of the `PERSIST` LRU map: a client (source address masked by the service's netmask)
+/// of a service with persistence.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    pub service: u32,
+    /// Masked client address, network byte order.
+    pub client: u32,
+}
+
+/// Value of the `PERSIST` map: the client's real, and when the client was last seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistValue {
+    pub real: u32,
+    pub generation: u32,
+    /// Clock tick of the client's last packet (refreshed once per tick by established flows).
+    pub seen: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] data with explicit padding.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::NatReverse {}
+    unsafe impl aya::Pod for super::PersistKey {}
+    unsafe impl aya::Pod for super::PersistValue {}
 }

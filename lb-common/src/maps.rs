@@ -9,6 +9,8 @@ pub const MAX_VIP_PORTS: u32 = 4096;
 pub const MAX_REALS: u32 = 4096;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
+/// Persistent clients remembered (LRU) over all services.
+pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
 /// Entries of one Maglev lookup table; prime, as the algorithm requires.
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
 /// Maglev tables: two per service so a new one is written beside the live one, then switched.
@@ -28,6 +30,7 @@ pub const MAP_NAT_REVERSE: &str = "NAT_REVERSE";
 pub const MAP_REALS: &str = "REALS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_PERSIST: &str = "PERSIST";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";

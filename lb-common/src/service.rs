@@ -26,14 +26,33 @@ pub struct Service {
     /// (table number × `MAGLEV_TABLE_SIZE`). Switching tables rewrites only this field's entry.
     pub table_base: u32,
     pub forwarding: u8,
-    pub _pad: [u8; 3],
+    /// `SERVICE_SOURCE_HASH`, `SERVICE_PERSISTENT`.
+    pub flags: u8,
+    pub _pad: u16,
+    /// Persistence: how long a client's real is remembered after its last packet, in clock
+    /// ticks (`clock`).
+    pub persist_timeout: u32,
+    /// Persistence: the client address mask, network byte order.
+    pub persist_mask: u32,
 }
+
+/// `Service::flags`: the Maglev table is indexed by the client address alone and no flow
+/// entry is kept (DR): all of a client's flows go to one real.
+pub const SERVICE_SOURCE_HASH: u8 = 1;
+/// `Service::flags`: clients (source address masked by `Real::persist_mask`) stick to a real.
+pub const SERVICE_PERSISTENT: u8 = 2;
 
 /// `Real::flags`: the real may receive packets (configured, reachable, healthy).
 pub const REAL_UP: u16 = 1;
 /// `Real::flags`: the real's service forwards by NAT (else DR). Kept on the real so an
 /// established flow is handled from the connection table and the real alone.
 pub const REAL_NAT: u16 = 2;
+/// `Real::flags`: the real is in its service's live table, so it may take new flows and new
+/// clients; a remembered client whose real lost this (down, drained, replaced by a returning
+/// primary) is scheduled afresh.
+pub const REAL_NEW_FLOWS: u16 = 4;
+/// `Real::flags`: its service has persistence; established packets refresh the client's entry.
+pub const REAL_PERSISTENT: u16 = 8;
 
 /// Value of the `REALS` array, indexed by real id.
 #[repr(C)]
@@ -58,6 +77,8 @@ pub struct Real {
     /// `closing_timeout` applies instead.
     pub idle_timeout: u32,
     pub closing_timeout: u32,
+    /// Persistence: the client address mask (network byte order) of the service.
+    pub persist_mask: u32,
 }
 
 #[cfg(feature = "user")]

@@ -7,10 +7,10 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::{Reason, TrafficCounters},
-    flow::{FlowKey, FlowValue, NatReverse},
+    flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
     maps::{
-        MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS,
-        VIP_FILTER_WORDS,
+        MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_PERSISTENT_CLIENTS, MAX_REALS,
+        MAX_SERVICES, MAX_VIP_PORTS, VIP_FILTER_WORDS,
     },
     service::{Real, Service, VipKey},
 };
@@ -46,6 +46,11 @@ pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_TABLES * MAGLEV_TABLE_SIZE,
 /// Connection table: 5-tuple -> real, so established flows stay put.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Persistence: (service, masked client address) -> the client's real.
+#[map]
+pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
+    LruHashMap::pinned(MAX_PERSISTENT_CLIENTS, 0);
 
 #[map]
 pub static SERVICE_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);

@@ -1,23 +1,29 @@
 //! Which real gets a packet. The connection table first: an established flow is forwarded
 //! from its entry and the real alone, with no service lookup. On a miss, the service
-//! (VIP:port:protocol) and its Maglev table indexed by the flow hash, and the choice is
+//! (VIP:port:protocol): a persistent client's remembered real, else its Maglev table indexed
+//! by the flow hash (by the client address alone with `source-hash`), and the choice is
 //! remembered.
 //!
 //! A remembered real that went down, left the policy or whose id was given to another real is
 //! not used, nor is an entry that has expired (`age`): the flow is scheduled afresh (or
-//! passed, if its service is gone).
+//! passed, if its service is gone). A remembered client is only sent back to a real that
+//! still takes new flows (not down, drained or out of the table).
 
 use lb_common::{
+    clock::fresh,
     counters::Reason,
-    flow::{FLOW_CLOSING, FlowValue},
+    flow::{FLOW_CLOSING, FlowKey, FlowValue, PersistKey, PersistValue},
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
-    service::{REAL_NAT, REAL_UP, Real, VipKey},
+    service::{
+        REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real, SERVICE_PERSISTENT,
+        SERVICE_SOURCE_HASH, Service, VipKey,
+    },
 };
 
 use crate::{
     age,
-    maps::{FLOWS, MAGLEV, REALS, SERVICES},
+    maps::{FLOWS, MAGLEV, PERSIST, REALS, SERVICES},
     nat,
     parse::Packet,
     zero,
@@ -27,8 +33,7 @@ pub struct Chosen {
     pub id: u32,
     pub real: Real,
     pub new_flow: bool,
-    /// The flow's connection-table entry (null if it could not be stored), for NAT's
-    /// next-hop cache.
+    /// The flow's connection-table entry (null if none was stored), for NAT's next-hop cache.
     pub entry: *mut FlowValue,
     /// The clock tick this packet was handled at.
     pub now: u32,
@@ -53,6 +58,10 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
             && (age::alive(seen, flags, &real, now)
                 || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, &real, now)))
         {
+            if seen != now && real.flags & REAL_PERSISTENT != 0 {
+                // Once per tick: the client is still active, keep its real remembered.
+                refresh_client(flow, &real, id, now);
+            }
             // SAFETY: fields of the entry found above.
             let began_closing =
                 unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
@@ -80,13 +89,27 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
         Some(service) => *service,
         None => return Err(Reason::NotForVip),
     };
-    let hash = flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto);
-    let index = service.table_base + hash % MAGLEV_TABLE_SIZE;
-    let id = match MAGLEV.get(index) {
-        Some(&id) if id != NO_REAL => id,
-        _ => return Err(Reason::NoReal),
+    let (id, real) = match remembered_client(flow, &service, now) {
+        Some(chosen) => chosen,
+        None => {
+            let id = from_table(flow, &service)?;
+            let real = usable_real(id).ok_or(Reason::NoReal)?;
+            if service.flags & SERVICE_PERSISTENT != 0 {
+                refresh_client(flow, &real, id, now);
+            }
+            (id, real)
+        }
     };
-    let real = usable_real(id).ok_or(Reason::NoReal)?;
+    // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
+    if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
+        return Ok(Chosen {
+            id,
+            real,
+            new_flow: true,
+            entry: core::ptr::null_mut(),
+            now,
+        });
+    }
     let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
     zero::fill(&mut value);
     let v = value.as_mut_ptr();
@@ -108,6 +131,62 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
         entry,
         now,
     })
+}
+
+/// The real of the service's live table for this flow.
+#[inline(always)]
+fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
+    let hash = if service.flags & SERVICE_SOURCE_HASH != 0 {
+        flow_hash(flow.src, 0, 0, 0, 0)
+    } else {
+        flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto)
+    };
+    match MAGLEV.get(service.table_base + hash % MAGLEV_TABLE_SIZE) {
+        Some(&id) if id != NO_REAL => Ok(id),
+        _ => Err(Reason::NoReal),
+    }
+}
+
+/// A persistent client's real, if remembered, fresh and still taking new flows.
+#[inline(always)]
+fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, Real)> {
+    if service.flags & SERVICE_PERSISTENT == 0 {
+        return None;
+    }
+    let key = client_key(flow, service.id, service.persist_mask);
+    let entry = PERSIST.get_ptr_mut(&key)?;
+    // SAFETY: a map value pointer from a successful lookup.
+    let remembered = unsafe { *entry };
+    if !fresh(remembered.seen, now, service.persist_timeout) {
+        return None;
+    }
+    let real = usable_real(remembered.real)?;
+    if real.generation != remembered.generation || real.flags & REAL_NEW_FLOWS == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*entry).seen = now };
+    Some((remembered.real, real))
+}
+
+#[inline(always)]
+fn client_key(flow: &FlowKey, service: u32, mask: u32) -> PersistKey {
+    PersistKey {
+        service,
+        client: flow.src & mask,
+    }
+}
+
+/// Remembers (or refreshes) the client's real.
+#[inline(always)]
+fn refresh_client(flow: &FlowKey, real: &Real, id: u32, now: u32) {
+    let value = PersistValue {
+        real: id,
+        generation: real.generation,
+        seen: now,
+        _pad: 0,
+    };
+    let _ = PERSIST.insert(client_key(flow, real.service, real.persist_mask), value, 0);
 }
 
 #[inline(always)]

@@ -179,7 +179,7 @@ async fn refresh_macs(
         .iter()
         .filter(|s| s.forwarding == Forwarding::Dr)
     {
-        for real in &service.reals {
+        for real in &service.members() {
             if let Some(mac) = table
                 .get(&real.address)
                 .or_else(|| observed.macs.get(&real.address))

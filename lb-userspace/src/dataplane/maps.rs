@@ -9,7 +9,7 @@ use aya::{
 };
 use lb_common::{
     counters::TrafficCounters,
-    flow::{FlowKey, FlowValue, NatReverse},
+    flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
     maps::*,
     service::{Real, Service, VipKey},
 };
@@ -28,6 +28,8 @@ pub struct Maps {
     pub maglev: Array<MapData, u32>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
     pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// Persistent clients (an LRU hash in the kernel).
+    pub persist: HashMap<MapData, PersistKey, PersistValue>,
     pub service_counters: PerCpuArray<MapData, TrafficCounters>,
     pub real_counters: PerCpuArray<MapData, TrafficCounters>,
     pub reason_counters: PerCpuArray<MapData, u64>,
@@ -69,6 +71,7 @@ impl Maps {
             reals: map(MAP_REALS)?.try_into()?,
             maglev: map(MAP_MAGLEV)?.try_into()?,
             flows: map(MAP_FLOWS)?.try_into()?,
+            persist: map(MAP_PERSIST)?.try_into()?,
             service_counters: map(MAP_SERVICE_COUNTERS)?.try_into()?,
             real_counters: map(MAP_REAL_COUNTERS)?.try_into()?,
             reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,

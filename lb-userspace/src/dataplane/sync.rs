@@ -15,7 +15,10 @@ use anyhow::{Context, Result, bail};
 use lb_common::{
     clock::ticks_from_secs,
     maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
-    service::{FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_UP, Real, Service, VipKey},
+    service::{
+        FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real,
+        SERVICE_PERSISTENT, SERVICE_SOURCE_HASH, Service, VipKey,
+    },
 };
 
 use super::{
@@ -138,9 +141,10 @@ impl Sync {
         let mut real_ids = HashMap::new();
         let mut taken: HashSet<u32> = HashSet::new();
         let mut wanted_reals = Vec::new();
-        for service in &policy.services {
+        let members: Vec<Vec<policy::Real>> = policy.services.iter().map(|s| s.members()).collect();
+        for (service, members) in policy.services.iter().zip(&members) {
             let sid = service_ids[&service.name];
-            for real in &service.reals {
+            for real in members {
                 let key = RealKey {
                     service: sid,
                     address: real.address,
@@ -176,6 +180,11 @@ impl Sync {
 
         // 2. Reals: written before any table can point at them.
         let mut view = Vec::new();
+        let new_flows: HashMap<&str, Vec<policy::Real>> = policy
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), new_flow_reals(s, observed)))
+            .collect();
         for (service, real, key) in &wanted_reals {
             let id = real_ids[key];
             let mac = observed.macs.get(&real.address);
@@ -185,9 +194,19 @@ impl Sync {
                 0
             };
             let up = usable(service, real, observed);
+            let mut flags = nat;
+            if up {
+                flags |= REAL_UP;
+            }
+            if new_flows[service.name.as_str()].contains(real) {
+                flags |= REAL_NEW_FLOWS;
+            }
+            if service.persistence.is_some() {
+                flags |= REAL_PERSISTENT;
+            }
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
-                flags: if up { REAL_UP | nat } else { nat },
+                flags,
                 addr: u32::from_ne_bytes(real.address.octets()),
                 generation: self.generations[id as usize],
                 service: key.service,
@@ -195,6 +214,7 @@ impl Sync {
                 _pad: 0,
                 idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs()),
                 closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs()),
+                persist_mask: persist_mask(service),
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals
@@ -215,8 +235,8 @@ impl Sync {
         let mut wanted_vip_ports = HashMap::new();
         for service in &policy.services {
             let sid = service_ids[&service.name];
-            let backends: Vec<Backend> = new_flow_reals(service, observed)
-                .into_iter()
+            let backends: Vec<Backend> = new_flows[service.name.as_str()]
+                .iter()
                 .map(|r| {
                     let id = real_ids[&RealKey {
                         service: sid,
@@ -252,7 +272,20 @@ impl Sync {
                     Forwarding::Dr => FORWARD_DR,
                     Forwarding::Nat => FORWARD_NAT,
                 },
-                _pad: [0; 3],
+                flags: match service.scheduler {
+                    Scheduler::SourceHash => SERVICE_SOURCE_HASH,
+                    _ => 0,
+                } | if service.persistence.is_some() {
+                    SERVICE_PERSISTENT
+                } else {
+                    0
+                },
+                _pad: 0,
+                persist_timeout: service
+                    .persistence
+                    .map(|p| ticks_from_secs(p.timeout.as_secs().max(1)))
+                    .unwrap_or(0),
+                persist_mask: persist_mask(service),
             };
             for &port in &service.ports {
                 wanted_vip_ports.insert(vip_key(service, port), value);
@@ -333,6 +366,7 @@ impl Sync {
                 _pad: 0,
                 idle_timeout: 0,
                 closing_timeout: 0,
+                persist_mask: 0,
             };
             maps.reals.set(id, retired, 0)?;
             self.written_reals.remove(&id);
@@ -385,8 +419,9 @@ fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -
 
 /// The reals a service's table holds, the ones new flows go to: usable, weight above 0
 /// (weight 0 is drained), non-backup ones while any is usable, else the backups; with
-/// `scheduler: failover` only the first of those in policy order.
-fn new_flow_reals<'a>(service: &'a policy::Service, observed: &Observed) -> Vec<&'a policy::Real> {
+/// `scheduler: failover` only the first of those in policy order; the fallback server when
+/// none at all is usable.
+fn new_flow_reals(service: &policy::Service, observed: &Observed) -> Vec<policy::Real> {
     let candidates: Vec<&policy::Real> = service
         .reals
         .iter()
@@ -401,7 +436,27 @@ fn new_flow_reals<'a>(service: &'a policy::Service, observed: &Observed) -> Vec<
     if service.scheduler == Scheduler::Failover {
         chosen.truncate(1);
     }
+    let mut chosen: Vec<policy::Real> = chosen.into_iter().cloned().collect();
+    if chosen.is_empty() {
+        chosen.extend(
+            service
+                .members()
+                .into_iter()
+                .filter(|r| service.is_fallback(r) && usable(service, r, observed)),
+        );
+    }
     chosen
+}
+
+/// The persistence netmask as an address mask in network byte order.
+fn persist_mask(service: &policy::Service) -> u32 {
+    let bits = service.persistence.map(|p| p.netmask).unwrap_or(32) as u32;
+    let host_order = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    host_order.to_be()
 }
 
 /// Where NAT reals' replies come from: their address and the port they serve on (the
@@ -413,7 +468,7 @@ fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
         .iter()
         .filter(|s| s.forwarding == Forwarding::Nat)
     {
-        for real in &service.reals {
+        for real in service.members() {
             let addr = u32::from_ne_bytes(real.address.octets());
             let ports = match real.port {
                 Some(port) => vec![port],

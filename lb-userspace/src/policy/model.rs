@@ -82,6 +82,27 @@ pub struct Service {
     pub reals: Vec<Real>,
 }
 
+impl Service {
+    /// The reals the data plane holds for this service: the policy's, then the fallback
+    /// server (if any) as a real of weight 1 that takes new flows only when no real is up.
+    pub fn members(&self) -> Vec<Real> {
+        let mut members = self.reals.clone();
+        if let Some(address) = self.fallback {
+            members.push(Real {
+                address,
+                weight: 1,
+                port: None,
+                backup: true,
+            });
+        }
+        members
+    }
+
+    pub fn is_fallback(&self, real: &Real) -> bool {
+        self.fallback == Some(real.address) && real.port.is_none()
+    }
+}
+
 /// How long the connection table remembers a flow without packets. Defaults are those of
 /// IPVS: 900 s for TCP, 300 s for UDP; 10 s once a TCP FIN or RST was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -264,7 +264,20 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             None => HealthCheck::default(),
             Some(h) => validate_health(h)?,
         },
-        fallback: spec.fallback.as_ref().map(|f| f.value),
+        fallback: match &spec.fallback {
+            Some(f) if reals.iter().any(|r| r.address == f.value) => {
+                return Err(at(
+                    f,
+                    format!("fallback {} is also a real of this service", f.value),
+                ));
+            }
+            Some(f)
+                if f.value.is_unspecified() || f.value.is_broadcast() || f.value.is_multicast() =>
+            {
+                return Err(at(f, format!("{} cannot be a fallback address", f.value)));
+            }
+            other => other.as_ref().map(|f| f.value),
+        },
         timeouts,
         reals,
     })
