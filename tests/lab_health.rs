@@ -16,8 +16,18 @@ const RISE: u64 = 2;
 /// One DR service on port 104 over the lab's reals, checked by TCP connect every 500 ms.
 /// `reals[i]` = (weight, backup) of real i.
 fn policy(lab: &DrLab, scheduler: &str, reals: &[(u16, bool)]) -> String {
+    policy_with(lab, &[104], &format!("    scheduler: {scheduler}\n"), reals)
+}
+
+/// As `policy`, with other ports and `extra` service keys (indented by 4).
+fn policy_with(lab: &DrLab, ports: &[u16], extra: &str, reals: &[(u16, bool)]) -> String {
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut text = format!(
-        "interfaces:\n  - name: eth0\n    xdp_mode: driver\nservices:\n  - name: dicom\n    vip: {VIP}\n    ports: [104]\n    protocol: tcp\n    forwarding: dr\n    scheduler: {scheduler}\n    health:\n      check: tcp\n      interval: {INTERVAL_MS}ms\n      timeout: 300ms\n      rise: {RISE}\n      fall: {FALL}\n    reals:\n"
+        "interfaces:\n  - name: eth0\n    xdp_mode: driver\nservices:\n  - name: dicom\n    vip: {VIP}\n    ports: [{ports}]\n    protocol: tcp\n    forwarding: dr\n{extra}    health:\n      check: tcp\n      interval: {INTERVAL_MS}ms\n      timeout: 300ms\n      rise: {RISE}\n      fall: {FALL}\n    reals:\n"
     );
     for ((_, addr, _), (weight, backup)) in lab.reals.iter().zip(reals) {
         text += &format!(
@@ -203,5 +213,53 @@ fn failover_order_and_backup_reals() -> Result<()> {
     until(&lab, Duration::from_secs(5), |a| a == "real-3")?;
     lab.start_service(1)?;
     until(&lab, Duration::from_secs(5), |a| a == "real-2")?;
+    Ok(())
+}
+
+#[test]
+fn a_persistent_client_stays_on_one_real_across_both_ports() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 3,
+        ports: vec![104, 11112],
+    })?;
+    lab.balancer.start(&policy_with(
+        &lab,
+        &[104, 11112],
+        "    persistence:\n      timeout: 600s\n",
+        &[(100, false); 3],
+    ))?;
+    let mut seen = HashMap::new();
+    for i in 0..30 {
+        let port = if i % 2 == 0 { 104 } else { 11112 };
+        *seen.entry(who(&lab.client, lab.vip(port))?).or_insert(0) += 1;
+    }
+    ensure!(seen.len() == 1, "one client, one real: {seen:?}");
+    Ok(())
+}
+
+#[test]
+fn the_fallback_serves_only_while_every_real_is_down() -> Result<()> {
+    let mut lab = lab(3)?;
+    // real-3's host is the "sorry server": the fallback, not a real.
+    let fallback = lab.reals[2].1;
+    lab.balancer.start(&policy_with(
+        &lab,
+        &[104],
+        &format!("    fallback: {fallback}\n"),
+        &[(100, false), (100, false)],
+    ))?;
+    let normal = spread(&lab, 20);
+    ensure!(!normal.contains_key("real-3"), "fallback used: {normal:?}");
+    lab.stop_service(0);
+    lab.stop_service(1);
+    until(&lab, Duration::from_secs(5), |a| a == "real-3")?;
+    let mut on_fallback = Conversation::open(&lab.client, lab.vip(104))?;
+    ensure!(on_fallback.who()? == "real-3");
+    lab.start_service(0)?;
+    until(&lab, Duration::from_secs(5), |a| a == "real-1")?;
+    ensure!(
+        on_fallback.who()? == "real-3",
+        "a flow on the fallback keeps it"
+    );
     Ok(())
 }

@@ -154,7 +154,7 @@ fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32
         return None;
     }
     let key = client_key(flow, service.id, service.persist_mask);
-    let entry = PERSIST.get_ptr_mut(&key)?;
+    let entry = PERSIST.get_ptr_mut(key)?;
     // SAFETY: a map value pointer from a successful lookup.
     let remembered = unsafe { *entry };
     if !fresh(remembered.seen, now, service.persist_timeout) {

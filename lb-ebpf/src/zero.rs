@@ -10,7 +10,7 @@ use core::mem::{MaybeUninit, size_of};
 /// Then fill in fields through the pointer and read it with `assume_init_ref`.
 #[inline(always)]
 pub fn fill<T>(value: &mut MaybeUninit<T>) {
-    const { assert!(size_of::<T>() % 4 == 0) };
+    const { assert!(size_of::<T>().is_multiple_of(4)) };
     let words = value.as_mut_ptr() as *mut u32;
     let mut i = 0;
     while i < size_of::<T>() / 4 {

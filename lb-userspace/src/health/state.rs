@@ -13,6 +13,8 @@ pub struct Health {
     pub last: Option<Outcome>,
     /// When the state last changed, for status.
     pub changed_at: Option<std::time::SystemTime>,
+    /// State changes so far (the first result counts as one), for metrics.
+    pub changes: u64,
 }
 
 /// A state change and the result that caused it.
@@ -42,6 +44,7 @@ impl Health {
         self.up = Some(up);
         self.streak = 0;
         self.changed_at = Some(std::time::SystemTime::now());
+        self.changes += 1;
         Some(Change { up, reason })
     }
 }
@@ -84,6 +87,7 @@ mod tests {
         assert_eq!(h.record(result(true), 2, 3), None);
         assert_eq!(h.record(result(true), 2, 3).map(|c| c.up), Some(true));
         assert_eq!(h.last.as_ref().map(|o| o.up), Some(true));
+        assert_eq!(h.changes, 3);
     }
 
     #[test]
