@@ -4,6 +4,10 @@ use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use xdplb::{
+    api::{
+        client,
+        protocol::{Request, Response},
+    },
     controller,
     dataplane::{counters, loader::DEFAULT_PIN_DIR, maps::Maps},
     policy::{self, PolicyError},
@@ -50,7 +54,37 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Counters of the pinned data plane, per real and per pass/drop reason.
+    /// Every service and real of the running controller: state and why, weight, flows,
+    /// traffic, last check.
+    Status {
+        /// Machine-readable output (stable: fields are only ever added).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Take a real out of service for maintenance: no new flows or clients, established flows
+    /// continue. Lasts across reloads until `undrain`.
+    Drain {
+        service: String,
+        address: Ipv4Addr,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Put a drained real back into service.
+    Undrain {
+        service: String,
+        address: Ipv4Addr,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make the running controller re-read its policy file (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Counters of the pinned data plane, per real and per pass/drop reason (works without a
+    /// running controller).
     Stats {
         #[command(flatten)]
         common: Common,
@@ -116,14 +150,74 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a controller's answer; failure exit status for an error.
+fn answer(response: Response) -> anyhow::Result<ExitCode> {
+    match response {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Invalid { message } => {
+            // As `validate` reports it; nothing running changed.
+            eprintln!("{message}");
+            Ok(ExitCode::from(2))
+        }
+        Response::Error { message } => {
+            eprintln!("xdplb: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        Response::Status(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             config,
-            metrics_listen: _,
+            metrics_listen,
             common,
         } => {
-            controller::run(&config, &common.pin_dir).await?;
+            let metrics = match metrics_listen.as_str() {
+                "off" => None,
+                text => Some(text.parse().map_err(|_| {
+                    anyhow::anyhow!("--metrics-listen `{text}` is not ADDRESS:PORT or `off`")
+                })?),
+            };
+            let endpoints = controller::Endpoints {
+                socket: common.socket,
+                metrics,
+            };
+            controller::run(&config, &common.pin_dir, &endpoints).await?;
+        }
+        Command::Status { json, common } => {
+            match client::ask(&common.socket, &Request::Status).await? {
+                Response::Status(status) if json => {
+                    println!("{}", serde_json::to_string_pretty(&status)?)
+                }
+                Response::Status(status) => print!("{}", status.table()),
+                other => return answer(other),
+            }
+        }
+        Command::Drain {
+            service,
+            address,
+            common,
+        } => {
+            return answer(
+                client::ask(&common.socket, &Request::Drain { service, address }).await?,
+            );
+        }
+        Command::Undrain {
+            service,
+            address,
+            common,
+        } => {
+            return answer(
+                client::ask(&common.socket, &Request::Undrain { service, address }).await?,
+            );
+        }
+        Command::Reload { common } => {
+            return answer(client::ask(&common.socket, &Request::Reload).await?);
         }
         Command::Validate { config, common: _ } => {
             let policy = policy::load(&config)?;

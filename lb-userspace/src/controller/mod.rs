@@ -3,5 +3,6 @@
 mod announce;
 pub mod lock;
 mod run;
+mod status;
 
-pub use run::{down, run};
+pub use run::{Endpoints, down, run};

@@ -4,32 +4,48 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
-    path::Path,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 use tracing::{error, info, warn};
 
-use super::{announce, lock};
+use super::{announce, lock, status};
 use crate::{
+    api::{
+        self,
+        protocol::{Request, Response},
+        server::Call,
+    },
     dataplane::{
         loader,
         maps::{Maps, VIP_ADDR_ADDED},
         sync::{Observed, Sync},
     },
     health::monitor::{Monitor, Report},
+    metrics::{self, Metrics, server::Scrape},
     netconf::{self, neighbour},
-    policy::{self, Forwarding, Policy, Role},
+    policy::{self, Forwarding, Policy, RealRef, Role},
 };
 
 /// How often reals' MACs are re-read from the neighbour table.
 const REFRESH: Duration = Duration::from_secs(1);
 
-pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
-    let mut policy = policy::load(config)?;
+/// Where `xdplb run` serves what it knows.
+pub struct Endpoints {
+    pub socket: PathBuf,
+    /// None: metrics off.
+    pub metrics: Option<SocketAddr>,
+}
+
+pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result<()> {
+    let policy = policy::load(config)?;
     let _lock = lock::acquire(pin_dir)?;
     let mut loaded = loader::load(pin_dir)?;
     for interface in &policy.interfaces {
@@ -38,9 +54,9 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
     let handle = netconf::connect()?;
     let outside = outside_interface(&policy)?;
     enable_forwarding_for_nat(&policy)?;
-    let mut sync = Sync::adopt(&loaded.maps)?;
+    let sync = Sync::adopt(&loaded.maps)?;
     let previously = owned_vips(&loaded.maps)?;
-    let mut observed = Observed {
+    let observed = Observed {
         announced_vips: announce::vips(
             &handle,
             netconf::if_index(&outside)?,
@@ -50,18 +66,35 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
         .await?,
         ..Default::default()
     };
+    let (monitor, mut reports) = Monitor::new();
+    let mut c = Controller {
+        config: config.to_path_buf(),
+        policy,
+        loaded,
+        handle,
+        outside,
+        sync,
+        observed,
+        monitor,
+        metrics: Metrics::default(),
+    };
 
     // First resolution: ask for every real, and run every health check once, so the first
     // maps already hold only working reals (a restart must not mark live reals down).
-    let (mut monitor, mut reports) = Monitor::new();
-    monitor.follow(&policy)?;
-    refresh_macs(&handle, &outside, &policy, &mut observed).await?;
-    first_checks(&mut monitor, &mut reports, &policy).await;
-    refresh_macs(&handle, &outside, &policy, &mut observed).await?;
-    observed.unhealthy = monitor.unhealthy();
-    sync.apply(&mut loaded.maps, &policy, &observed)?;
-    report_reals(&sync);
-    info!(config = %config.display(), pin_dir = %pin_dir.display(), "xdplb running");
+    c.monitor.follow(&c.policy)?;
+    c.refresh_macs().await?;
+    first_checks(&mut c, &mut reports).await;
+    c.refresh_macs().await?;
+    c.apply()?;
+
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
+    let _api = api::server::serve(&endpoints.socket, calls_tx)?;
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<Scrape>(4);
+    let _metrics = match endpoints.metrics {
+        Some(listen) => Some(metrics::server::serve(listen, scrapes_tx).await?),
+        None => None,
+    };
+    info!(config = %config.display(), pin_dir = %pin_dir.display(), socket = %endpoints.socket.display(), "xdplb running");
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -70,51 +103,221 @@ pub async fn run(config: &Path, pin_dir: &Path) -> Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let before = observed.macs.clone();
-                refresh_macs(&handle, &outside, &policy, &mut observed).await?;
-                if observed.macs != before {
-                    sync.apply(&mut loaded.maps, &policy, &observed)?;
-                    report_reals(&sync);
+                let before = c.observed.macs.clone();
+                c.refresh_macs().await?;
+                if c.observed.macs != before {
+                    c.apply()?;
                 }
             }
             Some(report) = reports.recv() => {
-                if health_changed(&mut monitor, report) {
-                    observed.unhealthy = monitor.unhealthy();
-                    sync.apply(&mut loaded.maps, &policy, &observed)?;
-                    report_reals(&sync);
+                if c.record(report) {
+                    c.observed.unhealthy = c.monitor.unhealthy();
+                    c.apply()?;
                 }
             }
+            Some((request, reply)) = calls.recv() => {
+                let _ = reply.send(c.answer(request).await);
+            }
+            Some(scrape) = scrapes.recv() => {
+                let text = match c.status() {
+                    Ok(status) => c.metrics.render(&status),
+                    Err(e) => format!("# reading the data plane failed: {e}\n"),
+                };
+                let _ = scrape.send(text);
+            }
             _ = hangup.recv() => {
-                match policy::load(config) {
-                    Err(e) => error!("reload refused, the running configuration stays: {e}"),
-                    Ok(new) => {
-                        for interface in new.interfaces.iter().filter(|i| !policy.interfaces.iter().any(|o| o.name == i.name)) {
-                            loaded.attach(&interface.name, interface.xdp_mode)?;
-                        }
-                        let wanted = vips(&new);
-                        let if_index = netconf::if_index(&outside_interface(&new)?)?;
-                        let owned = announce::vips(&handle, if_index, &wanted, &observed.announced_vips).await?;
-                        announce::withdraw(&handle, &observed.announced_vips, &wanted).await?;
-                        observed.announced_vips = owned;
-                        enable_forwarding_for_nat(&new)?;
-                        monitor.follow(&new)?;
-                        observed.unhealthy = monitor.unhealthy();
-                        policy = new;
-                        refresh_macs(&handle, &outside, &policy, &mut observed).await?;
-                        sync.apply(&mut loaded.maps, &policy, &observed)?;
-                        info!("policy reloaded");
-                        report_reals(&sync);
-                    }
-                }
+                let _ = c.reload().await;
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
+    let _ = std::fs::remove_file(&endpoints.socket);
     info!(
         "controller stopping; the data plane stays attached and keeps forwarding (`xdplb down` removes it)"
     );
     Ok(())
+}
+
+/// Everything the running controller holds.
+struct Controller {
+    config: PathBuf,
+    policy: Policy,
+    loaded: loader::Loaded,
+    handle: rtnetlink::Handle,
+    outside: String,
+    sync: Sync,
+    observed: Observed,
+    monitor: Monitor,
+    metrics: Metrics,
+}
+
+impl Controller {
+    /// Writes the maps from the policy and what was observed; logs the reals.
+    fn apply(&mut self) -> Result<()> {
+        self.sync
+            .apply(&mut self.loaded.maps, &self.policy, &self.observed)?;
+        report_reals(&self.sync);
+        Ok(())
+    }
+
+    async fn refresh_macs(&mut self) -> Result<()> {
+        refresh_macs(
+            &self.handle,
+            &self.outside,
+            &self.policy,
+            &mut self.observed,
+        )
+        .await
+    }
+
+    /// Takes a check result in; true when the real's state changed (logged and counted).
+    fn record(&mut self, report: Report) -> bool {
+        let real = report.real.clone();
+        let latency = report.outcome.latency;
+        self.metrics.observe_check(&real, latency);
+        let Some(change) = self.monitor.record(report) else {
+            return false;
+        };
+        self.metrics.state_changed(&real);
+        let latency_ms = latency.as_millis() as u64;
+        if change.up {
+            info!(real = %real, reason = %change.reason, latency_ms, "real is up");
+        } else {
+            warn!(real = %real, reason = %change.reason, latency_ms, "real is down");
+        }
+        true
+    }
+
+    /// Re-reads the policy and applies only the difference. A policy that does not validate
+    /// is refused and the running configuration stays.
+    async fn reload(&mut self) -> Response {
+        let result = self.try_reload().await;
+        self.metrics
+            .reloaded(matches!(result, Response::Done { .. }));
+        match &result {
+            Response::Done { message } => info!("{message}"),
+            Response::Invalid { message } | Response::Error { message } => {
+                error!("reload refused, the running configuration stays: {message}")
+            }
+            Response::Status(_) => {}
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Response {
+        let new = match policy::load(&self.config) {
+            Ok(new) => new,
+            Err(e) => {
+                return Response::Invalid {
+                    message: e.to_string(),
+                };
+            }
+        };
+        let step = async {
+            for interface in new
+                .interfaces
+                .iter()
+                .filter(|i| !self.policy.interfaces.iter().any(|o| o.name == i.name))
+            {
+                self.loaded.attach(&interface.name, interface.xdp_mode)?;
+            }
+            let wanted = vips(&new);
+            let if_index = netconf::if_index(&outside_interface(&new)?)?;
+            let owned = announce::vips(
+                &self.handle,
+                if_index,
+                &wanted,
+                &self.observed.announced_vips,
+            )
+            .await?;
+            announce::withdraw(&self.handle, &self.observed.announced_vips, &wanted).await?;
+            self.observed.announced_vips = owned;
+            enable_forwarding_for_nat(&new)?;
+            self.monitor.follow(&new)?;
+            self.observed.unhealthy = self.monitor.unhealthy();
+            // Admin drains of reals that left the policy end with them.
+            self.observed.drained.retain(|r| {
+                new.services
+                    .iter()
+                    .any(|s| s.name == r.service && s.reals.iter().any(|x| RealRef::of(s, x) == *r))
+            });
+            self.policy = new;
+            self.refresh_macs().await?;
+            self.apply()?;
+            anyhow::Ok(())
+        };
+        match step.await {
+            Ok(()) => Response::Done {
+                message: "policy reloaded".into(),
+            },
+            Err(e) => Response::Error {
+                message: format!("{e:#}"),
+            },
+        }
+    }
+
+    fn status(&self) -> Result<crate::api::status::Status> {
+        status::build(
+            &self.policy,
+            &self.sync,
+            &self.monitor,
+            &self.observed.drained,
+            &self.loaded.maps,
+        )
+    }
+
+    async fn answer(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => match self.status() {
+                Ok(status) => Response::Status(status),
+                Err(e) => Response::Error {
+                    message: format!("reading the data plane: {e:#}"),
+                },
+            },
+            Request::Reload => self.reload().await,
+            Request::Drain { service, address } => self.set_drain(&service, address, true),
+            Request::Undrain { service, address } => self.set_drain(&service, address, false),
+        }
+    }
+
+    fn set_drain(&mut self, service: &str, address: Ipv4Addr, drain: bool) -> Response {
+        let Some(s) = self.policy.services.iter().find(|s| s.name == service) else {
+            return Response::Error {
+                message: format!("no service `{service}` in the policy"),
+            };
+        };
+        let reals: Vec<RealRef> = s
+            .reals
+            .iter()
+            .filter(|r| r.address == address)
+            .map(|r| RealRef::of(s, r))
+            .collect();
+        if reals.is_empty() {
+            return Response::Error {
+                message: format!("service `{service}` has no real {address}"),
+            };
+        }
+        for real in reals {
+            if drain {
+                self.observed.drained.insert(real);
+            } else {
+                self.observed.drained.remove(&real);
+            }
+        }
+        if let Err(e) = self.apply() {
+            return Response::Error {
+                message: format!("writing the maps: {e:#}"),
+            };
+        }
+        let message = if drain {
+            format!("{service}/{address} drained: no new flows or clients; its flows continue")
+        } else {
+            format!("{service}/{address} takes new flows again")
+        };
+        info!("{message}");
+        Response::Done { message }
+    }
 }
 
 /// A NAT balancer is its reals' gateway: it routes their replies (the fallback path when a
@@ -204,43 +407,24 @@ async fn refresh_macs(
 
 /// Waits for every real's first check result (each check is bounded by its timeout), so
 /// the first map contents reflect the reals' health.
-async fn first_checks(
-    monitor: &mut Monitor,
-    reports: &mut tokio::sync::mpsc::UnboundedReceiver<Report>,
-    policy: &Policy,
-) {
-    let longest = policy
+async fn first_checks(c: &mut Controller, reports: &mut mpsc::UnboundedReceiver<Report>) {
+    let longest = c
+        .policy
         .services
         .iter()
         .map(|s| s.health.timeout)
         .max()
         .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + longest + Duration::from_millis(500);
-    while !monitor.all_decided() {
+    while !c.monitor.all_decided() {
         match tokio::time::timeout_at(deadline, reports.recv()).await {
             Ok(Some(report)) => {
-                health_changed(monitor, report);
+                c.record(report);
             }
             _ => break,
         }
     }
-}
-
-/// Records a check result; logs and returns true when the real's state changed.
-fn health_changed(monitor: &mut Monitor, report: Report) -> bool {
-    let real = report.real.clone();
-    let latency = report.outcome.latency;
-    match monitor.record(report) {
-        Some(change) if change.up => {
-            info!(real = %real, reason = %change.reason, latency_ms = latency.as_millis() as u64, "real is up");
-            true
-        }
-        Some(change) => {
-            warn!(real = %real, reason = %change.reason, latency_ms = latency.as_millis() as u64, "real is down");
-            true
-        }
-        None => false,
-    }
+    c.observed.unhealthy = c.monitor.unhealthy();
 }
 
 fn report_reals(sync: &Sync) {

@@ -37,6 +37,8 @@ pub struct Observed {
     pub announced_vips: HashSet<Ipv4Addr>,
     /// Reals whose health check says down (or has not answered yet): no flows at all.
     pub unhealthy: HashSet<RealRef>,
+    /// Reals an operator drained at run time (`xdplb drain`): as weight 0.
+    pub drained: HashSet<RealRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,10 +52,16 @@ struct RealKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealView {
     pub service: String,
+    pub service_id: u32,
     pub address: Ipv4Addr,
+    pub port: Option<u16>,
     pub id: u32,
+    /// May receive packets (its established flows stay on it).
     pub up: bool,
+    /// In the live table: takes new flows.
+    pub in_table: bool,
     pub weight: u16,
+    pub fallback: bool,
 }
 
 #[derive(Default)]
@@ -101,6 +109,11 @@ impl Sync {
             sync.vips.insert(addr, flags);
         }
         Ok(sync)
+    }
+
+    /// The data plane's id of a service (its counters' index).
+    pub fn service_id(&self, name: &str) -> Option<u32> {
+        self.service_ids.get(name).copied()
     }
 
     /// Service id an earlier controller gave this service, found through any of its VIP:ports.
@@ -224,10 +237,14 @@ impl Sync {
             }
             view.push(RealView {
                 service: service.name.clone(),
+                service_id: key.service,
                 address: real.address,
+                port: real.port,
                 id,
                 up,
+                in_table: flags & REAL_NEW_FLOWS != 0,
                 weight: real.weight,
+                fallback: service.is_fallback(real),
             });
         }
 
@@ -425,7 +442,11 @@ fn new_flow_reals(service: &policy::Service, observed: &Observed) -> Vec<policy:
     let candidates: Vec<&policy::Real> = service
         .reals
         .iter()
-        .filter(|r| r.weight > 0 && usable(service, r, observed))
+        .filter(|r| {
+            r.weight > 0
+                && !observed.drained.contains(&RealRef::of(service, r))
+                && usable(service, r, observed)
+        })
         .collect();
     let primaries: Vec<&policy::Real> = candidates.iter().copied().filter(|r| !r.backup).collect();
     let mut chosen = if primaries.is_empty() {

@@ -1,0 +1,256 @@
+//! What `xdplb status` shows: every service and real with its state and why, weight, flows,
+//! traffic and last check. The JSON form (`--json`) is stable for scripts: fields are only
+//! ever added. The table form is for a person to read at a glance.
+
+use std::{fmt::Write as _, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub services: Vec<ServiceStatus>,
+    /// Packets the data plane passed or dropped, per reason (and `forwarded`).
+    pub dataplane: Vec<ReasonCount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub packets: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<u16>,
+    pub protocol: String,
+    pub forwarding: String,
+    pub scheduler: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub reals: Vec<RealStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Takes new flows (or stands by, for a backup or the fallback: see `reason`).
+    Up,
+    /// Failing its health check or unreachable: no flows.
+    Down,
+    /// Weight 0 or drained by an operator: keeps its flows, takes no new ones.
+    Drained,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Drained => "drained",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RealStatus {
+    pub address: Ipv4Addr,
+    /// NAT port translation, if any.
+    pub port: Option<u16>,
+    /// `real`, `backup` or `fallback`.
+    pub role: String,
+    pub state: State,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Takes new flows now (in the service's live table).
+    pub in_table: bool,
+    pub weight: u16,
+    /// Live connection-table entries pointing at it.
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub check: Option<CheckStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckStatus {
+    pub kind: String,
+    pub up: bool,
+    /// What the last check saw, or why it failed.
+    pub result: String,
+    pub latency_ms: f64,
+}
+
+impl Status {
+    /// An aligned table, one line per real, grouped by service.
+    pub fn table(&self) -> String {
+        let mut rows = vec![
+            [
+                "SERVICE", "VIP", "REAL", "STATE", "WEIGHT", "FLOWS", "PACKETS", "BYTES", "CHECK",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for s in &self.services {
+            let ports = s
+                .ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let vip = format!("{}:{ports}/{} {}", s.vip, s.protocol, s.forwarding);
+            if s.reals.is_empty() {
+                rows.push(vec![s.name.clone(), vip.clone(), "(no reals)".into()]);
+            }
+            for (i, r) in s.reals.iter().enumerate() {
+                let real = match r.port {
+                    Some(p) => format!("{}:{p}", r.address),
+                    None => r.address.to_string(),
+                };
+                let real = if r.role == "real" {
+                    real
+                } else {
+                    format!("{real} ({})", r.role)
+                };
+                let check = match &r.check {
+                    Some(c) => format!(
+                        "{} {} {:.0}ms {}",
+                        c.kind,
+                        if c.up { "ok" } else { "FAIL" },
+                        c.latency_ms,
+                        c.result
+                    ),
+                    None => String::from("-"),
+                };
+                let state = if r.state == State::Up && r.in_table {
+                    "up".to_string()
+                } else {
+                    format!("{} ({})", r.state.name(), r.reason)
+                };
+                rows.push(vec![
+                    if i == 0 {
+                        s.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    if i == 0 { vip.clone() } else { String::new() },
+                    real,
+                    state,
+                    r.weight.to_string(),
+                    r.flows.to_string(),
+                    r.packets.to_string(),
+                    human_bytes(r.bytes),
+                    check,
+                ]);
+            }
+        }
+        let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                rows.iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|v| v.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in rows {
+            let mut line = String::new();
+            for (c, value) in row.iter().enumerate() {
+                if c + 1 == row.len() {
+                    line.push_str(value);
+                } else {
+                    let _ = write!(line, "{value:<w$}  ", w = widths[c]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(address: [u8; 4], state: State, reason: &str) -> RealStatus {
+        RealStatus {
+            address: address.into(),
+            port: None,
+            role: "real".into(),
+            state,
+            reason: reason.into(),
+            in_table: state == State::Up,
+            weight: 100,
+            flows: 3,
+            packets: 1234,
+            bytes: 5 * 1024 * 1024,
+            new_flows: 7,
+            check: Some(CheckStatus {
+                kind: "dicom-echo".into(),
+                up: state != State::Down,
+                result: reason.into(),
+                latency_ms: 2.4,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_table_is_aligned_and_says_why() {
+        let status = Status {
+            services: vec![ServiceStatus {
+                name: "dicom".into(),
+                vip: [198, 18, 0, 100].into(),
+                ports: vec![104, 11112],
+                protocol: "tcp".into(),
+                forwarding: "dr".into(),
+                scheduler: "maglev".into(),
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                reals: vec![
+                    real([198, 18, 0, 11], State::Up, "C-ECHO status 0x0000"),
+                    real(
+                        [198, 18, 0, 12],
+                        State::Down,
+                        "association rejected: called AE title not recognized",
+                    ),
+                ],
+            }],
+            dataplane: vec![],
+        };
+        let table = status.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let column = |line: &str, word: &str| line.find(word).unwrap();
+        assert_eq!(column(lines[0], "STATE"), column(lines[1], "up"));
+        assert_eq!(column(lines[0], "STATE"), column(lines[2], "down"));
+        assert!(lines[2].contains("down (association rejected: called AE title not recognized)"));
+        assert!(lines[1].contains("5.0 MiB"));
+        assert!(lines[1].starts_with("dicom "));
+        assert!(lines[2].starts_with(' '));
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains("\"state\":\"down\""));
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+    }
+}

@@ -1,0 +1,202 @@
+//! Builds what `xdplb status` and the metrics show from the controller's state and the maps.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use lb_common::{clock::TICK_SHIFT, service::Real};
+
+use crate::{
+    api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status},
+    dataplane::{counters, maps::Maps, sync::Sync},
+    health::monitor::Monitor,
+    policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
+};
+
+use lb_common::flow::FLOW_CLOSING;
+
+pub fn build(
+    policy: &Policy,
+    sync: &Sync,
+    monitor: &Monitor,
+    drained: &std::collections::HashSet<RealRef>,
+    maps: &Maps,
+) -> Result<Status> {
+    let snapshot = counters::snapshot(maps)?;
+    let flows = live_flows(maps)?;
+    let health: HashMap<RealRef, _> = monitor
+        .health()
+        .into_iter()
+        .map(|h| (h.real.clone(), h))
+        .collect();
+    let mut services = Vec::new();
+    for service in &policy.services {
+        let id = sync.service_id(&service.name);
+        let traffic = id
+            .and_then(|id| snapshot.services.iter().find(|(s, _)| *s == id))
+            .map(|(_, c)| *c)
+            .unwrap_or_default();
+        let mut reals = Vec::new();
+        for view in sync.reals_view.iter().filter(|v| v.service == service.name) {
+            let key = RealRef {
+                service: service.name.clone(),
+                address: view.address,
+                port: view.port,
+            };
+            let last = health.get(&key).and_then(|h| h.health.last.clone());
+            let policy_real = service
+                .reals
+                .iter()
+                .find(|r| r.address == view.address && r.port == view.port);
+            let backup = policy_real.is_some_and(|r| r.backup);
+            let (state, reason) = if !view.up {
+                let why = match &last {
+                    Some(outcome) if !outcome.up => outcome.reason.clone(),
+                    Some(_) | None if service.forwarding == Forwarding::Dr => {
+                        "MAC address unknown (no ARP answer)".into()
+                    }
+                    _ => "not checked yet".into(),
+                };
+                (State::Down, why)
+            } else if drained.contains(&key) {
+                (
+                    State::Drained,
+                    "drained by an operator (`xdplb undrain` ends it)".into(),
+                )
+            } else if !view.fallback && view.weight == 0 {
+                (State::Drained, "weight 0 in the policy".into())
+            } else if !view.in_table {
+                let why = if view.fallback {
+                    "fallback: takes new flows only when no real is up"
+                } else if backup {
+                    "backup: standing by while a non-backup real is up"
+                } else if service.scheduler == Scheduler::Failover {
+                    "failover: standing by behind an earlier real"
+                } else {
+                    "not in the table"
+                };
+                (State::Up, why.into())
+            } else {
+                (
+                    State::Up,
+                    last.as_ref().map(|o| o.reason.clone()).unwrap_or_default(),
+                )
+            };
+            let traffic = snapshot
+                .reals
+                .iter()
+                .find(|r| r.id == view.id)
+                .map(|r| r.counters)
+                .unwrap_or_default();
+            reals.push(RealStatus {
+                address: view.address,
+                port: view.port,
+                role: if view.fallback {
+                    "fallback"
+                } else if backup {
+                    "backup"
+                } else {
+                    "real"
+                }
+                .into(),
+                state,
+                reason,
+                in_table: view.in_table,
+                weight: view.weight,
+                flows: flows.get(&view.id).copied().unwrap_or(0),
+                packets: traffic.packets,
+                bytes: traffic.bytes,
+                new_flows: traffic.new_flows,
+                check: last.map(|o| CheckStatus {
+                    kind: check_name(service.health.kind).into(),
+                    up: o.up,
+                    result: o.reason,
+                    latency_ms: o.latency.as_secs_f64() * 1000.0,
+                }),
+            });
+        }
+        services.push(ServiceStatus {
+            name: service.name.clone(),
+            vip: service.vip,
+            ports: service.ports.clone(),
+            protocol: service.protocol.name().into(),
+            forwarding: match service.forwarding {
+                Forwarding::Dr => "dr",
+                Forwarding::Nat => "nat",
+            }
+            .into(),
+            scheduler: match service.scheduler {
+                Scheduler::Maglev => "maglev",
+                Scheduler::SourceHash => "source-hash",
+                Scheduler::Failover => "failover",
+            }
+            .into(),
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+            new_flows: traffic.new_flows,
+            reals,
+        });
+    }
+    let dataplane = snapshot
+        .reasons
+        .iter()
+        .map(|(reason, packets)| ReasonCount {
+            reason: reason.name().into(),
+            packets: *packets,
+        })
+        .collect();
+    Ok(Status {
+        services,
+        dataplane,
+    })
+}
+
+fn check_name(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Http => "http",
+        CheckKind::Https => "https",
+        CheckKind::DicomEcho => "dicom-echo",
+        CheckKind::Hl7Mllp => "hl7-mllp",
+        CheckKind::Exec => "exec",
+        CheckKind::None => "none",
+    }
+}
+
+/// Live (not expired) connection-table entries per real id. Walks the whole table: cheap for
+/// thousands of flows, about a second per million.
+fn live_flows(maps: &Maps) -> Result<HashMap<u32, u64>> {
+    let now = now_tick();
+    let mut reals: HashMap<u32, Option<Real>> = HashMap::new();
+    let mut counts = HashMap::new();
+    for entry in maps.flows.iter() {
+        let Ok((_, flow)) = entry else { continue };
+        let real = *reals
+            .entry(flow.real)
+            .or_insert_with(|| maps.reals.get(&flow.real, 0).ok());
+        let Some(real) = real else { continue };
+        if real.generation != flow.generation {
+            continue;
+        }
+        let timeout = if flow.flags & FLOW_CLOSING != 0 {
+            real.closing_timeout
+        } else {
+            real.idle_timeout
+        };
+        if lb_common::clock::fresh(flow.seen, now, timeout) {
+            *counts.entry(flow.real).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// The data plane's clock (bpf_ktime_get_coarse_ns is CLOCK_MONOTONIC_COARSE) in ticks.
+fn now_tick() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let nanos = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    (nanos >> TICK_SHIFT) as u32
+}
