@@ -25,6 +25,7 @@ declare -A debs=(
 declare -A deb_files=(
   [/usr/bin/python3]=python3
   [/usr/lib/python3/dist-packages/hl7/mllp/__init__.py]=python3-hl7
+  [/usr/lib/python3/dist-packages/prometheus_client/openmetrics/parser.py]=python3-prometheus-client
 )
 
 missing=()

@@ -105,7 +105,11 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
             _ = tick.tick() => {
                 let before = c.observed.macs.clone();
                 c.refresh_macs().await?;
-                if c.observed.macs != before {
+                let retired = c.sync.retire_idle(&mut c.loaded.maps)?;
+                for (real, after) in &retired {
+                    info!(real = %real, after_s = after.as_secs(), "removed real retired: its last flow ended");
+                }
+                if c.observed.macs != before || !retired.is_empty() {
                     c.apply()?;
                 }
             }

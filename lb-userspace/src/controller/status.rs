@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use lb_common::{clock::TICK_SHIFT, service::Real};
+use lb_common::service::Real;
 
 use crate::{
     api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status},
-    dataplane::{counters, maps::Maps, sync::Sync},
+    dataplane::{clock, counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
 };
@@ -165,7 +165,7 @@ fn check_name(kind: CheckKind) -> &'static str {
 /// Live (not expired) connection-table entries per real id. Walks the whole table: cheap for
 /// thousands of flows, about a second per million.
 fn live_flows(maps: &Maps) -> Result<HashMap<u32, u64>> {
-    let now = now_tick();
+    let now = clock::now_tick();
     let mut reals: HashMap<u32, Option<Real>> = HashMap::new();
     let mut counts = HashMap::new();
     for entry in maps.flows.iter() {
@@ -187,16 +187,4 @@ fn live_flows(maps: &Maps) -> Result<HashMap<u32, u64>> {
         }
     }
     Ok(counts)
-}
-
-/// The data plane's clock (bpf_ktime_get_coarse_ns is CLOCK_MONOTONIC_COARSE) in ticks.
-fn now_tick() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    let nanos = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    (nanos >> TICK_SHIFT) as u32
 }

@@ -1,6 +1,7 @@
 //! Everything that touches the BPF side: the embedded programs, loading and pinning, writing
 //! the maps from the policy, reading counters.
 
+pub mod clock;
 pub mod counters;
 pub mod filter;
 pub mod loader;

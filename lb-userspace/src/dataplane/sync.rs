@@ -13,7 +13,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    clock::ticks_from_secs,
+    clock::{fresh, ticks_from_secs},
+    flow::FLOW_CLOSING,
     maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
     service::{
         FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real,
@@ -82,6 +83,18 @@ pub struct Sync {
     real_filter: Filter,
     /// What the last `apply` produced, by service name.
     pub reals_view: Vec<RealView>,
+    /// Reals removed from a service that still exists, kept usable (but out of the table)
+    /// until their established flows end; `retire_idle` retires them.
+    leaving: HashMap<u32, LeavingReal>,
+}
+
+/// A real on its way out of the data plane.
+#[derive(Debug, Clone, Copy)]
+struct LeavingReal {
+    /// NAT port translation: the reply source port to keep recognising (else the service's).
+    port: Option<u16>,
+    service_ports_of: u32,
+    since: std::time::Instant,
 }
 
 impl Sync {
@@ -364,8 +377,12 @@ impl Sync {
         }
         self.vips = wanted_vips;
 
-        // 4. Retire reals and services that left the policy (no table points at them now).
+        // 4. Reals that left the policy: out of every table now. One whose service stays and
+        //    that was up keeps its established flows (graceful removal, like IPVS) until
+        //    `retire_idle` finds them ended; the others are retired at once.
         let live_ids: HashSet<u32> = real_ids.values().copied().collect();
+        let live_services: HashSet<u32> = service_ids.values().copied().collect();
+        self.leaving.retain(|id, _| !live_ids.contains(id));
         for id in self
             .written_reals
             .keys()
@@ -373,29 +390,149 @@ impl Sync {
             .copied()
             .collect::<Vec<_>>()
         {
-            let retired = Real {
-                mac: [0; 6],
-                flags: 0,
-                addr: 0,
-                generation: self.generations[id as usize],
-                service: 0,
-                port: 0,
-                _pad: 0,
-                idle_timeout: 0,
-                closing_timeout: 0,
-                persist_mask: 0,
-            };
-            maps.reals.set(id, retired, 0)?;
-            self.written_reals.remove(&id);
+            let old = self.written_reals[&id];
+            if live_services.contains(&old.service) && old.flags & REAL_UP != 0 {
+                if !self.leaving.contains_key(&id) {
+                    let leaving = Real {
+                        flags: old.flags & !(REAL_NEW_FLOWS | REAL_PERSISTENT),
+                        ..old
+                    };
+                    maps.reals.set(id, leaving, 0)?;
+                    self.written_reals.insert(id, leaving);
+                    self.leaving.insert(
+                        id,
+                        LeavingReal {
+                            port: (old.port != 0).then(|| u16::from_be(old.port)),
+                            service_ports_of: old.service,
+                            since: std::time::Instant::now(),
+                        },
+                    );
+                }
+            } else {
+                self.leaving.remove(&id);
+                self.retire(maps, id)?;
+            }
+        }
+        // Leaving NAT reals' replies must still be recognised.
+        let mut real_bits = real_bits;
+        let leaving_sources = self.leaving_reply_sources(policy, &service_ids);
+        for (word, bits) in filter::words(leaving_sources).into_iter().enumerate() {
+            real_bits[word] |= bits;
         }
         self.real_filter.write(&mut maps.real_filter, real_bits)?;
-        let live_services: HashSet<u32> = service_ids.values().copied().collect();
         self.active_table
             .retain(|sid, _| live_services.contains(sid));
         self.service_ids = service_ids;
         self.real_ids = real_ids;
         self.reals_view = view;
         Ok(())
+    }
+
+    fn retire(&mut self, maps: &mut Maps, id: u32) -> Result<()> {
+        let retired = Real {
+            mac: [0; 6],
+            flags: 0,
+            addr: 0,
+            generation: self.generations[id as usize],
+            service: 0,
+            port: 0,
+            _pad: 0,
+            idle_timeout: 0,
+            closing_timeout: 0,
+            persist_mask: 0,
+        };
+        maps.reals.set(id, retired, 0)?;
+        self.written_reals.remove(&id);
+        Ok(())
+    }
+
+    /// Reply sources (address, port, protocol) of leaving NAT reals.
+    fn leaving_reply_sources(
+        &self,
+        policy: &Policy,
+        service_ids: &HashMap<String, u32>,
+    ) -> Vec<(u32, u16, u8)> {
+        let mut out = Vec::new();
+        for (id, leaving) in &self.leaving {
+            let real = self.written_reals[id];
+            if real.flags & REAL_NAT == 0 {
+                continue;
+            }
+            let Some(service) = policy
+                .services
+                .iter()
+                .find(|s| service_ids.get(&s.name) == Some(&leaving.service_ports_of))
+            else {
+                continue;
+            };
+            let ports = match leaving.port {
+                Some(port) => vec![port],
+                None => service.ports.clone(),
+            };
+            out.extend(
+                ports
+                    .into_iter()
+                    .map(|p| (real.addr, p.to_be(), service.protocol.number())),
+            );
+        }
+        out
+    }
+
+    /// Retires leaving reals that no live flow uses any more (walks the connection tables;
+    /// call it every few seconds, not per packet). Returns the addresses retired, so the
+    /// caller re-applies the policy (the NAT reply filter loses their bits).
+    pub fn retire_idle(&mut self, maps: &mut Maps) -> Result<Vec<(Ipv4Addr, std::time::Duration)>> {
+        if self.leaving.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = super::clock::now_tick();
+        let mut busy = HashSet::new();
+        let alive = |seen: u32, flags: u32, real: &Real| {
+            let timeout = if flags & FLOW_CLOSING != 0 {
+                real.closing_timeout
+            } else {
+                real.idle_timeout
+            };
+            fresh(seen, now, timeout)
+        };
+        for entry in maps.flows.iter() {
+            let Ok((_, flow)) = entry else { continue };
+            if let Some(real) = self
+                .leaving
+                .get(&flow.real)
+                .map(|_| self.written_reals[&flow.real])
+                && real.generation == flow.generation
+                && alive(flow.seen, flow.flags, &real)
+            {
+                busy.insert(flow.real);
+            }
+        }
+        for entry in maps.nat_reverse.iter() {
+            let Ok((_, back)) = entry else { continue };
+            if let Some(real) = self
+                .leaving
+                .get(&back.real)
+                .map(|_| self.written_reals[&back.real])
+                && real.generation == back.generation
+                && alive(back.seen, back.flags, &real)
+            {
+                busy.insert(back.real);
+            }
+        }
+        let mut retired = Vec::new();
+        for (id, leaving) in self
+            .leaving
+            .iter()
+            .filter(|(id, _)| !busy.contains(id))
+            .map(|(id, l)| (*id, *l))
+            .collect::<Vec<_>>()
+        {
+            let addr = Ipv4Addr::from(self.written_reals[&id].addr.to_ne_bytes());
+            self.leaving.remove(&id);
+            self.retire(maps, id)?;
+            retired.push((addr, leaving.since.elapsed()));
+        }
+        Ok(retired)
     }
 
     /// Writes `table` into table number `table_no`, only the entries that differ from what it

@@ -25,6 +25,8 @@ pub struct Balancer {
     pub pin_dir: PathBuf,
     pub work_dir: PathBuf,
     pub ns: Netns,
+    /// `--metrics-listen` for the next `start` (inside the balancer namespace).
+    pub metrics_listen: String,
 }
 
 /// The `xdplb` binary next to the running test or xtask binary (`XDPLB_BIN` overrides).
@@ -50,6 +52,7 @@ impl Balancer {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/lab-{prefix}")),
             work_dir,
             ns: Netns::create(format!("{prefix}-lb"))?,
+            metrics_listen: "off".into(),
         })
     }
 
@@ -72,7 +75,8 @@ impl Balancer {
             .arg(&self.pin_dir)
             .arg("--socket")
             .arg(self.work_dir.join("xdplb.sock"))
-            .args(["--metrics-listen", "off"])
+            .arg("--metrics-listen")
+            .arg(&self.metrics_listen)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -169,6 +173,19 @@ impl Balancer {
             .command(xdplb_binary()?.to_str().unwrap())
             .args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `xdplb ARGS --socket <this controller's socket>` in the balancer namespace, as an
+    /// operator would; returns the whole output (status included).
+    pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self
+            .ns
+            .command(xdplb_binary()?.to_str().unwrap())
+            .args(args)
+            .arg("--socket")
+            .arg(self.work_dir.join("xdplb.sock"))
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// What `xdplb stats` prints for this balancer.

@@ -1,0 +1,338 @@
+//! Operating a running balancer: `xdplb status` (table and JSON), drain/undrain, reload over
+//! the control socket, a metrics scrape read by the Prometheus project's own parser, and,
+//! under continuous client traffic, reloads that add and remove reals, a drain and a
+//! `kill -9` + restart of the controller without a single failed connection.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use xdplb_lab::lab::{Conversation, DrLab, LabConfig, VIP, who};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A DR service on port 104 over the lab reals `indices`, checked every 500 ms.
+fn policy(lab: &DrLab, indices: &[usize]) -> String {
+    let mut text = format!(
+        "interfaces:\n  - name: eth0\n    xdp_mode: driver\nservices:\n  - name: dicom\n    vip: {VIP}\n    ports: [104]\n    protocol: tcp\n    forwarding: dr\n    health:\n      check: tcp\n      interval: 500ms\n      timeout: 300ms\n    reals:\n"
+    );
+    for &i in indices {
+        text += &format!("      - address: {}\n", lab.reals[i].1);
+    }
+    text
+}
+
+fn ctl(lab: &DrLab, args: &[&str]) -> Result<String> {
+    let out = lab.balancer.ctl(args)?;
+    ensure!(
+        out.status.success(),
+        "xdplb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn status(lab: &DrLab) -> Result<Value> {
+    Ok(serde_json::from_str(&ctl(lab, &["status", "--json"])?)?)
+}
+
+fn real<'a>(status: &'a Value, address: &str) -> &'a Value {
+    status["services"][0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("no real {address} in {status}"))
+}
+
+/// Scrapes /metrics inside the balancer namespace and parses it with prometheus_client.
+fn scrape(lab: &DrLab) -> Result<Vec<(String, Value, f64)>> {
+    let text = lab
+        .balancer
+        .ns
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:9475/metrics"])
+        .output()?;
+    ensure!(text.status.success(), "scrape failed");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/parse_metrics.py");
+    let mut parser = Command::new(PYTHON)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    parser.stdin.take().unwrap().write_all(&text.stdout)?;
+    let out = parser.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "the Prometheus parser rejected the scrape: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let samples: Vec<(String, Value, f64)> = serde_json::from_slice(&out.stdout)?;
+    Ok(samples)
+}
+
+fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+        .map(|(_, _, v)| *v)
+}
+
+#[test]
+fn status_drain_reload_and_metrics() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 2,
+        ports: vec![104],
+    })?;
+    lab.balancer.metrics_listen = "127.0.0.1:9475".into();
+    lab.balancer.start(&policy(&lab, &[0, 1]))?;
+    let mut held = Vec::new();
+    while held.len() < 2 || !held.iter().any(|(n, _)| n == "real-1") {
+        let mut c = Conversation::open(&lab.client, lab.vip(104))?;
+        held.push((c.who()?, c));
+    }
+
+    // Status: JSON for scripts, a table for people.
+    let s = status(&lab)?;
+    assert_eq!(s["services"][0]["name"], "dicom");
+    let r1 = real(&s, "198.18.0.11");
+    assert_eq!(r1["state"], "up");
+    assert_eq!(r1["check"]["kind"], "tcp");
+    assert_eq!(r1["check"]["up"], true);
+    assert!(r1["flows"].as_u64().unwrap() >= 1, "{r1}");
+    assert!(r1["packets"].as_u64().unwrap() >= 1, "{r1}");
+    let table = ctl(&lab, &["status"])?;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVICE") && lines[0].contains("STATE"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].contains("198.18.0.11") && lines[1].contains(" up "),
+        "{table}"
+    );
+
+    // Drain real-1: it says so, takes no new connections, keeps its established one; the
+    // drain survives a reload.
+    ctl(&lab, &["drain", "dicom", "198.18.0.11"])?;
+    ctl(&lab, &["reload"])?;
+    let s = status(&lab)?;
+    assert_eq!(real(&s, "198.18.0.11")["state"], "drained");
+    assert!(
+        real(&s, "198.18.0.11")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("operator")
+    );
+    for _ in 0..20 {
+        assert_eq!(who(&lab.client, lab.vip(104))?, "real-2");
+    }
+    for (name, c) in &mut held {
+        assert_eq!(c.who()?, *name, "an established flow moved");
+    }
+    ctl(&lab, &["undrain", "dicom", "198.18.0.11"])?;
+    assert_eq!(real(&status(&lab)?, "198.18.0.11")["state"], "up");
+
+    // A reload of a broken policy is refused with its position; nothing running changes.
+    let file = lab.balancer.work_dir.join("policy.yaml");
+    let good = std::fs::read_to_string(&file)?;
+    std::fs::write(&file, good.replace("ports: [104]", "ports: [104, 104]"))?;
+    let out = lab.balancer.ctl(&["reload"])?;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.yaml:") && err.contains("twice"),
+        "{err}"
+    );
+    std::fs::write(&file, good)?;
+    assert_eq!(
+        status(&lab)?["services"][0]["reals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    who(&lab.client, lab.vip(104))?;
+
+    // Metrics, read by Prometheus' own parser.
+    let m = scrape(&lab)?;
+    let r1 = [("service", "dicom"), ("real", "198.18.0.11")];
+    assert!(sample(&m, "xdplb_real_packets_total", &r1).unwrap() >= 1.0);
+    assert_eq!(sample(&m, "xdplb_real_up", &r1), Some(1.0));
+    assert!(sample(&m, "xdplb_health_check_duration_seconds_count", &r1).unwrap() >= 1.0);
+    assert!(
+        sample(
+            &m,
+            "xdplb_service_forwarded_bytes_total",
+            &[("service", "dicom")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        sample(&m, "xdplb_reloads_total", &[("result", "refused")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "xdplb_reloads_total", &[("result", "applied")]),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "xdplb_dataplane_packets_total",
+            &[("reason", "forwarded")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    Ok(())
+}
+
+/// One short connection from the calling thread's namespace: connect, ask, close.
+fn ask_who(vip: std::net::SocketAddr) -> Result<String> {
+    use std::io::{BufRead, BufReader};
+    let stream = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    writeln!(&stream, "who")?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    ensure!(!answer.is_empty(), "closed without an answer");
+    Ok(answer.trim().to_string())
+}
+
+/// Short connections in a loop plus long-lived ones asked every 100 ms, until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(lab: &DrLab) -> Result<Traffic> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let vip = lab.vip(104);
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let mut c = Conversation::open(&lab.client, vip)?;
+            held.push((c.who()?, c));
+        }
+        eprintln!(
+            "long-lived connections on: {:?}",
+            held.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+        );
+        // Short connections from a thread inside the client namespace.
+        {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            threads.push(lab.client.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match ask_who(vip) {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failed.lock().unwrap().push(format!("short: {e:#}")),
+                    }
+                }
+            })?);
+        }
+        // Long-lived connections, asked every 100 ms.
+        {
+            let (stop, failed) = (stop.clone(), failed.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for (name, c) in &mut held {
+                        match c.who() {
+                            Ok(now) if now == *name => {}
+                            Ok(now) => failed
+                                .lock()
+                                .unwrap()
+                                .push(format!("long-lived on {name}: moved to {now}")),
+                            Err(e) => failed
+                                .lock()
+                                .unwrap()
+                                .push(format!("long-lived on {name}: {e:#}")),
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }));
+        }
+        Ok(Traffic {
+            stop,
+            ok,
+            failed,
+            threads,
+        })
+    }
+
+    /// Stops; returns (connections that succeeded, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.lock().unwrap().clone(),
+        )
+    }
+}
+
+#[test]
+fn no_connection_fails_through_reloads_a_drain_and_a_controller_restart() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 3,
+        ports: vec![104],
+    })?;
+    lab.balancer.start(&policy(&lab, &[0, 1]))?;
+    let traffic = Traffic::start(&lab)?;
+    let pause = || std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+
+    pause();
+    lab.balancer
+        .reload(&policy(&lab, &[0, 1, 2]))
+        .context("adding real-3")?;
+    pause();
+    lab.balancer
+        .reload(&policy(&lab, &[1, 2]))
+        .context("removing real-1")?;
+    pause();
+    ctl(&lab, &["drain", "dicom", "198.18.0.12"])?;
+    pause();
+    lab.balancer.kill()?;
+    pause();
+    lab.balancer
+        .start(&policy(&lab, &[1, 2]))
+        .context("restart after kill -9")?;
+    pause();
+
+    let (ok, failed) = traffic.finish();
+    eprintln!(
+        "{ok} short connections in {:?} through two reloads, a drain and a kill -9 + restart; {} failed",
+        started.elapsed(),
+        failed.len()
+    );
+    ensure!(
+        failed.is_empty(),
+        "failures: {failed:#?}\nlog:\n{}",
+        lab.balancer.log()
+    );
+    ensure!(ok > 500, "too little traffic to prove anything: {ok}");
+    Ok(())
+}
