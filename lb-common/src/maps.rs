@@ -31,6 +31,8 @@ pub const MAP_REALS: &str = "REALS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_PERSIST: &str = "PERSIST";
+/// One u32: the `LAYOUT_VERSION` of the build that created the pinned maps.
+pub const MAP_META: &str = "META";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";

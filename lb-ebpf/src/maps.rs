@@ -15,6 +15,11 @@ use lb_common::{
     service::{Real, Service, VipKey},
 };
 
+/// Entry 0: the layout version of the build that created these maps (written by the
+/// controller; never read here).
+#[map]
+pub static META: Array<u32> = Array::pinned(1, 0);
+
 /// VIP:port:protocol -> service.
 #[map]
 pub static SERVICES: HashMap<VipKey, Service> = HashMap::pinned(MAX_VIP_PORTS, 0);

@@ -111,6 +111,10 @@ impl Dataplane {
         }
     }
 
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+
     pub fn maps(&self) -> &xdplb::dataplane::maps::Maps {
         &self.loaded.maps
     }

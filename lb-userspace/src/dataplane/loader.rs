@@ -12,13 +12,17 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData},
     programs::{
         Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
 };
-use lb_common::maps::PROGRAM_NAME;
+use lb_common::{
+    LAYOUT_VERSION,
+    maps::{MAP_META, MAP_SERVICES, PROGRAM_NAME},
+};
 use tracing::info;
 
 use super::{maps::Maps, object};
@@ -42,6 +46,7 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
     ensure_bpffs(pin_dir)?;
     fs::create_dir_all(pin_dir)
         .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
+    check_pinned_layout(pin_dir)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(object::XDPLB)
@@ -52,12 +57,43 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
     program
         .load()
         .context("the kernel verifier rejected the XDP program")?;
-    let maps = Maps::take(&mut ebpf)?;
+    let mut maps = Maps::take(&mut ebpf)?;
+    maps.meta
+        .set(0, LAYOUT_VERSION, 0)
+        .context("recording the map layout version")?;
     Ok(Loaded {
         ebpf,
         maps,
         pin_dir: pin_dir.to_path_buf(),
     })
+}
+
+/// Pinned maps are adopted only if this build wrote them with the same layout: another
+/// layout would be misread (or rejected by the verifier halfway through a takeover).
+fn check_pinned_layout(pin_dir: &Path) -> Result<()> {
+    let meta = pin_dir.join(MAP_META);
+    let pinned: Option<u32> = if meta.exists() {
+        let data =
+            MapData::from_pin(&meta).with_context(|| format!("opening {}", meta.display()))?;
+        let array: Array<MapData, u32> = Array::try_from(Map::from_map_data(data)?)?;
+        Some(array.get(&0, 0)?)
+    } else if pin_dir.join(MAP_SERVICES).exists() {
+        None // pinned by a build from before layouts were versioned
+    } else {
+        return Ok(()); // nothing pinned yet
+    };
+    if pinned == Some(LAYOUT_VERSION) {
+        return Ok(());
+    }
+    let theirs = pinned.map_or("an unversioned layout".to_string(), |v| {
+        format!("layout {v}")
+    });
+    bail!(
+        "the data plane pinned at {dir} was created with map {theirs}; this xdplb build uses layout {LAYOUT_VERSION} and cannot adopt it. \
+         Either run the xdplb build that matches, or remove the old data plane with \
+         `xdplb down --pin-dir {dir}` (this drops established flows) and start again.",
+        dir = pin_dir.display()
+    )
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

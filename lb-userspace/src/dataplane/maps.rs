@@ -33,6 +33,8 @@ pub struct Maps {
     pub service_counters: PerCpuArray<MapData, TrafficCounters>,
     pub real_counters: PerCpuArray<MapData, TrafficCounters>,
     pub reason_counters: PerCpuArray<MapData, u64>,
+    /// Entry 0: `LAYOUT_VERSION` of the build that created the maps.
+    pub meta: Array<MapData, u32>,
 }
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
@@ -75,6 +77,7 @@ impl Maps {
             service_counters: map(MAP_SERVICE_COUNTERS)?.try_into()?,
             real_counters: map(MAP_REAL_COUNTERS)?.try_into()?,
             reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,
+            meta: map(MAP_META)?.try_into()?,
         })
     }
 }
