@@ -46,3 +46,47 @@ fn validate_rejects_a_bad_policy_with_position_and_exit_status_2() {
         "expected FILE:LINE:COLUMN: message, got {stderr}"
     );
 }
+
+#[test]
+fn every_example_policy_validates() {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/examples"
+    ));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(xdplb_binary().unwrap())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen += 1;
+    }
+    assert!(seen >= 4, "examples for DICOM, HL7, HTTPS viewers and XDS");
+}
+
+#[test]
+fn man_page_and_completions_are_generated_from_the_cli() {
+    let run = |args: &[&str]| {
+        let out = Command::new(xdplb_binary().unwrap())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let man = run(&["generate", "man"]);
+    assert!(man.contains(".TH xdplb 1"), "{man}");
+    for subcommand in ["status", "drain", "reload", "realserver"] {
+        assert!(man.contains(subcommand), "man page lacks {subcommand}");
+    }
+    let bash = run(&["generate", "completions", "bash"]);
+    assert!(bash.contains("complete") && bash.contains("undrain"));
+}

@@ -99,6 +99,20 @@ enum Command {
         #[command(subcommand)]
         action: RealserverAction,
     },
+    /// Write packaging files generated from these definitions to stdout.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// The xdplb(1) man page (roff).
+    Man,
+    /// Shell completions.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +245,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Stats { common } => print_stats(&common.pin_dir)?,
         Command::Down { common } => controller::down(&common.pin_dir).await?,
+        Command::Generate { what } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = std::io::stdout();
+            match what {
+                Generate::Man => clap_mangen::Man::new(command).render(&mut out)?,
+                Generate::Completions { shell } => {
+                    clap_complete::generate(shell, &mut command, "xdplb", &mut out)
+                }
+            }
+        }
         Command::Realserver { action } => match action {
             RealserverAction::Up(a) => realserver::up(&a.vip, a.interface.as_deref()).await?,
             RealserverAction::Down(a) => realserver::down(&a.vip).await?,
