@@ -41,7 +41,7 @@ enum Route {
 #[inline(always)]
 pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32, Reason> {
     let flow = &packet.flow;
-    let real = &chosen.real;
+    let real = chosen.real;
     let port = real_port(flow, real);
     ttl_allows_forwarding(packet)?;
     let cache = if chosen.entry.is_null() {

@@ -31,7 +31,8 @@ use crate::{
 
 pub struct Chosen {
     pub id: u32,
-    pub real: Real,
+    /// The real's map entry, read field by field (copying it whole costs every packet).
+    pub real: &'static Real,
     pub new_flow: bool,
     /// The flow's connection-table entry (null if none was stored), for NAT's next-hop cache.
     pub entry: *mut FlowValue,
@@ -55,18 +56,18 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
         };
         if let Some(real) = usable_real(id)
             && real.generation == generation
-            && (age::alive(seen, flags, &real, now)
-                || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, &real, now)))
+            && (age::alive(seen, flags, real, now)
+                || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, real, now)))
         {
             if seen != now && real.flags & REAL_PERSISTENT != 0 {
                 // Once per tick: the client is still active, keep its real remembered.
-                refresh_client(flow, &real, id, now);
+                refresh_client(flow, real, id, now);
             }
             // SAFETY: fields of the entry found above.
             let began_closing =
                 unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
             if began_closing && real.flags & REAL_NAT != 0 {
-                nat::mark_reply_closing(flow, &real);
+                nat::mark_reply_closing(flow, real);
             }
             return Ok(Chosen {
                 id,
@@ -95,7 +96,7 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
             let id = from_table(flow, &service)?;
             let real = usable_real(id).ok_or(Reason::NoReal)?;
             if service.flags & SERVICE_PERSISTENT != 0 {
-                refresh_client(flow, &real, id, now);
+                refresh_client(flow, real, id, now);
             }
             (id, real)
         }
@@ -149,7 +150,11 @@ fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
 
 /// A persistent client's real, if remembered, fresh and still taking new flows.
 #[inline(always)]
-fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, Real)> {
+fn remembered_client(
+    flow: &FlowKey,
+    service: &Service,
+    now: u32,
+) -> Option<(u32, &'static Real)> {
     if service.flags & SERVICE_PERSISTENT == 0 {
         return None;
     }
@@ -190,8 +195,8 @@ fn refresh_client(flow: &FlowKey, real: &Real, id: u32, now: u32) {
 }
 
 #[inline(always)]
-fn usable_real(id: u32) -> Option<Real> {
-    let real = *REALS.get(id)?;
+fn usable_real(id: u32) -> Option<&'static Real> {
+    let real = REALS.get(id)?;
     if real.flags & REAL_UP != 0 {
         Some(real)
     } else {
