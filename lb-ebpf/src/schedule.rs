@@ -150,11 +150,7 @@ fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
 
 /// A persistent client's real, if remembered, fresh and still taking new flows.
 #[inline(always)]
-fn remembered_client(
-    flow: &FlowKey,
-    service: &Service,
-    now: u32,
-) -> Option<(u32, &'static Real)> {
+fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'static Real)> {
     if service.flags & SERVICE_PERSISTENT == 0 {
         return None;
     }
