@@ -19,6 +19,9 @@ declare -A debs=(
   [curl]=curl
   [storescp]=dcmtk
   [openssl]=openssl
+  [Orthanc]=orthanc
+  [nginx]=nginx-light
+  [haproxy]=haproxy
 )
 # Packages without a command of their own (file -> package). Tests run Debian's python as
 # /usr/bin/python3: a python3 earlier on PATH (pyenv) does not see Debian's modules.

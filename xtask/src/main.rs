@@ -14,11 +14,17 @@ usage: cargo xtask <command>
 
   setup   install what building and testing need (idempotent)
   build   build everything (the XDP programs with nightly, the rest with stable)
-  test    run every test: unit, packet-level (BPF_PROG_TEST_RUN) and namespace labs (root)
+  test    run every test: unit, packet-level (BPF_PROG_TEST_RUN) and namespace labs (root),
+          the clinical acceptance labs included
+  e2e     only the clinical acceptance labs: DICOM to two Orthancs over DR, HL7 MLLP and
+          HTTPS viewers (nginx) over NAT
   demo    build a lab, balance real TCP connections through xdplb in DR mode, show it, tear down
           (--nat: two-arm NAT with HTTP and UDP instead)
   bench   per-packet cost of the XDP program against a bare XDP_TX floor
   lint    cargo fmt --check and clippy -D warnings on userspace and the eBPF crate";
+
+/// The clinical acceptance test binaries (tests/acceptance_*.rs).
+const ACCEPTANCE: [&str; 2] = ["acceptance_dicom", "acceptance_nat"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +38,15 @@ fn main() -> ExitCode {
         "setup" => setup(&root),
         "build" => setup(&root).and_then(|_| cargo(&root, &["build", "--all-targets"])),
         "test" => setup(&root).and_then(|_| test(&root, rest)),
+        "e2e" => setup(&root).and_then(|_| {
+            let mut args: Vec<String> = ["-p", "xdplb-tests"]
+                .into_iter()
+                .chain(ACCEPTANCE.iter().flat_map(|t| ["--test", t]))
+                .map(String::from)
+                .collect();
+            args.extend(rest.iter().cloned());
+            test(&root, &args)
+        }),
         "demo" => setup(&root).and_then(|_| lab(&root, "demo", rest)),
         "bench" => setup(&root).and_then(|_| lab(&root, "bench", rest)),
         "lint" => setup(&root).and_then(|_| lint(&root)),
