@@ -2,5 +2,6 @@
 //! tests in tests/ use the same lab.
 
 pub mod bench;
+pub mod bench_e2e;
 pub mod demo;
 pub mod lab;

@@ -1,0 +1,375 @@
+//! End-to-end packets/s (part of `cargo xtask bench`): frames through the forwarders on one
+//! veth pair, the same topology and generator for every case, in one run.
+//!
+//! ```text
+//!   [gen ns] g0 198.18.0.1, 198.18.0.11 (the real) ══ veth ══ b0 198.18.0.2 [balancer ns]
+//!   bench_gen (live frames, XDP_TX out of g0)  ──►  forwarder on b0, sends back out b0
+//!   bench_sink on g0 counts and drops what comes back  ◄──
+//! ```
+//! The generator is an XDP program run with BPF_PROG_TEST_RUN in live-frames mode; it writes
+//! the template frame (UDP 198.18.0.1:40000 → VIP 198.18.0.100:53) over every frame, because
+//! the kernel recycles pages a forwarder rewrote. Cases: a bare MAC-swapping XDP forwarder
+//! (the ceiling), xdplb DR, xdplb NAT (one-arm, VIP:53 → real:5353), and the kernel's
+//! nftables DNAT (the path users have today; b0 runs an XDP_PASS program so the veth delivers).
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, ensure};
+use aya::{
+    Ebpf,
+    maps::{Array, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
+};
+use etherparse::PacketBuilder;
+use xdplb::{
+    dataplane::{
+        loader, object,
+        sync::{Observed, Sync},
+    },
+    policy::{self, XdpMode},
+};
+
+use crate::lab::{
+    Netns, in_netns,
+    netns::{self, run as run_command, unique_prefix},
+    xdp_md,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+/// Frames per generator run, and runs per case (median).
+const FRAMES: u32 = 2_000_000;
+const RUNS: usize = 3;
+/// Frames the kernel sends per batch in live-frames mode.
+const BATCH: u32 = 64;
+
+struct Topology {
+    generator: Netns,
+    lb: Netns,
+    gen_mac: [u8; 6],
+    lb_mac: [u8; 6],
+}
+
+impl Topology {
+    fn build() -> Result<Topology> {
+        netns::sweep_leftovers();
+        let prefix = unique_prefix();
+        let generator = Netns::create(format!("{prefix}-gen"))?;
+        let lb = Netns::create(format!("{prefix}-fwd"))?;
+        generator.ip(&[
+            "link", "add", "g0", "type", "veth", "peer", "name", "b0", "netns", &lb.name,
+        ])?;
+        for (ns, dev, addrs) in [
+            (&generator, "g0", vec!["198.18.0.1/24", "198.18.0.11/24"]),
+            (&lb, "b0", vec!["198.18.0.2/24"]),
+        ] {
+            for a in addrs {
+                ns.ip(&["addr", "add", a, "dev", dev])?;
+            }
+            ns.ip(&["link", "set", dev, "up"])?;
+            run_command(ns.command("ethtool").args(["-K", dev, "tx", "off"]))?;
+        }
+        // Threaded NAPI: the veths' receive work runs in kernel threads the scheduler can put
+        // on the other CPU, instead of queueing behind the generator's loop (which overflows
+        // the veth rings and loses nearly every frame).
+        for (ns, dev) in [(&generator, "g0"), (&lb, "b0")] {
+            // GRO on gives the veth its NAPI instance, which threaded mode needs.
+            run_command(ns.command("ethtool").args(["-K", dev, "gro", "on"]))?;
+            run_command(
+                Command::new("ip")
+                    .args(["netns", "exec", &ns.name, "sh", "-c"])
+                    .arg(format!("echo 1 > /sys/class/net/{dev}/threaded")),
+            )?;
+        }
+        let gen_mac = generator.mac("g0")?;
+        let lb_mac = lb.mac("b0")?;
+        lb.ip(&[
+            "neigh",
+            "replace",
+            &REAL.to_string(),
+            "lladdr",
+            &crate::lab::mac_text(&gen_mac),
+            "dev",
+            "b0",
+            "nud",
+            "permanent",
+        ])?;
+        Ok(Topology {
+            generator,
+            lb,
+            gen_mac,
+            lb_mac,
+        })
+    }
+
+    /// The template: a 64-byte UDP frame from the client to the VIP, addressed to b0.
+    fn template(&self) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(self.gen_mac, self.lb_mac)
+            .ipv4([198, 18, 0, 1], VIP.octets(), 64)
+            .udp(40000, 53)
+            .write(&mut frame, &[0u8; 22])
+            .expect("building the template frame");
+        frame
+    }
+}
+
+/// The generator and the sink, loaded in the generator namespace.
+struct Traffic {
+    ebpf: Ebpf,
+}
+
+impl Traffic {
+    fn start(topology: &Topology) -> Result<Traffic> {
+        let template = topology.template();
+        let ebpf = in_netns(&topology.generator, move || {
+            let mut ebpf = Ebpf::load(object::LAB)?;
+            let mut words = [0u64; 8];
+            for (i, chunk) in template.chunks(8).take(8).enumerate() {
+                let mut b = [0u8; 8];
+                b[..chunk.len()].copy_from_slice(chunk);
+                words[i] = u64::from_ne_bytes(b);
+            }
+            let mut t: Array<_, [u64; 8]> =
+                Array::try_from(ebpf.map_mut("GEN_TEMPLATE").context("template map")?)?;
+            t.set(0, words, 0)?;
+            for name in ["bench_gen", "bench_sink"] {
+                let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
+                p.load()?;
+            }
+            let sink: &mut Xdp = ebpf.program_mut("bench_sink").unwrap().try_into()?;
+            sink.attach("g0", AyaXdpMode::Default)?;
+            Ok(ebpf)
+        })?;
+        Ok(Traffic { ebpf })
+    }
+
+    fn sunk(&self) -> Result<u64> {
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("SINK_PACKETS").context("sink map")?)?;
+        Ok(counts.get(&0, 0)?.iter().sum())
+    }
+
+    /// Sends `FRAMES` frames; returns (frames forwarded back to the sink per second, frames
+    /// generated per second).
+    fn measure(&self, topology: &Topology) -> Result<(f64, f64)> {
+        let before = self.sunk()?;
+        let frame = topology.template();
+        let generator: &Xdp = self.ebpf.program("bench_gen").unwrap().try_into()?;
+        let elapsed = in_netns(&topology.generator, || {
+            let ctx = xdp_md("g0", frame.len())?;
+            let start = Instant::now();
+            generator.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: FRAMES,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..TestRunOptions::new()
+            })?;
+            Ok(start.elapsed())
+        })?;
+        // Frames in flight land within a moment.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let forwarded = self.sunk()? - before;
+        let secs = elapsed.as_secs_f64();
+        Ok((forwarded as f64 / secs, FRAMES as f64 / secs))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Case {
+    name: &'static str,
+    pps: f64,
+    generated: f64,
+}
+
+fn measure_case(name: &'static str, topology: &Topology, traffic: &Traffic) -> Result<Case> {
+    let mut pps = Vec::new();
+    let mut generated = Vec::new();
+    for _ in 0..RUNS {
+        let (p, g) = traffic.measure(topology)?;
+        pps.push(p);
+        generated.push(g);
+    }
+    let case = Case {
+        name,
+        pps: median(pps),
+        generated: median(generated),
+    };
+    eprintln!(
+        "  {name}: {:.2} Mpps forwarded, {:.2} Mpps generated",
+        case.pps / 1e6,
+        case.generated / 1e6
+    );
+    ensure!(
+        case.pps > 0.0,
+        "{name}: nothing came back through the forwarder"
+    );
+    Ok(case)
+}
+
+/// A lab program attached to b0 for the duration of a case.
+fn attach_lab_program(topology: &Topology, name: &'static str) -> Result<Ebpf> {
+    in_netns(&topology.lb, move || {
+        let mut ebpf = Ebpf::load(object::LAB)?;
+        let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
+        p.load()?;
+        p.attach("b0", AyaXdpMode::Default)?;
+        Ok(ebpf)
+    })
+}
+
+/// xdplb loaded with `policy`, attached to b0, pinned under `pin_dir`.
+fn attach_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<loader::Loaded> {
+    let policy = policy::parse("e2e", policy_text)?;
+    let observed = Observed {
+        macs: [(REAL, topology.gen_mac)].into_iter().collect(),
+        ..Default::default()
+    };
+    let pin_dir = pin_dir.to_path_buf();
+    in_netns(&topology.lb, move || {
+        let mut loaded = loader::load(&pin_dir)?;
+        let mut sync = Sync::adopt(&loaded.maps)?;
+        sync.apply(&mut loaded.maps, &policy, &observed)?;
+        loaded.attach("b0", XdpMode::Driver)?;
+        Ok(loaded)
+    })
+}
+
+fn policy(forwarding: &str, port: &str) -> String {
+    format!(
+        "interfaces:\n  - name: b0\nservices:\n  - name: dns\n    vip: {VIP}\n    ports: [53]\n    protocol: udp\n    forwarding: {forwarding}\n    reals:\n      - address: {REAL}\n{port}"
+    )
+}
+
+pub fn run() -> Result<()> {
+    let topology = Topology::build()?;
+    let traffic = Traffic::start(&topology)?;
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lab-{}-e2e", unique_prefix()));
+    let result = cases(&topology, &traffic, &pin_dir);
+    let _ = loader::remove_pins(&pin_dir);
+    let cases = result?;
+    report(&cases);
+    Ok(())
+}
+
+fn cases(topology: &Topology, traffic: &Traffic, pin_dir: &Path) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    {
+        let _fwd = attach_lab_program(topology, "bench_mac_fwd")?;
+        cases.push(measure_case("ceiling (XDP MAC swap)", topology, traffic)?);
+    }
+    {
+        let _xdplb = attach_xdplb(topology, pin_dir, &policy("dr", ""))?;
+        cases.push(measure_case("xdplb DR", topology, traffic)?);
+        report_table_memory(pin_dir)?;
+    }
+    loader::remove_pins(pin_dir)?;
+    {
+        topology
+            .lb
+            .ip(&["route", "replace", &format!("{REAL}/32"), "dev", "b0"])?;
+        run_command(
+            topology
+                .lb
+                .command("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"]),
+        )?;
+        let xdplb = attach_xdplb(topology, pin_dir, &policy("nat", "        port: 5353\n"))?;
+        let case = measure_case("xdplb NAT", topology, traffic).with_context(|| {
+            format!(
+                "data plane counters: {:?}",
+                xdplb::dataplane::counters::snapshot(&xdplb.maps).map(|s| s.reasons)
+            )
+        })?;
+        cases.push(case);
+    }
+    loader::remove_pins(pin_dir)?;
+    {
+        let _pass = attach_lab_program(topology, "lab_pass")?;
+        run_command(
+            topology
+                .lb
+                .command("sysctl")
+                .args(["-qw", "net.ipv4.conf.all.send_redirects=0"]),
+        )?;
+        run_command(
+            topology
+                .lb
+                .command("sysctl")
+                .args(["-qw", "net.ipv4.conf.b0.send_redirects=0"]),
+        )?;
+        run_command(topology.lb.command("nft").arg(format!(
+            "add table ip e2e; add chain ip e2e pre {{ type nat hook prerouting priority dstnat; }}; add rule ip e2e pre ip daddr {VIP} udp dport 53 dnat to {REAL}:5353"
+        )))?;
+        cases.push(measure_case("nftables DNAT", topology, traffic)?);
+    }
+    Ok(cases)
+}
+
+/// Kernel memory of the connection tables (LRU hashes are preallocated): per flow, and per
+/// million flows; a NAT flow has a forward and a reverse entry.
+fn report_table_memory(pin_dir: &Path) -> Result<()> {
+    let bytes = |map: &str| -> Result<(f64, f64)> {
+        let out = run_command(
+            Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(pin_dir.join(map)),
+        )?;
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let memlock = info["bytes_memlock"].as_f64().context("bytes_memlock")?;
+        let entries = info["max_entries"].as_f64().context("max_entries")?;
+        Ok((memlock / entries, entries))
+    };
+    let (flow, entries) = bytes("FLOWS")?;
+    let (reverse, _) = bytes("NAT_REVERSE")?;
+    eprintln!(
+        "\nconnection table: {entries} flows preallocated; {flow:.0} bytes per flow = {:.0} MiB per million flows (DR), {:.0} MiB with NAT's reverse entries",
+        flow * 1e6 / (1 << 20) as f64,
+        (flow + reverse) * 1e6 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn report(cases: &[Case]) {
+    let get = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name.starts_with(name))
+            .map(|c| c.pps)
+    };
+    println!(
+        "\nxdplb end to end: {FRAMES} UDP frames of 64 bytes per run, median of {RUNS} runs, one veth pair\n"
+    );
+    println!("{:<24} {:>12} {:>14}", "case", "Mpps", "generated Mpps");
+    for c in cases {
+        println!(
+            "{:<24} {:>12.2} {:>14.2}",
+            c.name,
+            c.pps / 1e6,
+            c.generated / 1e6
+        );
+    }
+    if let (Some(ceiling), Some(dr), Some(nat), Some(nft)) = (
+        get("ceiling"),
+        get("xdplb DR"),
+        get("xdplb NAT"),
+        get("nftables"),
+    ) {
+        println!(
+            "\nxdplb DR = {:.2}x ceiling (target >= 0.9), {:.1}x nftables DNAT (target >= 3)\nxdplb NAT = {:.2}x ceiling (target >= 0.8)",
+            dr / ceiling,
+            dr / nft,
+            nat / ceiling
+        );
+    }
+}
