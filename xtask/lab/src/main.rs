@@ -1,4 +1,4 @@
-//! `xdplb-lab demo [--nat] | bench | bench-e2e`, run by `cargo xtask demo` and `cargo xtask bench` (as root).
+//! `xdplb-lab demo [--nat] | bench | bench-e2e | bench-conns`, run by `cargo xtask demo` and `cargo xtask bench` (as root).
 
 use std::process::ExitCode;
 
@@ -7,10 +7,13 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "demo" if std::env::args().any(|a| a == "--nat") => xdplb_lab::demo::run_nat(),
         "demo" => xdplb_lab::demo::run(),
-        "bench" => xdplb_lab::bench::run().and_then(|()| xdplb_lab::bench_e2e::run()),
+        "bench" => xdplb_lab::bench::run()
+            .and_then(|()| xdplb_lab::bench_e2e::run())
+            .and_then(|()| xdplb_lab::bench_conns::run()),
+        "bench-conns" => xdplb_lab::bench_conns::run(),
         "bench-e2e" => xdplb_lab::bench_e2e::run(),
         _ => {
-            eprintln!("usage: xdplb-lab demo [--nat] | bench | bench-e2e");
+            eprintln!("usage: xdplb-lab demo [--nat] | bench | bench-e2e | bench-conns");
             return ExitCode::from(2);
         }
     };

@@ -216,8 +216,10 @@ impl Balancer {
     }
 }
 
-impl Drop for Balancer {
-    fn drop(&mut self) {
+impl Balancer {
+    /// Stops the controller and takes the data plane down (`xdplb down`): the balancer
+    /// namespace is left as it was before `start`.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -234,6 +236,12 @@ impl Drop for Balancer {
                 .status();
         }
         let _ = xdplb::dataplane::loader::remove_pins(&self.pin_dir);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.stop();
         let _ = fs::remove_dir_all(&self.work_dir);
     }
 }
