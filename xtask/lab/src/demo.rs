@@ -55,7 +55,9 @@ pub fn run() -> Result<()> {
         "\nclient's ARP entry for {VIP}: {mac} (balancer eth0 is {lb_mac}; the reals stay silent)"
     );
 
-    println!("\n`xdplb stats` on the balancer:");
+    println!("\n`xdplb status` on the balancer (from the running controller):");
+    println!("{}", indent(&lab.balancer.status_table()?));
+    println!("`xdplb stats` on the balancer (straight from the pinned maps):");
     println!("{}", indent(&lab.balancer.stats_table()?));
     drop(held);
     println!("tearing the lab down (namespaces, XDP programs, pins)");

@@ -188,6 +188,17 @@ impl Balancer {
             .output()?)
     }
 
+    /// What `xdplb status` prints for this balancer's controller.
+    pub fn status_table(&self) -> Result<String> {
+        let out = self.ctl(&["status"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "xdplb status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// What `xdplb stats` prints for this balancer.
     pub fn stats_table(&self) -> Result<String> {
         self.xdplb(&[
