@@ -47,6 +47,19 @@ pub struct FlowValue {
 /// so the real's `closing_timeout` applies.
 pub const FLOW_CLOSING: u32 = 1;
 
+/// The expiry rule, one definition for the data plane and the controller: an entry last seen
+/// at tick `seen` with `flags` is alive at tick `now` while it has been idle no longer than
+/// its real's timeout (the closing one after a FIN or RST).
+#[inline(always)]
+pub fn entry_alive(seen: u32, flags: u32, real: &crate::service::Real, now: u32) -> bool {
+    let timeout = if flags & FLOW_CLOSING != 0 {
+        real.closing_timeout
+    } else {
+        real.idle_timeout
+    };
+    crate::clock::fresh(seen, now, timeout)
+}
+
 /// Value of the `NAT_REVERSE` map, keyed by a NAT flow's reply 5-tuple (real -> client): what
 /// the reply's source must be rewritten back to.
 #[repr(C)]

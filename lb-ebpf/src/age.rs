@@ -7,8 +7,8 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    clock::{TICK_SHIFT, fresh},
-    flow::FLOW_CLOSING,
+    clock::TICK_SHIFT,
+    flow::{FLOW_CLOSING, entry_alive},
     service::Real,
 };
 
@@ -22,12 +22,7 @@ pub fn now() -> u32 {
 /// Whether an entry last seen at `seen`, with `flags`, is still alive at `now`.
 #[inline(always)]
 pub fn alive(seen: u32, flags: u32, real: &Real, now: u32) -> bool {
-    let timeout = if flags & FLOW_CLOSING != 0 {
-        real.closing_timeout
-    } else {
-        real.idle_timeout
-    };
-    fresh(seen, now, timeout)
+    entry_alive(seen, flags, real, now)
 }
 
 /// Records a packet on an entry: its tick (written only when it changed, so established

@@ -12,7 +12,7 @@ use crate::{
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
 };
 
-use lb_common::flow::FLOW_CLOSING;
+use lb_common::flow::entry_alive;
 
 pub fn build(
     policy: &Policy,
@@ -177,12 +177,7 @@ fn live_flows(maps: &Maps) -> Result<HashMap<u32, u64>> {
         if real.generation != flow.generation {
             continue;
         }
-        let timeout = if flow.flags & FLOW_CLOSING != 0 {
-            real.closing_timeout
-        } else {
-            real.idle_timeout
-        };
-        if lb_common::clock::fresh(flow.seen, now, timeout) {
+        if entry_alive(flow.seen, flow.flags, &real, now) {
             *counts.entry(flow.real).or_insert(0) += 1;
         }
     }

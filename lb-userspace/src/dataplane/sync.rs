@@ -13,8 +13,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    clock::{fresh, ticks_from_secs},
-    flow::FLOW_CLOSING,
+    clock::ticks_from_secs,
+    flow::entry_alive,
     maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
     service::{
         FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real,
@@ -487,14 +487,7 @@ impl Sync {
         }
         let now = super::clock::now_tick();
         let mut busy = HashSet::new();
-        let alive = |seen: u32, flags: u32, real: &Real| {
-            let timeout = if flags & FLOW_CLOSING != 0 {
-                real.closing_timeout
-            } else {
-                real.idle_timeout
-            };
-            fresh(seen, now, timeout)
-        };
+        let alive = |seen: u32, flags: u32, real: &Real| entry_alive(seen, flags, real, now);
         for entry in maps.flows.iter() {
             let Ok((_, flow)) = entry else { continue };
             if let Some(real) = self
