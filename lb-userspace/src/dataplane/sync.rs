@@ -93,7 +93,8 @@ pub struct Sync {
 struct LeavingReal {
     /// NAT port translation: the reply source port to keep recognising (else the service's).
     port: Option<u16>,
-    service_ports_of: u32,
+    /// Id of the service it leaves (whose ports it served without a translation).
+    service: u32,
     since: std::time::Instant,
 }
 
@@ -403,7 +404,7 @@ impl Sync {
                         id,
                         LeavingReal {
                             port: (old.port != 0).then(|| u16::from_be(old.port)),
-                            service_ports_of: old.service,
+                            service: old.service,
                             since: std::time::Instant::now(),
                         },
                     );
@@ -461,7 +462,7 @@ impl Sync {
             let Some(service) = policy
                 .services
                 .iter()
-                .find(|s| service_ids.get(&s.name) == Some(&leaving.service_ports_of))
+                .find(|s| service_ids.get(&s.name) == Some(&leaving.service))
             else {
                 continue;
             };
