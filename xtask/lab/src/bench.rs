@@ -87,6 +87,8 @@ services:
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const NAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+const NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 0xfe])
@@ -236,39 +238,79 @@ impl Row {
     }
 }
 
-fn measure(pin_dir: &std::path::Path) -> Result<()> {
-    let mut floor_obj = Ebpf::load(object::LAB)?;
-    let floor: &mut Xdp = floor_obj
-        .program_mut("bench_tx")
-        .context("bench_tx")?
-        .try_into()?;
-    floor.load()?;
-    let floor: &Xdp = floor;
+/// What every comparison needs: the floor program, xdplb loaded with the bench policy, and
+/// a FIB router namespace for NAT's next hops.
+struct Bench {
+    floor_obj: Ebpf,
+    loaded: loader::Loaded,
+    router: FibRouter,
+}
 
-    let mut loaded = loader::load(pin_dir)?;
-    let policy = policy::parse("bench", POLICY)?;
-    let observed = Observed {
-        macs: (11..=13)
-            .map(|i| (Ipv4Addr::new(198, 18, 0, i), [2, 0, 0, 0, 0, i]))
-            .collect(),
-        ..Default::default()
-    };
-    let mut sync = Sync::adopt(&loaded.maps)?;
-    sync.apply(&mut loaded.maps, &policy, &observed)?;
-    let xdplb: &Xdp = loaded
-        .ebpf
-        .program(PROGRAM_NAME)
-        .context("xdplb")?
-        .try_into()?;
-    let nat_vip = Ipv4Addr::new(198, 18, 0, 101);
-    let router = FibRouter::new(&[
-        (CLIENT, CLIENT_MAC, "out0"),
-        (NAT_REAL, [2, 0, 0, 0, 0x19, 0x11], "in0"),
-        (nat_vip, [2, 0, 0, 0, 0x18, 0x65], "out0"),
-    ])?;
+impl Bench {
+    fn new(pin_dir: &std::path::Path) -> Result<Bench> {
+        let mut floor_obj = Ebpf::load(object::LAB)?;
+        let floor: &mut Xdp = floor_obj
+            .program_mut("bench_tx")
+            .context("bench_tx")?
+            .try_into()?;
+        floor.load()?;
+
+        let mut loaded = loader::load(pin_dir)?;
+        let policy = policy::parse("bench", POLICY)?;
+        let observed = Observed {
+            macs: (11..=13)
+                .map(|i| (Ipv4Addr::new(198, 18, 0, i), [2, 0, 0, 0, 0, i]))
+                .collect(),
+            ..Default::default()
+        };
+        let mut sync = Sync::adopt(&loaded.maps)?;
+        sync.apply(&mut loaded.maps, &policy, &observed)?;
+        let router = FibRouter::new(&[
+            (CLIENT, CLIENT_MAC, "out0"),
+            (NAT_REAL, [2, 0, 0, 0, 0x19, 0x11], "in0"),
+            (NAT_VIP, [2, 0, 0, 0, 0x18, 0x65], "out0"),
+        ])?;
+        Ok(Bench {
+            floor_obj,
+            loaded,
+            router,
+        })
+    }
+
+    fn floor(&self) -> Result<&Xdp> {
+        Ok(self
+            .floor_obj
+            .program("bench_tx")
+            .context("bench_tx")?
+            .try_into()?)
+    }
+
+    fn xdplb(&self) -> Result<&Xdp> {
+        Ok(self
+            .loaded
+            .ebpf
+            .program(PROGRAM_NAME)
+            .context("xdplb")?
+            .try_into()?)
+    }
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
+    Ok(())
+}
+
+fn measure(pin_dir: &std::path::Path) -> Result<()> {
+    let bench = Bench::new(pin_dir)?;
+    let floor = bench.floor()?;
+    let xdplb = bench.xdplb()?;
+    let router = &bench.router;
+    let nat_vip = NAT_VIP;
 
     let cpu = last_cpu();
-    let dr_vip = Ipv4Addr::new(198, 18, 0, 100);
+    let dr_vip = DR_VIP;
     let established = tcp_frame(CLIENT, 40000, dr_vip, 104, false);
     test_run(xdplb, &established, 1, None)?; // schedules the flow: every repeat after is established
     let no_vip = tcp_frame(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104, false);
@@ -285,9 +327,7 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
     // Everything below runs on one CPU, inside the router namespace (only NAT's FIB lookups
     // depend on it).
     let (rows, floors) = in_netns(&router.ns, || {
-        let mut cpus = nix::sched::CpuSet::new();
-        cpus.set(cpu)?;
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
+        pin_to(cpu)?;
         let ctx_out = xdp_md("out0", established.len())?;
         let ctx_in = xdp_md("in0", established.len())?;
 
@@ -381,5 +421,103 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         "\nfloor (bare XDP_TX): {:.1} ns repeated, {:.1} ns in calls of {NAT_REPEAT}, {:.1} ns single runs",
         floors[0], floors[1], floors[2]
     );
+    Ok(())
+}
+
+/// Rounds of the A/B comparison; each round times both programs once per case.
+const AB_ROUNDS: usize = 15;
+
+/// `xdplb-lab bench-ab BASELINE`: this build's program against another build's `lb-ebpf`
+/// object (e.g. main's), both on the same pinned maps and the same packets, alternating
+/// which goes first. Prints the median over rounds of this/baseline per case: a change of a
+/// few ns shows through this VM's drift, which separate bench runs cannot resolve.
+pub fn run_ab(baseline: &std::path::Path) -> Result<()> {
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/lab-xdplb-{}-bench-ab",
+        std::process::id()
+    ));
+    let result = compare(&pin_dir, baseline);
+    let _ = loader::remove_pins(&pin_dir);
+    result
+}
+
+fn compare(pin_dir: &std::path::Path, baseline: &std::path::Path) -> Result<()> {
+    let bench = Bench::new(pin_dir)?;
+    let bytes = std::fs::read(baseline)
+        .with_context(|| format!("reading the baseline object {}", baseline.display()))?;
+    let mut base_obj = aya::EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(&bytes)
+        .context("loading the baseline object on the same pinned maps")?;
+    let program: &mut Xdp = base_obj
+        .program_mut(PROGRAM_NAME)
+        .context("baseline xdplb")?
+        .try_into()?;
+    program.load()?;
+    let base: &Xdp = program;
+    let this = bench.xdplb()?;
+
+    let established = tcp_frame(CLIENT, 40000, DR_VIP, 104, false);
+    let request = tcp_frame(CLIENT, 50000, NAT_VIP, 443, false);
+    let reply = tcp_frame(NAT_REAL, 8443, CLIENT, 50000, false);
+    let nat = [XDP_TX, XDP_REDIRECT];
+    let cpu = last_cpu();
+    let rows = in_netns(&bench.router.ns, || {
+        pin_to(cpu)?;
+        let ctx_out = xdp_md("out0", established.len())?;
+        let ctx_in = xdp_md("in0", established.len())?;
+        test_run(this, &established, 1, None)?;
+        let (action, _) = test_run(this, &request, 2, Some(&ctx_out))?;
+        ensure!(
+            action == XDP_TX,
+            "circular NAT warm-up gave action {action}"
+        );
+
+        type Case<'a> = (&'static str, Box<dyn Fn(&Xdp) -> Result<f64> + 'a>);
+        let cases: Vec<Case> = vec![
+            (
+                "DR established flow",
+                Box::new(|p| repeated_once(p, &established, XDP_TX)),
+            ),
+            (
+                "NAT inbound",
+                Box::new(|p| short_repeats_once(p, &request, Some(&ctx_out), &nat)),
+            ),
+            (
+                "NAT return",
+                Box::new(|p| short_repeats_once(p, &reply, Some(&ctx_in), &nat)),
+            ),
+        ];
+        let mut rows = Vec::new();
+        for (name, case) in &cases {
+            let (mut this_ns, mut base_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..AB_ROUNDS {
+                let (a, b) = if round % 2 == 0 {
+                    let a = case(this)?;
+                    (a, case(base)?)
+                } else {
+                    let b = case(base)?;
+                    (case(this)?, b)
+                };
+                this_ns.push(a);
+                base_ns.push(b);
+                ratios.push(a / b);
+            }
+            rows.push((*name, median(this_ns), median(base_ns), median(ratios)));
+        }
+        Ok(rows)
+    })?;
+
+    println!(
+        "this build vs {}: median of {AB_ROUNDS} rounds",
+        baseline.display()
+    );
+    println!(
+        "{:<22} {:>8} {:>9} {:>11}",
+        "case", "this ns", "base ns", "this/base"
+    );
+    for (name, this_ns, base_ns, ratio) in rows {
+        println!("{name:<22} {this_ns:>8.1} {base_ns:>9.1} {ratio:>10.3}x");
+    }
     Ok(())
 }
