@@ -110,14 +110,14 @@ fn reply_key(flow: &FlowKey, real: &Real) -> FlowKey {
     }
 }
 
-/// The client's 5-tuple of the flow a reply belongs to.
+/// The client's 5-tuple of the flow a reply belongs to (the reply's source becomes VIP:port).
 #[inline(always)]
-fn forward_key(reply: &FlowKey, back: &NatReverse) -> FlowKey {
+fn forward_key(reply: &FlowKey, vip: u32, vip_port: u16) -> FlowKey {
     FlowKey {
         src: reply.dst,
-        dst: back.vip,
+        dst: vip,
         sport: reply.dport,
-        dport: back.vip_port,
+        dport: vip_port,
         proto: reply.proto,
         _pad1: 0,
         _pad2: 0,
@@ -151,19 +151,31 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
     let Some(entry) = NAT_REVERSE.get_ptr_mut(flow) else {
         return Err(Reason::NotForVip);
     };
-    // SAFETY: a map value pointer from a successful lookup.
-    let back = unsafe { *entry };
-    let real = match REALS.get(back.real) {
-        Some(real) if real.generation == back.generation => *real,
+    // SAFETY: a map value pointer from a successful lookup. Only the fields needed are read
+    // (copying the entry and the real whole costs every packet).
+    let (vip, vip_port, id, generation, seen, flags) = unsafe {
+        let back = &*entry;
+        (
+            back.vip,
+            back.vip_port,
+            back.real,
+            back.generation,
+            back.seen,
+            back.flags,
+        )
+    };
+    let real = match REALS.get(id) {
+        Some(real) if real.generation == generation => real,
         _ => return Err(Reason::NotForVip),
     };
     let now = age::now();
-    if !age::alive(back.seen, back.flags, &real, now) && !forward_alive(flow, &back, &real, now) {
+    let client_side = forward_key(flow, vip, vip_port);
+    if !age::alive(seen, flags, real, now) && !forward_alive(&client_side, real, now) {
         return Err(Reason::NotForVip);
     }
     // SAFETY: fields of the entry found above.
     if unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) }
-        && let Some(forward) = FLOWS.get_ptr_mut(forward_key(flow, &back))
+        && let Some(forward) = FLOWS.get_ptr_mut(client_side)
     {
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { age::mark_closing(&mut (*forward).flags) };
@@ -176,18 +188,18 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
         packet,
         cache,
         now,
-        back.vip,
+        vip,
         flow.dst,
-        back.vip_port,
+        vip_port,
         flow.dport,
     )? {
         Route::NoNeighbour => {
-            rewrite(ctx, packet, SPORT, back.vip, back.vip_port, false)?;
+            rewrite(ctx, packet, SPORT, vip, vip_port, false)?;
             Err(Reason::NoNeighbour)
         }
         Route::Found(hop) => {
-            rewrite(ctx, packet, SPORT, back.vip, back.vip_port, true)?;
-            stats::count_forwarded(real.service, back.real, packet.frame_len, false);
+            rewrite(ctx, packet, SPORT, vip, vip_port, true)?;
+            stats::count_forwarded(real.service, id, packet.frame_len, false);
             Ok(send(ctx, packet, &hop))
         }
     }
@@ -205,9 +217,9 @@ fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
 
 /// Whether a reply's forward entry (client -> VIP) is still fresh: its own entry looks stale.
 #[inline(always)]
-fn forward_alive(reply: &FlowKey, back: &NatReverse, real: &Real, now: u32) -> bool {
+fn forward_alive(client_side: &FlowKey, real: &Real, now: u32) -> bool {
     // SAFETY: the fields are copied out at once.
-    match unsafe { FLOWS.get(forward_key(reply, back)) } {
+    match unsafe { FLOWS.get(client_side) } {
         Some(forward) => age::alive(forward.seen, forward.flags, real, now),
         None => false,
     }
