@@ -3,8 +3,9 @@
 //! starts a new flow), a TCP FIN or RST in either direction shortens that to the closing
 //! timeout, and a NAT flow lives while either direction keeps sending.
 //!
-//! The data plane's clock ticks every 2^30 ns (about 1.07 s), so a 1 s timeout has certainly
-//! passed after 2 × 1.07 s; the tests wait 2.5 s.
+//! The data plane's clock ticks every 256 jiffies (1.024 s at this kernel's HZ=250), so a 1 s
+//! timeout (one tick) has certainly passed after two ticks; the tests wait two ticks and 0.4 s,
+//! at the HZ the loader measured.
 
 use std::{net::Ipv4Addr, thread::sleep, time::Duration};
 
@@ -23,7 +24,6 @@ const IDLE_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 const DR_REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
 const DR_REAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x18, 0x21];
-const TIMEOUT_PASSED: Duration = Duration::from_millis(2500);
 
 const POLICY: &str = "
 interfaces:
@@ -90,6 +90,12 @@ impl Lab {
             router: router(),
             dp: Dataplane::new(POLICY, &[(DR_REAL, DR_REAL_MAC)]),
         }
+    }
+
+    /// Long enough for a one-tick timeout to have passed.
+    fn timeout_passed(&self) -> Duration {
+        let tick = lb_common::clock::TICK_JIFFIES as f64 / self.dp.loaded.hz as f64;
+        Duration::from_secs_f64(2.0 * tick + 0.4)
     }
 
     fn shape(&self, inside: bool, flags: &str) -> Shape {
@@ -175,7 +181,7 @@ fn idle_flows_expire_and_closing_ones_sooner() {
     assert_eq!(lab.new_flows("dr-short-idle"), 1);
     assert_eq!(lab.new_flows("short-closing"), 3);
 
-    sleep(TIMEOUT_PASSED);
+    sleep(lab.timeout_passed());
 
     assert_eq!(
         lab.reply(40001, 80, ""),

@@ -16,8 +16,8 @@ pub struct FlowKey {
 }
 
 /// A NAT flow's next hop as the kernel's FIB last gave it, so established packets skip the
-/// FIB lookup. It is asked again when the coarse clock's second changes, so a changed route
-/// or neighbour is followed within about a second. All zero: not looked up yet.
+/// FIB lookup. It is asked again when the clock's tick changes, so a changed route or
+/// neighbour is followed within about a second. All zero: not looked up yet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {

@@ -15,7 +15,7 @@ pub mod service;
 
 /// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
 /// written by a build with another version.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_TCP: u8 = 6;

@@ -33,9 +33,15 @@ pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_PERSIST: &str = "PERSIST";
 /// One u32: the `LAYOUT_VERSION` of the build that created the pinned maps.
 pub const MAP_META: &str = "META";
+/// One u64: jiffies, as the clock program (`CLOCK_PROGRAM`) last read them, for the
+/// controller (userspace cannot read jiffies).
+pub const MAP_CLOCK: &str = "CLOCK";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xdplb";
+/// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current
+/// jiffies in `CLOCK`, so the controller reads the data plane's clock.
+pub const CLOCK_PROGRAM: &str = "xdplb_clock";

@@ -5,18 +5,33 @@
 //! reverse) and lives while either direction is fresh: the other entry is only consulted when
 //! one looks stale, so established packets pay for one lookup.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext,
+};
 use lb_common::{
     clock::TICK_SHIFT,
     flow::{FLOW_CLOSING, entry_alive},
     service::Real,
 };
 
-/// The current clock tick.
+use crate::maps::CLOCK;
+
+/// The current clock tick (lb_common::clock).
 #[inline(always)]
 pub fn now() -> u32 {
     // SAFETY: the helper has no arguments or side effects.
-    (unsafe { bpf_ktime_get_coarse_ns() } >> TICK_SHIFT) as u32
+    (unsafe { bpf_jiffies64() } >> TICK_SHIFT) as u32
+}
+
+/// The controller's view of the same clock: run with BPF_PROG_TEST_RUN (never attached), it
+/// stores the current jiffies in `CLOCK`.
+#[xdp]
+pub fn xdplb_clock(_ctx: XdpContext) -> u32 {
+    if let Some(jiffies) = CLOCK.get_ptr_mut(0) {
+        // SAFETY: an array slot; concurrent runs all store a current value.
+        unsafe { *jiffies = bpf_jiffies64() };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Whether an entry last seen at `seen`, with `flags`, is still alive at `now`.

@@ -20,6 +20,10 @@ use lb_common::{
 #[map]
 pub static META: Array<u32> = Array::pinned(1, 0);
 
+/// Entry 0: jiffies, stored by the clock program for the controller.
+#[map]
+pub static CLOCK: Array<u64> = Array::pinned(1, 0);
+
 /// VIP:port:protocol -> service.
 #[map]
 pub static SERVICES: HashMap<VipKey, Service> = HashMap::pinned(MAX_VIP_PORTS, 0);

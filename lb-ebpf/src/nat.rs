@@ -183,16 +183,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
     ttl_allows_forwarding(packet)?;
     // SAFETY: as above.
     let cache = unsafe { &mut (*entry).hop as *mut NextHop };
-    match next_hop(
-        ctx,
-        packet,
-        cache,
-        now,
-        vip,
-        flow.dst,
-        vip_port,
-        flow.dport,
-    )? {
+    match next_hop(ctx, packet, cache, now, vip, flow.dst, vip_port, flow.dport)? {
         Route::NoNeighbour => {
             rewrite(ctx, packet, SPORT, vip, vip_port, false)?;
             Err(Reason::NoNeighbour)

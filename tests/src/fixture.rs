@@ -57,7 +57,7 @@ impl Dataplane {
             }
         };
         let mut dp = Dataplane {
-            sync: Sync::adopt(&loaded.maps).expect("adopt"),
+            sync: Sync::adopt(&loaded.maps, loaded.hz).expect("adopt"),
             loaded,
             policy,
             observed: Observed {

@@ -54,7 +54,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     let handle = netconf::connect()?;
     let outside = outside_interface(&policy)?;
     enable_forwarding_for_nat(&policy)?;
-    let sync = Sync::adopt(&loaded.maps)?;
+    let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
     let previously = owned_vips(&loaded.maps)?;
     let observed = Observed {
         announced_vips: announce::vips(
@@ -105,7 +105,8 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
             _ = tick.tick() => {
                 let before = c.observed.macs.clone();
                 c.refresh_macs().await?;
-                let retired = c.sync.retire_idle(&mut c.loaded.maps)?;
+                let now = c.loaded.now_tick()?;
+                let retired = c.sync.retire_idle(&mut c.loaded.maps, now)?;
                 for (real, after) in &retired {
                     info!(real = %real, after_s = after.as_secs(), "removed real retired: its last flow ended");
                 }
@@ -268,6 +269,7 @@ impl Controller {
             &self.monitor,
             &self.observed.drained,
             &self.loaded.maps,
+            self.loaded.now_tick()?,
         )
     }
 

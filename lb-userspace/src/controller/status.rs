@@ -7,7 +7,7 @@ use lb_common::service::Real;
 
 use crate::{
     api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status},
-    dataplane::{clock, counters, maps::Maps, sync::Sync},
+    dataplane::{counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
 };
@@ -20,9 +20,10 @@ pub fn build(
     monitor: &Monitor,
     drained: &std::collections::HashSet<RealRef>,
     maps: &Maps,
+    now: u32,
 ) -> Result<Status> {
     let snapshot = counters::snapshot(maps)?;
-    let flows = live_flows(maps)?;
+    let flows = live_flows(maps, now)?;
     let health: HashMap<RealRef, _> = monitor
         .health()
         .into_iter()
@@ -162,10 +163,9 @@ fn check_name(kind: CheckKind) -> &'static str {
     }
 }
 
-/// Live (not expired) connection-table entries per real id. Walks the whole table: cheap for
+/// Live (not expired at clock tick `now`) connection-table entries per real id. Walks the whole table: cheap for
 /// thousands of flows, about a second per million.
-fn live_flows(maps: &Maps) -> Result<HashMap<u32, u64>> {
-    let now = clock::now_tick();
+fn live_flows(maps: &Maps, now: u32) -> Result<HashMap<u32, u64>> {
     let mut reals: HashMap<u32, Option<Real>> = HashMap::new();
     let mut counts = HashMap::new();
     for entry in maps.flows.iter() {

@@ -21,11 +21,11 @@ use aya::{
 };
 use lb_common::{
     LAYOUT_VERSION,
-    maps::{MAP_META, MAP_SERVICES, PROGRAM_NAME},
+    maps::{CLOCK_PROGRAM, MAP_META, MAP_SERVICES, PROGRAM_NAME},
 };
-use tracing::info;
+use tracing::{debug, info};
 
-use super::{maps::Maps, object};
+use super::{clock, maps::Maps, object};
 use crate::policy::XdpMode;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
@@ -35,6 +35,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub maps: Maps,
     pub pin_dir: PathBuf,
+    /// The kernel's jiffies per second (measured at load), for `Sync::adopt`.
+    pub hz: u32,
 }
 
 fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
@@ -57,15 +59,26 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
     program
         .load()
         .context("the kernel verifier rejected the XDP program")?;
+    let clock: &mut Xdp = ebpf
+        .program_mut(CLOCK_PROGRAM)
+        .context("clock program missing from object")?
+        .try_into()?;
+    clock
+        .load()
+        .context("the kernel verifier rejected the clock program")?;
     let mut maps = Maps::take(&mut ebpf)?;
     maps.meta
         .set(0, LAYOUT_VERSION, 0)
         .context("recording the map layout version")?;
-    Ok(Loaded {
+    let mut loaded = Loaded {
         ebpf,
         maps,
         pin_dir: pin_dir.to_path_buf(),
-    })
+        hz: 0,
+    };
+    loaded.hz = clock::measure_hz(loaded.clock_program()?, &loaded.maps.clock)?;
+    debug!(hz = loaded.hz, "measured the kernel's jiffies per second");
+    Ok(loaded)
 }
 
 /// Pinned maps are adopted only if this build wrote them with the same layout: another
@@ -104,6 +117,19 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 }
 
 impl Loaded {
+    fn clock_program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(CLOCK_PROGRAM)
+            .context("clock program missing from object")?
+            .try_into()?)
+    }
+
+    /// The data plane's current clock tick.
+    pub fn now_tick(&self) -> Result<u32> {
+        clock::now_tick(self.clock_program()?, &self.maps.clock)
+    }
+
     /// Attaches to `interface`, or replaces the program in an existing pinned link.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<()> {
         let pin = link_pin(&self.pin_dir, interface);

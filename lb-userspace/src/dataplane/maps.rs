@@ -35,6 +35,8 @@ pub struct Maps {
     pub reason_counters: PerCpuArray<MapData, u64>,
     /// Entry 0: `LAYOUT_VERSION` of the build that created the maps.
     pub meta: Array<MapData, u32>,
+    /// Entry 0: jiffies, stored by the clock program (`dataplane::clock`).
+    pub clock: Array<MapData, u64>,
 }
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
@@ -78,6 +80,7 @@ impl Maps {
             real_counters: map(MAP_REAL_COUNTERS)?.try_into()?,
             reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,
             meta: map(MAP_META)?.try_into()?,
+            clock: map(MAP_CLOCK)?.try_into()?,
         })
     }
 }

@@ -86,6 +86,8 @@ pub struct Sync {
     /// Reals removed from a service that still exists, kept usable (but out of the table)
     /// until their established flows end; `retire_idle` retires them.
     leaving: HashMap<u32, LeavingReal>,
+    /// The kernel's jiffies per second, to turn timeouts into data-plane ticks.
+    hz: u32,
 }
 
 /// A real on its way out of the data plane.
@@ -100,9 +102,10 @@ struct LeavingReal {
 
 impl Sync {
     /// Starts from what the maps already hold (empty, or left by an earlier controller).
-    pub fn adopt(maps: &Maps) -> Result<Sync> {
+    pub fn adopt(maps: &Maps, hz: u32) -> Result<Sync> {
         let mut sync = Sync {
             generations: vec![0; MAX_REALS as usize],
+            hz,
             ..Default::default()
         };
         for (id, real) in maps.reals.iter().enumerate() {
@@ -239,8 +242,8 @@ impl Sync {
                 service: key.service,
                 port: real.port.unwrap_or(0).to_be(),
                 _pad: 0,
-                idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs()),
-                closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs()),
+                idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs(), self.hz),
+                closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs(), self.hz),
                 persist_mask: persist_mask(service),
             };
             if self.written_reals.get(&id) != Some(&entry) {
@@ -314,7 +317,7 @@ impl Sync {
                 _pad: 0,
                 persist_timeout: service
                     .persistence
-                    .map(|p| ticks_from_secs(p.timeout.as_secs().max(1)))
+                    .map(|p| ticks_from_secs(p.timeout.as_secs().max(1), self.hz))
                     .unwrap_or(0),
                 persist_mask: persist_mask(service),
             };
@@ -480,13 +483,16 @@ impl Sync {
     }
 
     /// Retires leaving reals that no live flow uses any more (walks the connection tables;
-    /// call it every few seconds, not per packet). Returns the addresses retired, so the
+    /// call it every few seconds, not per packet) at clock tick `now`. Returns the addresses retired, so the
     /// caller re-applies the policy (the NAT reply filter loses their bits).
-    pub fn retire_idle(&mut self, maps: &mut Maps) -> Result<Vec<(Ipv4Addr, std::time::Duration)>> {
+    pub fn retire_idle(
+        &mut self,
+        maps: &mut Maps,
+        now: u32,
+    ) -> Result<Vec<(Ipv4Addr, std::time::Duration)>> {
         if self.leaving.is_empty() {
             return Ok(Vec::new());
         }
-        let now = super::clock::now_tick();
         let mut busy = HashSet::new();
         let alive = |seen: u32, flags: u32, real: &Real| entry_alive(seen, flags, real, now);
         for entry in maps.flows.iter() {

@@ -271,7 +271,7 @@ impl Bench {
                 .collect(),
             ..Default::default()
         };
-        let mut sync = Sync::adopt(&loaded.maps)?;
+        let mut sync = Sync::adopt(&loaded.maps, loaded.hz)?;
         sync.apply(&mut loaded.maps, &policy, &observed)?;
         let router = FibRouter::new(&[
             (CLIENT, CLIENT_MAC, "out0"),

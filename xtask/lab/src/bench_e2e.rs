@@ -242,7 +242,7 @@ fn attach_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Resul
     let pin_dir = pin_dir.to_path_buf();
     in_netns(&topology.lb, move || {
         let mut loaded = loader::load(&pin_dir)?;
-        let mut sync = Sync::adopt(&loaded.maps)?;
+        let mut sync = Sync::adopt(&loaded.maps, loaded.hz)?;
         sync.apply(&mut loaded.maps, &policy, &observed)?;
         loaded.attach("b0", XdpMode::Driver)?;
         Ok(loaded)
