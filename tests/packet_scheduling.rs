@@ -1,6 +1,6 @@
 //! Scheduling semantics in the data plane, packet by packet (DR, BPF_PROG_TEST_RUN):
-//! persistence across a service's ports, drained and down reals, source hashing without flow
-//! entries, and the fallback server.
+//! persistence across a service's ports, drained and down reals (also for flows the per-CPU
+//! flow cache holds), source hashing without flow entries, and the fallback server.
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
@@ -116,6 +116,30 @@ fn drained_or_down_reals_take_no_new_clients_but_keep_their_flows() {
     dp.policy.services[0].reals[0].weight = 100;
     mark(&mut dp, 0, false);
     assert_ne!(sent_to(&dp, &held), REALS[0].1);
+}
+
+#[test]
+fn a_flow_cached_this_tick_still_moves_at_once_when_its_real_goes_down() {
+    // The data plane serves a DR flow's packets from a per-CPU cache for the rest of the clock
+    // tick in which it last went through the connection table (flow_cache.rs). Marking its
+    // real down must still move it from the very next packet. Three flows, so that at least
+    // one pair of packets falls inside one tick (a tick is about a second).
+    let mut dp = dataplane("");
+    for sport in [45000, 45001, 45002] {
+        let c = (0..500)
+            .map(client)
+            .find(|c| sent_to(&dp, &frame(*c, sport, 104, true)) == REALS[1].1)
+            .unwrap();
+        let held = frame(c, sport, 104, false);
+        assert_eq!(sent_to(&dp, &held), REALS[1].1);
+        mark(&mut dp, 1, false);
+        assert_ne!(
+            sent_to(&dp, &held),
+            REALS[1].1,
+            "flow {sport} stayed on a down real"
+        );
+        mark(&mut dp, 1, true);
+    }
 }
 
 #[test]

@@ -43,6 +43,20 @@ pub struct FlowValue {
     pub hop: NextHop,
 }
 
+/// A slot of the data plane's per-CPU flow cache (`FLOW_CACHE`, not pinned, never read by
+/// the controller): a DR flow that went through the connection table at clock tick `seen`.
+/// For the rest of that tick its packets skip the connection-table lookup, a call into the
+/// kernel's hash map that was two thirds of the established DR path's cost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedFlow {
+    pub key: FlowKey,
+    pub real: u32,
+    pub generation: u32,
+    pub seen: u32,
+    pub _pad: u32,
+}
+
 /// `FlowValue::flags` / `NatReverse::flags`: a TCP FIN or RST was seen in either direction,
 /// so the real's `closing_timeout` applies.
 pub const FLOW_CLOSING: u32 = 1;

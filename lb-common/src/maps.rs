@@ -9,6 +9,8 @@ pub const MAX_VIP_PORTS: u32 = 4096;
 pub const MAX_REALS: u32 = 4096;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 32 bytes each: 1 MiB per CPU).
+pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
 /// Entries of one Maglev lookup table; prime, as the algorithm requires.

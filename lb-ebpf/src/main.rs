@@ -10,6 +10,7 @@ mod age;
 mod classify;
 mod csum;
 mod dr;
+mod flow_cache;
 mod maps;
 mod nat;
 mod parse;

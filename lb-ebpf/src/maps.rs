@@ -7,10 +7,10 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::{Reason, TrafficCounters},
-    flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
+    flow::{CachedFlow, FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
     maps::{
-        MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_PERSISTENT_CLIENTS, MAX_REALS,
-        MAX_SERVICES, MAX_VIP_PORTS, VIP_FILTER_WORDS,
+        FLOW_CACHE_SLOTS, MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_PERSISTENT_CLIENTS,
+        MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS, VIP_FILTER_WORDS,
     },
     service::{Real, Service, VipKey},
 };
@@ -55,6 +55,11 @@ pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_TABLES * MAGLEV_TABLE_SIZE,
 /// Connection table: 5-tuple -> real, so established flows stay put.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Per-CPU cache of DR flows seen this clock tick (flow_cache.rs). Not pinned: a new program
+/// starts with it empty.
+#[map]
+pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 
 /// Persistence: (service, masked client address) -> the client's real.
 #[map]

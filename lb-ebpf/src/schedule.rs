@@ -1,4 +1,5 @@
-//! Which real gets a packet. The connection table first: an established flow is forwarded
+//! Which real gets a packet. The flow cache first (flow_cache.rs: DR flows already seen in the
+//! connection table this clock tick), then the connection table: an established flow is forwarded
 //! from its entry and the real alone, with no service lookup. On a miss, the service
 //! (VIP:port:protocol): a persistent client's remembered real, else its Maglev table indexed
 //! by the flow hash (by the client address alone with `source-hash`), and the choice is
@@ -22,7 +23,7 @@ use lb_common::{
 };
 
 use crate::{
-    age,
+    age, flow_cache,
     maps::{FLOWS, MAGLEV, PERSIST, REALS, SERVICES},
     nat,
     parse::Packet,
@@ -44,6 +45,20 @@ pub struct Chosen {
 pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     let flow = &packet.flow;
     let now = age::now();
+    if !packet.closes
+        && let Some((id, generation)) = flow_cache::get(flow, now)
+        && let Some(real) = usable_real(id)
+        && real.generation == generation
+        && real.flags & REAL_NAT == 0
+    {
+        return Ok(Chosen {
+            id,
+            real,
+            new_flow: false,
+            entry: core::ptr::null_mut(),
+            now,
+        });
+    }
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
         let (id, generation, seen, flags) = unsafe {
@@ -68,6 +83,9 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
                 unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
             if began_closing && real.flags & REAL_NAT != 0 {
                 nat::mark_reply_closing(flow, real);
+            }
+            if real.flags & REAL_NAT == 0 {
+                flow_cache::put(flow, id, generation, now);
             }
             return Ok(Chosen {
                 id,
@@ -124,6 +142,9 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
+    if real.flags & REAL_NAT == 0 {
+        flow_cache::put(flow, id, real.generation, now);
+    }
     let entry = FLOWS.get_ptr_mut(flow).unwrap_or(core::ptr::null_mut());
     Ok(Chosen {
         id,
