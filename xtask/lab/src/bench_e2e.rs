@@ -45,6 +45,8 @@ const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 /// Frames per generator run, and rounds (every path once per round).
 const FRAMES: u32 = 2_000_000;
 const RUNS: usize = 9;
+/// Pause between installing a forwarder and timing it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Frames the kernel sends per batch in live-frames mode.
 const BATCH: u32 = 64;
 
@@ -380,8 +382,19 @@ fn cases(topology: &Topology, traffic: &Traffic, pin_dir: &Path) -> Result<Vec<C
         .collect();
     let mut generated = vec![Vec::new(); FORWARDERS.len()];
     for round in 0..RUNS {
-        for (i, (forwarder, name)) in FORWARDERS.iter().enumerate() {
+        // Odd rounds run the cases in reverse, so a case's place in a round (the ones after
+        // another case's teardown, the ones early or late in it) weighs on every case alike.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..FORWARDERS.len()).collect()
+        } else {
+            (0..FORWARDERS.len()).rev().collect()
+        };
+        for i in order {
+            let (forwarder, name) = &FORWARDERS[i];
             let installed = install(*forwarder, topology, pin_dir)?;
+            // The previous case's maps (xdplb preallocates about 250 MB) are freed by a kernel
+            // worker after they are dropped: let that finish before the next case is timed.
+            std::thread::sleep(SETTLE);
             let measured = traffic.measure(topology);
             if round == 0 && *forwarder == Forwarder::XdplbDr {
                 report_table_memory(pin_dir)?;
