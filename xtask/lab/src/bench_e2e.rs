@@ -23,15 +23,16 @@ use anyhow::{Context, Result, ensure};
 use aya::{
     Ebpf,
     maps::{Array, PerCpuArray},
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode as AyaXdpMode},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink},
 };
 use etherparse::PacketBuilder;
+use lb_common::maps::PROGRAM_NAME;
 use xdplb::{
     dataplane::{
         loader, object,
         sync::{Observed, Sync},
     },
-    policy::{self, XdpMode},
+    policy,
 };
 
 use crate::lab::{
@@ -44,9 +45,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 /// Frames per generator run, and rounds (every path once per round).
 const FRAMES: u32 = 2_000_000;
-const RUNS: usize = 9;
-/// Pause between installing a forwarder and timing it.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+const RUNS: usize = 25;
 /// Frames the kernel sends per batch in live-frames mode.
 const BATCH: u32 = 64;
 
@@ -88,7 +87,7 @@ impl Topology {
                     .arg(format!("echo 1 > /sys/class/net/{dev}/threaded")),
             )?;
         }
-        pin_napi_threads(&["napi/g0-", "napi/b0-"])?;
+        pin_napi_threads(&[("napi/g0-", SINK_CPU), ("napi/b0-", FORWARDER_CPU)])?;
         let gen_mac = generator.mac("g0")?;
         let lb_mac = lb.mac("b0")?;
         lb.ip(&[
@@ -126,7 +125,13 @@ impl Topology {
 /// the other one. Left to the scheduler, a NAPI thread sometimes shared the generator's CPU
 /// for a whole case, and that case's figure fell by a quarter.
 const GENERATOR_CPU: usize = 0;
-const NAPI_CPU: usize = 1;
+const FORWARDER_CPU: usize = 1;
+fn sink_cpu() -> usize {
+    std::env::var("SINKCPU")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(1)
+}
+const SINK_CPU: usize = 99;
 
 fn cpu_set(cpu: usize) -> Result<nix::sched::CpuSet> {
     let mut cpus = nix::sched::CpuSet::new();
@@ -135,8 +140,7 @@ fn cpu_set(cpu: usize) -> Result<nix::sched::CpuSet> {
 }
 
 /// Pins the NAPI threads whose names start with one of `prefixes` to `NAPI_CPU`.
-fn pin_napi_threads(prefixes: &[&str]) -> Result<()> {
-    let cpus = cpu_set(NAPI_CPU)?;
+fn pin_napi_threads(prefixes: &[(&str, usize)]) -> Result<()> {
     let mut pinned = 0;
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
@@ -150,9 +154,10 @@ fn pin_napi_threads(prefixes: &[&str]) -> Result<()> {
         let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
             continue;
         };
-        if prefixes.iter().any(|p| comm.starts_with(p)) {
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &cpus)
-                .with_context(|| format!("pinning {} to CPU {NAPI_CPU}", comm.trim()))?;
+        if let Some((_, cpu)) = prefixes.iter().find(|(p, _)| comm.starts_with(p)) {
+            let cpu = if *cpu == 99 { sink_cpu() } else { *cpu };
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &cpu_set(cpu)?)
+                .with_context(|| format!("pinning {} to CPU {cpu}", comm.trim()))?;
             pinned += 1;
         }
     }
@@ -236,7 +241,8 @@ struct Case {
     name: &'static str,
     /// Frames forwarded per second, one per round.
     rounds: Vec<f64>,
-    generated: f64,
+    /// Frames generated per second, one per round.
+    generated: Vec<f64>,
 }
 
 impl Case {
@@ -261,25 +267,85 @@ const FORWARDERS: [(Forwarder, &str); 4] = [
     (Forwarder::Nftables, "nftables DNAT"),
 ];
 
-/// What keeps a forwarder in place on b0 while it is measured.
-enum Installed {
-    Program { _ebpf: Ebpf },
-    Xdplb { _loaded: Box<loader::Loaded> },
+/// Every forwarder, loaded once, and the one XDP link on b0 that runs whichever is measured.
+///
+/// Cases switch by replacing the program in the link (`bpf_link_update`): the veth keeps its
+/// queues and NAPI state, and nothing is loaded or freed between cases, so a round takes a
+/// couple of seconds. This VM's speed moves by up to 2x for seconds at a time (the same
+/// program, measured back to back), so rounds must be short for ratios within a round to
+/// cancel that drift.
+struct Forwarders {
+    /// The ceiling (`bench_mac_fwd`) and `lab_pass`, which hands frames to the kernel for the
+    /// nftables case.
+    lab: Ebpf,
+    dr: loader::Loaded,
+    nat: loader::Loaded,
+    link: Option<XdpLink>,
 }
 
-/// A lab program attached to b0 for the duration of a case.
-fn attach_lab_program(topology: &Topology, name: &'static str) -> Result<Ebpf> {
-    in_netns(&topology.lb, move || {
-        let mut ebpf = Ebpf::load(object::LAB)?;
-        let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
-        p.load()?;
-        p.attach("b0", AyaXdpMode::Default)?;
-        Ok(ebpf)
-    })
+impl Forwarders {
+    /// Loads every forwarder, attaches the ceiling to b0, and installs the nftables DNAT rule
+    /// (frames an XDP program transmits never reach netfilter, so it stays in place).
+    fn install(topology: &Topology, pin_dir: &Path) -> Result<Forwarders> {
+        let lb = &topology.lb;
+        // The kernel path forwards back out the interface it came in on: no redirects.
+        lb.ip(&["route", "replace", &format!("{REAL}/32"), "dev", "b0"])?;
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.b0.send_redirects=0",
+        ] {
+            run_command(lb.command("sysctl").args(["-qw", setting]))?;
+        }
+        run_command(lb.command("nft").arg(format!(
+            "add table ip e2e; add chain ip e2e pre {{ type nat hook prerouting priority dstnat; }}; add rule ip e2e pre ip daddr {VIP} udp dport 53 dnat to {REAL}:5353"
+        )))?;
+        let dr = load_xdplb(topology, &pin_dir.join("dr"), &policy("dr", ""))?;
+        let nat = load_xdplb(
+            topology,
+            &pin_dir.join("nat"),
+            &policy("nat", "        port: 5353\n"),
+        )?;
+        let (lab, link) = in_netns(lb, || {
+            let mut lab = Ebpf::load(object::LAB)?;
+            for name in ["lab_pass", "bench_mac_fwd"] {
+                let p: &mut Xdp = lab.program_mut(name).context(name)?.try_into()?;
+                p.load()?;
+            }
+            let ceiling: &mut Xdp = lab.program_mut("bench_mac_fwd").unwrap().try_into()?;
+            let id = ceiling.attach("b0", AyaXdpMode::Driver)?;
+            let link = ceiling.take_link(id)?;
+            Ok((lab, link))
+        })?;
+        Ok(Forwarders {
+            lab,
+            dr,
+            nat,
+            link: Some(link),
+        })
+    }
+
+    /// Makes `forwarder` the program b0 runs.
+    fn switch_to(&mut self, forwarder: Forwarder) -> Result<()> {
+        let program: &mut Xdp = match forwarder {
+            Forwarder::Ceiling => self.lab.program_mut("bench_mac_fwd"),
+            Forwarder::Nftables => self.lab.program_mut("lab_pass"),
+            Forwarder::XdplbDr => self.dr.ebpf.program_mut(PROGRAM_NAME),
+            Forwarder::XdplbNat => self.nat.ebpf.program_mut(PROGRAM_NAME),
+        }
+        .context("program missing")?
+        .try_into()?;
+        let link = self.link.take().context("b0's XDP link")?;
+        let id = program
+            .attach_to_link(link)
+            .context("replacing the program on b0")?;
+        self.link = Some(program.take_link(id)?);
+        Ok(())
+    }
 }
 
-/// xdplb loaded with `policy`, attached to b0, pinned under `pin_dir`.
-fn attach_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<loader::Loaded> {
+/// xdplb loaded with `policy`, its maps pinned under `pin_dir`; not attached.
+fn load_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<loader::Loaded> {
     let policy = policy::parse("e2e", policy_text)?;
     let observed = Observed {
         macs: [(REAL, topology.gen_mac)].into_iter().collect(),
@@ -290,7 +356,6 @@ fn attach_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Resul
         let mut loaded = loader::load(&pin_dir)?;
         let mut sync = Sync::adopt(&loaded.maps, loaded.hz)?;
         sync.apply(&mut loaded.maps, &policy, &observed)?;
-        loaded.attach("b0", XdpMode::Driver)?;
         Ok(loaded)
     })
 }
@@ -305,85 +370,32 @@ pub fn run() -> Result<()> {
     let topology = Topology::build()?;
     let traffic = Traffic::start(&topology)?;
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lab-{}-e2e", unique_prefix()));
-    let result = cases(&topology, &traffic, &pin_dir);
-    let _ = loader::remove_pins(&pin_dir);
+    let result = Forwarders::install(&topology, &pin_dir).and_then(|mut forwarders| {
+        report_table_memory(&pin_dir.join("dr"))?;
+        cases(&traffic, &topology, &mut forwarders)
+    });
+    for dir in ["dr", "nat"] {
+        let _ = loader::remove_pins(&pin_dir.join(dir));
+    }
+    let _ = std::fs::remove_dir(&pin_dir);
     let cases = result?;
     report(&cases);
     Ok(())
 }
 
-fn install(forwarder: Forwarder, topology: &Topology, pin_dir: &Path) -> Result<Installed> {
-    Ok(match forwarder {
-        Forwarder::Ceiling => Installed::Program {
-            _ebpf: attach_lab_program(topology, "bench_mac_fwd")?,
-        },
-        Forwarder::XdplbDr => Installed::Xdplb {
-            _loaded: Box::new(attach_xdplb(topology, pin_dir, &policy("dr", ""))?),
-        },
-        Forwarder::XdplbNat => Installed::Xdplb {
-            _loaded: Box::new(attach_xdplb(
-                topology,
-                pin_dir,
-                &policy("nat", "        port: 5353\n"),
-            )?),
-        },
-        Forwarder::Nftables => {
-            let pass = attach_lab_program(topology, "lab_pass")?;
-            run_command(topology.lb.command("nft").arg(format!(
-                "add table ip e2e; add chain ip e2e pre {{ type nat hook prerouting priority dstnat; }}; add rule ip e2e pre ip daddr {VIP} udp dport 53 dnat to {REAL}:5353"
-            )))?;
-            Installed::Program { _ebpf: pass }
-        }
-    })
-}
-
-fn uninstall(
-    forwarder: Forwarder,
-    installed: Installed,
-    topology: &Topology,
-    pin_dir: &Path,
-) -> Result<()> {
-    drop(installed);
-    match forwarder {
-        Forwarder::XdplbDr | Forwarder::XdplbNat => loader::remove_pins(pin_dir)?,
-        Forwarder::Nftables => {
-            run_command(
-                topology
-                    .lb
-                    .command("nft")
-                    .args(["delete", "table", "ip", "e2e"]),
-            )?;
-        }
-        Forwarder::Ceiling => {}
-    }
-    Ok(())
-}
-
-/// Every forwarder once per round, rounds repeated: a slow drift of the machine then affects
-/// all forwarders alike, and ratios are taken within a round.
-fn cases(topology: &Topology, traffic: &Traffic, pin_dir: &Path) -> Result<Vec<Case>> {
-    // The kernel path forwards back out the interface it came in on: no redirects.
-    let lb = &topology.lb;
-    lb.ip(&["route", "replace", &format!("{REAL}/32"), "dev", "b0"])?;
-    for setting in [
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.conf.all.send_redirects=0",
-        "net.ipv4.conf.b0.send_redirects=0",
-    ] {
-        run_command(lb.command("sysctl").args(["-qw", setting]))?;
-    }
+/// Every forwarder once per round, rounds repeated; ratios are taken within a round.
+fn cases(traffic: &Traffic, topology: &Topology, forwarders: &mut Forwarders) -> Result<Vec<Case>> {
     let mut cases: Vec<Case> = FORWARDERS
         .iter()
         .map(|(_, name)| Case {
             name,
             rounds: Vec::new(),
-            generated: 0.0,
+            generated: Vec::new(),
         })
         .collect();
-    let mut generated = vec![Vec::new(); FORWARDERS.len()];
     for round in 0..RUNS {
-        // Odd rounds run the cases in reverse, so a case's place in a round (the ones after
-        // another case's teardown, the ones early or late in it) weighs on every case alike.
+        // Odd rounds run the cases in reverse, so a case's place in a round weighs on every
+        // case alike.
         let order: Vec<usize> = if round % 2 == 0 {
             (0..FORWARDERS.len()).collect()
         } else {
@@ -391,23 +403,12 @@ fn cases(topology: &Topology, traffic: &Traffic, pin_dir: &Path) -> Result<Vec<C
         };
         for i in order {
             let (forwarder, name) = &FORWARDERS[i];
-            let installed = install(*forwarder, topology, pin_dir)?;
-            // The previous case's maps (xdplb preallocates about 250 MB) are freed by a kernel
-            // worker after they are dropped: let that finish before the next case is timed.
-            std::thread::sleep(SETTLE);
-            let measured = traffic.measure(topology);
-            if round == 0 && *forwarder == Forwarder::XdplbDr {
-                report_table_memory(pin_dir)?;
-            }
-            uninstall(*forwarder, installed, topology, pin_dir)?;
-            let (pps, gen_pps) = measured?;
+            forwarders.switch_to(*forwarder)?;
+            let (pps, gen_pps) = traffic.measure(topology)?;
             ensure!(pps > 0.0, "{name}: nothing came back through the forwarder");
             cases[i].rounds.push(pps);
-            generated[i].push(gen_pps);
+            cases[i].generated.push(gen_pps);
         }
-    }
-    for (case, g) in cases.iter_mut().zip(generated) {
-        case.generated = median(g);
     }
     Ok(cases)
 }
@@ -436,9 +437,18 @@ fn report_table_memory(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median over rounds of `a`'s packets/s over `b`'s in the same round.
-fn ratio(a: &Case, b: &Case) -> f64 {
-    median(a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect())
+/// `a`'s packets/s over `b`'s in the same round: the median over rounds, and the middle half
+/// of the rounds, so a reader sees how far the machine moved the figure.
+fn ratio(a: &Case, b: &Case) -> String {
+    let mut per_round: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect();
+    per_round.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let n = per_round.len();
+    format!(
+        "{:.2}x (middle half of rounds {:.2}-{:.2})",
+        per_round[n / 2],
+        per_round[n / 4],
+        per_round[(3 * n) / 4]
+    )
 }
 
 fn report(cases: &[Case]) {
@@ -452,7 +462,7 @@ fn report(cases: &[Case]) {
             "{:<24} {:>12.2} {:>14.2}",
             c.name,
             c.pps() / 1e6,
-            c.generated / 1e6
+            median(c.generated.clone()) / 1e6
         );
     }
     if let (Some(ceiling), Some(dr), Some(nat), Some(nft)) = (
@@ -462,7 +472,7 @@ fn report(cases: &[Case]) {
         get("nftables"),
     ) {
         println!(
-            "\nratios within a round, median: xdplb DR = {:.2}x ceiling (target >= 0.9), {:.1}x nftables DNAT (target >= 3)\nxdplb NAT = {:.2}x ceiling (target >= 0.8)",
+            "\nratios within a round, median:\n  xdplb DR  = {} the ceiling (target >= 0.9)\n  xdplb DR  = {} nftables DNAT (target >= 3)\n  xdplb NAT = {} the ceiling (target >= 0.8)",
             ratio(dr, ceiling),
             ratio(dr, nft),
             ratio(nat, ceiling)
