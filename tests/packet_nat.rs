@@ -157,6 +157,74 @@ fn tcp_in_and_back_out_with_port_translation() {
 }
 
 #[test]
+fn every_packet_of_an_established_flow_is_translated_alike_both_ways() {
+    // After a flow's first packet in a clock tick went through the connection table, the
+    // rest of that tick is served from the per-CPU flow cache (flow_cache.rs), in both
+    // directions: those packets must come out exactly as the first did.
+    let r = router();
+    let dp = dataplane();
+    let open = frames::tcp(
+        &Flow::new(CLIENT, 50100, VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &open).action, XDP_REDIRECT);
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50100, VIP, 443),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"GET /study",
+    );
+    let mut reply = frames::tcp(
+        &Flow::new(REAL, 8443, CLIENT, 50100),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"200 OK",
+    );
+    reply[6..12].copy_from_slice(&REAL_MAC);
+    // The SYN already cached the flow, so even the first request may be served from the
+    // cache: check it in full, and every later packet against it byte for byte.
+    let first_in = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!(first_in.action, XDP_REDIRECT);
+    assert_eq!(macs(&first_in.frame), (REAL_MAC, r.in_mac));
+    let s = seen(&first_in.frame);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (CLIENT, 50100, REAL, 8443, 63)
+    );
+    let first_back = dp.run_in(&r.ns, "in0", &reply);
+    assert_eq!(first_back.action, XDP_REDIRECT);
+    assert_eq!(macs(&first_back.frame), (CLIENT_MAC, r.out_mac));
+    let s = seen(&first_back.frame);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (VIP, 443, CLIENT, 50100, 63)
+    );
+    for i in 0..6 {
+        let again = dp.run_in(&r.ns, "out0", &request);
+        assert_eq!(
+            (again.action, &again.frame),
+            (first_in.action, &first_in.frame),
+            "request {i}"
+        );
+        let again = dp.run_in(&r.ns, "in0", &reply);
+        assert_eq!(
+            (again.action, &again.frame),
+            (first_back.action, &first_back.frame),
+            "reply {i}"
+        );
+    }
+}
+
+#[test]
 fn udp_in_and_back_out_and_a_zero_checksum_stays_zero() {
     let r = router();
     let dp = dataplane();

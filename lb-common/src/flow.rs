@@ -15,6 +15,16 @@ pub struct FlowKey {
     pub _pad2: u16,
 }
 
+impl FlowKey {
+    /// The key's memory as two words (`src` and `dst`; the ports, `proto` and the padding):
+    /// the data plane compares keys in two steps instead of seven.
+    #[inline(always)]
+    pub const fn words(&self) -> [u64; 2] {
+        // SAFETY: FlowKey is 16 bytes of plain integers with no implicit padding.
+        unsafe { core::mem::transmute(*self) }
+    }
+}
+
 /// A NAT flow's next hop as the kernel's FIB last gave it, so established packets skip the
 /// FIB lookup. It is asked again when the clock's tick changes, so a changed route or
 /// neighbour is followed within about a second. All zero: not looked up yet.
@@ -44,18 +54,34 @@ pub struct FlowValue {
 }
 
 /// A slot of the data plane's per-CPU flow cache (`FLOW_CACHE`, not pinned, never read by
-/// the controller): a DR flow that went through the connection table at clock tick `seen`.
-/// For the rest of that tick its packets skip the connection-table lookup, a call into the
-/// kernel's hash map that was two thirds of the established DR path's cost.
+/// the controller): a flow whose packet went through the connection table (`FLOWS`, or
+/// `NAT_REVERSE` for a NAT reply) at clock tick `seen`. For the rest of that tick its packets
+/// skip that lookup, a call into the kernel's hash map that was two thirds of the established
+/// DR path's cost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedFlow {
+    /// The packet's 5-tuple (a client's flow, or a NAT reply's).
     pub key: FlowKey,
     pub real: u32,
     pub generation: u32,
     pub seen: u32,
-    pub _pad: u32,
+    /// `CACHE_EPOCH` when cached: the controller's changes since then void the slot.
+    pub epoch: u32,
+    /// NAT replies: the VIP and service port their source becomes.
+    pub vip: u32,
+    pub vip_port: u16,
+    /// `CACHED_TO_REAL` or `CACHED_NAT_REPLY`: a reply's 5-tuple is never taken for a
+    /// client's, even if a real sends to a VIP from its service port.
+    pub direction: u8,
+    pub _pad: u8,
+    /// NAT: the next hop, as the connection-table entry had it at tick `seen`.
+    pub hop: NextHop,
 }
+
+/// `CachedFlow::direction`.
+pub const CACHED_TO_REAL: u8 = 1;
+pub const CACHED_NAT_REPLY: u8 = 2;
 
 /// `FlowValue::flags` / `NatReverse::flags`: a TCP FIN or RST was seen in either direction,
 /// so the real's `closing_timeout` applies.

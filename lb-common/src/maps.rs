@@ -9,7 +9,7 @@ pub const MAX_VIP_PORTS: u32 = 4096;
 pub const MAX_REALS: u32 = 4096;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
-/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 32 bytes each: 1 MiB per CPU).
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 60 bytes each: 1.9 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
@@ -38,6 +38,10 @@ pub const MAP_META: &str = "META";
 /// One u64: jiffies, as the clock program (`CLOCK_PROGRAM`) last read them, for the
 /// controller (userspace cannot read jiffies).
 pub const MAP_CLOCK: &str = "CLOCK";
+/// One u32, not pinned: bumped by the controller after each change it makes to the maps. The
+/// data plane's flow cache (`FLOW_CACHE`, not pinned either) ignores slots cached under an
+/// earlier epoch, so a change takes effect at once, not at the next clock tick.
+pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";

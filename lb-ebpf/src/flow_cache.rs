@@ -1,54 +1,101 @@
-//! A per-CPU, direct-mapped cache in front of the connection table, for DR flows only.
+//! A per-CPU, direct-mapped cache in front of the connection tables, looked up before
+//! anything else.
 //!
 //! The connection-table lookup is a call into the kernel's LRU hash map: 25 of the 39 ns the
-//! established DR path costs above a bare XDP_TX. A slot here is found with an inline hash and
-//! an array read. The connection table stays the authority: a flow is cached only after a
-//! packet went through it at this clock tick, and the cache is trusted only for the rest of
-//! that tick. So the first packet of every tick still refreshes the flow's age, its LRU
-//! position and a persistent client's memory, and a flow rescheduled on another CPU is seen
-//! within a tick. The real is checked on every hit (up, same generation), so a real going
-//! down or its id being reused takes effect at once, as on the slow path. FIN/RST packets
-//! always take the slow path, which marks the flow closing.
+//! established DR path cost above a bare XDP_TX, and as much on both NAT directions. A slot
+//! here is found with an inline hash and an array read. The tables stay the authority:
+//! - a flow is cached only after a packet went through its table entry at this clock tick,
+//!   and the slot is trusted only for the rest of that tick. So the first packet of every
+//!   tick still refreshes the entry's age and LRU position, a persistent client's memory and
+//!   (NAT) the next hop, which the slot copies; a flow rescheduled on another CPU is seen
+//!   within a tick;
+//! - a slot is void once the controller changes anything (`CACHE_EPOCH`), so a service or
+//!   port removed by a reload stops forwarding at once, as when the filters came first;
+//! - the real is checked on every hit (up, for a client's packets, and the same generation),
+//!   so a real going down or its id being reused takes effect at once;
+//! - FIN/RST packets always take the table path, which marks the flow closing.
 
 use lb_common::{
-    flow::{CachedFlow, FlowKey},
-    hash::flow_hash,
+    flow::{CACHED_NAT_REPLY, CACHED_TO_REAL, CachedFlow, FlowKey, NatReverse, NextHop},
     maps::FLOW_CACHE_SLOTS,
 };
 
-use crate::maps::FLOW_CACHE;
+use crate::maps::{CACHE_EPOCH, FLOW_CACHE};
 
+/// The slot of a 5-tuple: Fibonacci hashing of the tuple folded into one word, whose top bits
+/// depend on every input bit. One multiply, where the Maglev hash chains four: a weaker
+/// spread only costs hit rate (two flows sharing a slot take turns), never correctness.
 #[inline(always)]
 fn slot(flow: &FlowKey) -> u32 {
-    flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto) & (FLOW_CACHE_SLOTS - 1)
+    let addrs = ((flow.src as u64) << 32) | flow.dst as u64;
+    let rest = ((flow.sport as u64) << 48) | ((flow.dport as u64) << 32) | flow.proto as u64;
+    ((addrs ^ rest).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FLOW_CACHE_SLOTS.trailing_zeros()))
+        as u32
 }
 
-/// The real id and generation cached for `flow` at tick `now`, if any.
+/// The slot caching `flow` at tick `now`, if any; its `direction` says which table it is from.
 #[inline(always)]
-pub fn get(flow: &FlowKey, now: u32) -> Option<(u32, u32)> {
-    let cached = FLOW_CACHE.get_ptr(slot(flow))?;
-    // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
-    let cached = unsafe { &*cached };
-    if cached.seen == now && cached.key == *flow {
-        Some((cached.real, cached.generation))
+pub fn get(flow: &FlowKey, now: u32) -> Option<&'static mut CachedFlow> {
+    let cached = FLOW_CACHE.get_ptr_mut(slot(flow))?;
+    // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
+    let cached = unsafe { &mut *cached };
+    if cached.seen == now && cached.key.words() == flow.words() && cached.epoch == epoch() {
+        Some(cached)
     } else {
         None
     }
 }
 
-/// Caches `flow`'s real for the rest of tick `now`.
+/// Caches a client's flow to `real` (NAT: with the next hop found at tick `now`).
 #[inline(always)]
-pub fn put(flow: &FlowKey, real: u32, generation: u32, now: u32) {
-    if let Some(cached) = FLOW_CACHE.get_ptr_mut(slot(flow)) {
+pub fn put_to_real(flow: &FlowKey, real: u32, generation: u32, now: u32, hop: NextHop) {
+    put(CachedFlow {
+        key: *flow,
+        real,
+        generation,
+        seen: now,
+        epoch: epoch(),
+        vip: 0,
+        vip_port: 0,
+        direction: CACHED_TO_REAL,
+        _pad: 0,
+        hop: NextHop {
+            checked: now,
+            ..hop
+        },
+    });
+}
+
+/// Caches a NAT reply's translation back to `vip`:`vip_port`, with its next hop.
+#[inline(always)]
+pub fn put_nat_reply(reply: &FlowKey, back: &NatReverse, now: u32, hop: NextHop) {
+    put(CachedFlow {
+        key: *reply,
+        real: back.real,
+        generation: back.generation,
+        seen: now,
+        epoch: epoch(),
+        vip: back.vip,
+        vip_port: back.vip_port,
+        direction: CACHED_NAT_REPLY,
+        _pad: 0,
+        hop: NextHop {
+            checked: now,
+            ..hop
+        },
+    });
+}
+
+/// The controller's change counter.
+#[inline(always)]
+fn epoch() -> u32 {
+    CACHE_EPOCH.get(0).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn put(entry: CachedFlow) {
+    if let Some(cached) = FLOW_CACHE.get_ptr_mut(slot(&entry.key)) {
         // SAFETY: as above.
-        unsafe {
-            *cached = CachedFlow {
-                key: *flow,
-                real,
-                generation,
-                seen: now,
-                _pad: 0,
-            }
-        };
+        unsafe { *cached = entry };
     }
 }

@@ -1,10 +1,12 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
-//! Every packet goes parse -> classify (could it be for a VIP?) -> schedule (which real?) ->
-//! rewrite -> action. Anything that is not for a configured VIP:port:protocol leaves
+//! Every packet goes parse -> flow cache (seen this tick?), else classify (could it be for a
+//! VIP?) -> schedule (which real?) -> rewrite -> action. Anything that is not for a configured VIP:port:protocol leaves
 //! untouched with XDP_PASS, so the host's own traffic is never disturbed.
 #![no_std]
 #![no_main]
+// parse::opaque: an empty asm statement, to hide a value's known bits from the optimiser.
+#![feature(asm_experimental_arch)]
 
 mod age;
 mod classify;
@@ -19,7 +21,8 @@ mod stats;
 mod zero;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{counters::Reason, service::REAL_NAT};
+use lb_common::{counters::Reason, flow::CACHED_NAT_REPLY, service::REAL_NAT};
+use parse::Packet;
 
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
@@ -35,33 +38,62 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Where a packet goes: to a real (DR or NAT), or back to a client as a NAT reply.
+enum Path {
+    ToReal(schedule::Chosen),
+    NatReply(nat::ReplyTo),
+}
+
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
-    if classify::maybe_to_vip(&packet) {
-        classify::unicast(&packet)?;
-        match schedule::pick_real(&packet) {
-            Ok(chosen) if chosen.real.flags & REAL_NAT != 0 => {
-                return nat::inbound(ctx, &packet, &chosen);
+    let now = age::now();
+    match route(&packet, now)? {
+        Path::ToReal(chosen) if chosen.real.flags & REAL_NAT != 0 => {
+            nat::inbound(ctx, &packet, &chosen)
+        }
+        Path::ToReal(chosen) => {
+            dr::rewrite(&packet, &chosen.real.mac);
+            stats::count_forwarded(
+                chosen.real.service,
+                chosen.id,
+                packet.frame_len,
+                chosen.new_flow,
+            );
+            Ok(xdp_action::XDP_TX)
+        }
+        Path::NatReply(to) => nat::reply(ctx, &packet, &to, now),
+    }
+}
+
+#[inline(always)]
+fn route(packet: &Packet, now: u32) -> Result<Path, Reason> {
+    // A flow that went through its table this tick is served from the flow cache, before the
+    // filters: no hash lookup at all on the established path.
+    if !packet.closes
+        && let Some(slot) = flow_cache::get(&packet.flow, now)
+    {
+        classify::unicast(packet)?;
+        if slot.direction == CACHED_NAT_REPLY {
+            if let Some(to) = nat::cached_reply(slot) {
+                return Ok(Path::NatReply(to));
             }
-            Ok(chosen) => {
-                dr::rewrite(&packet, &chosen.real.mac);
-                stats::count_forwarded(
-                    chosen.real.service,
-                    chosen.id,
-                    packet.frame_len,
-                    chosen.new_flow,
-                );
-                return Ok(xdp_action::XDP_TX);
-            }
+        } else if let Some(chosen) = schedule::cached(slot, now) {
+            return Ok(Path::ToReal(chosen));
+        }
+    }
+    if classify::maybe_to_vip(packet) {
+        classify::unicast(packet)?;
+        match schedule::pick_real(packet, now) {
+            Ok(chosen) => return Ok(Path::ToReal(chosen)),
             // A filter collision: not a VIP after all, but it may still be a NAT reply.
             Err(Reason::NotForVip) => {}
             Err(reason) => return Err(reason),
         }
     }
-    if classify::maybe_from_nat_real(&packet) {
-        classify::unicast(&packet)?;
-        return nat::reply(ctx, &packet);
+    if classify::maybe_from_nat_real(packet) {
+        classify::unicast(packet)?;
+        return Ok(Path::NatReply(nat::tracked_reply(packet, now)?));
     }
     Err(Reason::NotForVip)
 }

@@ -56,10 +56,15 @@ pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_TABLES * MAGLEV_TABLE_SIZE,
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
 
-/// Per-CPU cache of DR flows seen this clock tick (flow_cache.rs). Not pinned: a new program
-/// starts with it empty.
+/// Per-CPU cache of flows seen in their table this clock tick (flow_cache.rs). Not pinned: a
+/// new program starts with it empty.
 #[map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
+/// The controller's change counter (`lb_common::maps::MAP_CACHE_EPOCH`); not pinned, like the
+/// cache it invalidates.
+#[map]
+pub static CACHE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Persistence: (service, masked client address) -> the client's real.
 #[map]

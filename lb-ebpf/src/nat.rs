@@ -12,12 +12,12 @@ use aya_ebpf::{
 use lb_common::{
     IPPROTO_UDP,
     counters::Reason,
-    flow::{FLOW_CLOSING, FlowKey, NatReverse, NextHop},
+    flow::{CachedFlow, FLOW_CLOSING, FlowKey, NatReverse, NextHop},
     service::Real,
 };
 
 use crate::{
-    age, csum,
+    age, csum, flow_cache,
     maps::{FLOWS, NAT_REVERSE, REALS},
     parse::Packet,
     schedule::Chosen,
@@ -44,14 +44,8 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     let real = chosen.real;
     let port = real_port(flow, real);
     ttl_allows_forwarding(packet)?;
-    let cache = if chosen.entry.is_null() {
-        core::ptr::null_mut()
-    } else {
-        // SAFETY: a map value pointer from a successful lookup.
-        unsafe { &mut (*chosen.entry).hop as *mut NextHop }
-    };
     let route = next_hop(
-        ctx, packet, cache, chosen.now, flow.src, real.addr, flow.sport, port,
+        ctx, packet, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
     )?;
     if chosen.new_flow {
         let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
@@ -81,6 +75,9 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         Route::Found(hop) => {
             rewrite(ctx, packet, DPORT, real.addr, port, true)?;
             stats::count_forwarded(real.service, chosen.id, packet.frame_len, chosen.new_flow);
+            if chosen.via_table {
+                flow_cache::put_to_real(flow, chosen.id, real.generation, chosen.now, hop);
+            }
             Ok(send(ctx, packet, &hop))
         }
     }
@@ -143,10 +140,72 @@ pub fn mark_reply_closing(flow: &FlowKey, real: &Real) {
     }
 }
 
-/// Real -> client: a reply of a live NAT flow, if the reverse table knows it. Replies of a
-/// flow that expired, or of a real whose id now belongs to another, are left to the kernel.
+/// A NAT reply's translation: the VIP:port its source becomes, and where its next hop is kept.
+pub struct ReplyTo {
+    vip: u32,
+    vip_port: u16,
+    id: u32,
+    real: &'static Real,
+    hop: *mut NextHop,
+    /// Found in `NAT_REVERSE` (not the flow cache): cache it once the next hop is known.
+    entry: *mut NatReverse,
+}
+
+/// Real -> client: a reply of a live NAT flow (`cached_reply` or `tracked_reply`) gets the
+/// VIP:port back as its source.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
+pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Result<u32, Reason> {
+    let flow = &packet.flow;
+    ttl_allows_forwarding(packet)?;
+    match next_hop(
+        ctx,
+        packet,
+        to.hop,
+        now,
+        to.vip,
+        flow.dst,
+        to.vip_port,
+        flow.dport,
+    )? {
+        Route::NoNeighbour => {
+            rewrite(ctx, packet, SPORT, to.vip, to.vip_port, false)?;
+            Err(Reason::NoNeighbour)
+        }
+        Route::Found(hop) => {
+            rewrite(ctx, packet, SPORT, to.vip, to.vip_port, true)?;
+            stats::count_forwarded(to.real.service, to.id, packet.frame_len, false);
+            if !to.entry.is_null() {
+                // SAFETY: a map value pointer from a successful lookup.
+                flow_cache::put_nat_reply(flow, unsafe { &*to.entry }, now, hop);
+            }
+            Ok(send(ctx, packet, &hop))
+        }
+    }
+}
+
+/// A reply served by its flow-cache slot (`flow_cache::get`), if the real's id still
+/// belongs to the same real.
+#[inline(always)]
+pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
+    let real = REALS.get(slot.real)?;
+    if real.generation != slot.generation {
+        return None;
+    }
+    Some(ReplyTo {
+        vip: slot.vip,
+        vip_port: slot.vip_port,
+        id: slot.real,
+        real,
+        hop: &mut slot.hop,
+        entry: core::ptr::null_mut(),
+    })
+}
+
+/// A reply's translation from `NAT_REVERSE`, if its flow is live (replies of a flow that
+/// expired, or of a real whose id now belongs to another, are left to the kernel); refreshes
+/// the entry.
+#[inline(always)]
+pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
     let flow = &packet.flow;
     let Some(entry) = NAT_REVERSE.get_ptr_mut(flow) else {
         return Err(Reason::NotForVip);
@@ -168,7 +227,6 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
         Some(real) if real.generation == generation => real,
         _ => return Err(Reason::NotForVip),
     };
-    let now = age::now();
     let client_side = forward_key(flow, vip, vip_port);
     if !age::alive(seen, flags, real, now) && !forward_alive(&client_side, real, now) {
         return Err(Reason::NotForVip);
@@ -180,20 +238,15 @@ pub fn reply(ctx: &XdpContext, packet: &Packet) -> Result<u32, Reason> {
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { age::mark_closing(&mut (*forward).flags) };
     }
-    ttl_allows_forwarding(packet)?;
-    // SAFETY: as above.
-    let cache = unsafe { &mut (*entry).hop as *mut NextHop };
-    match next_hop(ctx, packet, cache, now, vip, flow.dst, vip_port, flow.dport)? {
-        Route::NoNeighbour => {
-            rewrite(ctx, packet, SPORT, vip, vip_port, false)?;
-            Err(Reason::NoNeighbour)
-        }
-        Route::Found(hop) => {
-            rewrite(ctx, packet, SPORT, vip, vip_port, true)?;
-            stats::count_forwarded(real.service, id, packet.frame_len, false);
-            Ok(send(ctx, packet, &hop))
-        }
-    }
+    Ok(ReplyTo {
+        vip,
+        vip_port,
+        id,
+        real,
+        // SAFETY: a field of the entry found above.
+        hop: unsafe { &mut (*entry).hop },
+        entry,
+    })
 }
 
 #[inline(always)]

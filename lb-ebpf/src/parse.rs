@@ -7,7 +7,7 @@
 //! reassembled. TCP sets DF and never fragments; a UDP service with large datagrams shows up
 //! in that counter. Fragments to any other address are passed untouched.
 
-use core::mem::size_of;
+use core::{mem::size_of, ptr::read_unaligned};
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP, counters::Reason, flow::FlowKey};
@@ -34,6 +34,8 @@ pub struct Packet {
     pub frame_len: u64,
 }
 
+/// Offset of the source address in the IPv4 header (the destination follows it).
+const IP_SRC: usize = 12;
 /// The flags byte of the TCP header, and the flags in it that end a connection.
 const TCP_FLAGS: usize = 13;
 const TCP_FIN_OR_RST: u8 = 0x01 | 0x04;
@@ -49,6 +51,18 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
     Ok((start + offset) as *mut T)
 }
 
+/// The frame's start is a 32-bit context field to the compiler, which may then spill the
+/// pointer with a 32-bit store, and the verifier refuses a partial spill of a pointer. After
+/// an empty asm statement the compiler no longer knows the upper half is zero; unlike
+/// black_box, it clobbers no memory and costs nothing.
+#[inline(always)]
+fn opaque<T>(pointer: *mut T) -> *mut T {
+    let mut value = pointer as u64;
+    // SAFETY: an empty instruction sequence; it only hides the value from the optimiser.
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack)) };
+    value as *mut T
+}
+
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
 /// More-fragments flag and fragment offset, in the on-wire bytes of `Ipv4Hdr::frags`.
@@ -56,7 +70,7 @@ const IP_MF_OR_OFFSET: u16 = 0x3fff;
 
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    let eth: *mut EthHdr = opaque(ptr_at(ctx, 0)?);
     let mut l3 = EthHdr::LEN;
     // SAFETY: ptr_at checked the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
@@ -72,13 +86,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: as above.
-    let (vihl, proto, frags, dst, src, tot_len) = unsafe {
+    let (vihl, proto, frags, dst, tot_len) = unsafe {
         (
             (*ip).vihl,
             (*ip).proto,
             u16::from_be_bytes((*ip).frags),
             u32::from_ne_bytes((*ip).dst_addr),
-            u32::from_ne_bytes((*ip).src_addr),
             u16::from_be_bytes((*ip).tot_len) as usize,
         )
     };
@@ -105,43 +118,40 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         return Err(Reason::Malformed);
     }
     // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
-    let (l4_ptr, sport, dport, closes) = if proto == IPPROTO_TCP {
+    let (l4_ptr, closes) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above; the flags byte is inside the checked header.
-        unsafe {
-            (
-                tcp as *mut u8,
-                u16::from_ne_bytes((*tcp).source),
-                u16::from_ne_bytes((*tcp).dest),
-                *(tcp as *const u8).add(TCP_FLAGS) & TCP_FIN_OR_RST != 0,
-            )
-        }
+        let closes = unsafe { *(tcp as *const u8).add(TCP_FLAGS) & TCP_FIN_OR_RST != 0 };
+        (tcp as *mut u8, closes)
     } else {
         let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: as above.
-        unsafe {
-            (
-                udp as *mut u8,
-                u16::from_ne_bytes((*udp).src),
-                u16::from_ne_bytes((*udp).dst),
-                false,
-            )
-        }
+        (udp as *mut u8, false)
+    };
+    // Two loads for the key: source and destination address are adjacent in the IPv4 header,
+    // and so are the two ports at the start of TCP and UDP.
+    // SAFETY: parse bounds-checked the IPv4 header and at least a UDP header at `l4_ptr`; the
+    // data plane is built with misaligned access allowed.
+    let (addrs, ports) = unsafe {
+        (
+            read_unaligned((ip as *const u8).add(IP_SRC) as *const [u32; 2]),
+            read_unaligned(l4_ptr as *const [u16; 2]),
+        )
+    };
+    let flow = FlowKey {
+        src: addrs[0],
+        dst: addrs[1],
+        sport: ports[0],
+        dport: ports[1],
+        proto,
+        _pad1: 0,
+        _pad2: 0,
     };
 
     Ok(Packet {
         eth,
         ip,
         l4: l4_ptr,
-        flow: FlowKey {
-            src,
-            dst,
-            sport,
-            dport,
-            proto,
-            _pad1: 0,
-            _pad2: 0,
-        },
+        flow,
         closes,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })

@@ -1,4 +1,4 @@
-//! Which real gets a packet. The flow cache first (flow_cache.rs: DR flows already seen in the
+//! Which real gets a packet. The flow cache first (flow_cache.rs: flows already seen in the
 //! connection table this clock tick), then the connection table: an established flow is forwarded
 //! from its entry and the real alone, with no service lookup. On a miss, the service
 //! (VIP:port:protocol): a persistent client's remembered real, else its Maglev table indexed
@@ -13,7 +13,7 @@
 use lb_common::{
     clock::fresh,
     counters::Reason,
-    flow::{FLOW_CLOSING, FlowKey, FlowValue, PersistKey, PersistValue},
+    flow::{CachedFlow, FLOW_CLOSING, FlowKey, FlowValue, NextHop, PersistKey, PersistValue},
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{
@@ -35,30 +35,41 @@ pub struct Chosen {
     /// The real's map entry, read field by field (copying it whole costs every packet).
     pub real: &'static Real,
     pub new_flow: bool,
-    /// The flow's connection-table entry (null if none was stored), for NAT's next-hop cache.
-    pub entry: *mut FlowValue,
+    /// Where NAT keeps the flow's next hop: in its connection-table entry, or in the flow-cache
+    /// slot that served this packet; null if the flow could not be stored.
+    pub hop: *mut NextHop,
+    /// The packet went through the connection table, so NAT may cache the flow once its next
+    /// hop is known.
+    pub via_table: bool,
     /// The clock tick this packet was handled at.
     pub now: u32,
 }
 
+/// A client's flow served by its flow-cache slot (`flow_cache::get`), if its real is still up
+/// and the same one.
 #[inline(always)]
-pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
-    let flow = &packet.flow;
-    let now = age::now();
-    if !packet.closes
-        && let Some((id, generation)) = flow_cache::get(flow, now)
-        && let Some(real) = usable_real(id)
-        && real.generation == generation
-        && real.flags & REAL_NAT == 0
+pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
+    let real = usable_real(slot.real)?;
+    // A NAT flow is cached with its next hop, a DR flow without: a real whose mode changed
+    // under the same id takes the table path.
+    if real.generation != slot.generation || (real.flags & REAL_NAT == 0) != (slot.hop.ifindex == 0)
     {
-        return Ok(Chosen {
-            id,
-            real,
-            new_flow: false,
-            entry: core::ptr::null_mut(),
-            now,
-        });
+        return None;
     }
+    Some(Chosen {
+        id: slot.real,
+        real,
+        new_flow: false,
+        hop: &mut slot.hop,
+        via_table: false,
+        now,
+    })
+}
+
+/// The real for a packet to a VIP, from the connection table or by scheduling it.
+#[inline(always)]
+pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
+    let flow = &packet.flow;
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
         let (id, generation, seen, flags) = unsafe {
@@ -85,13 +96,15 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
                 nat::mark_reply_closing(flow, real);
             }
             if real.flags & REAL_NAT == 0 {
-                flow_cache::put(flow, id, generation, now);
+                flow_cache::put_to_real(flow, id, generation, now, NextHop::default());
             }
             return Ok(Chosen {
                 id,
                 real,
                 new_flow: false,
-                entry,
+                // SAFETY: a field of the entry found above.
+                hop: unsafe { &mut (*entry).hop },
+                via_table: true,
                 now,
             });
         }
@@ -125,7 +138,8 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
             id,
             real,
             new_flow: true,
-            entry: core::ptr::null_mut(),
+            hop: core::ptr::null_mut(),
+            via_table: false,
             now,
         });
     }
@@ -143,14 +157,25 @@ pub fn pick_real(packet: &Packet) -> Result<Chosen, Reason> {
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
     if real.flags & REAL_NAT == 0 {
-        flow_cache::put(flow, id, real.generation, now);
+        flow_cache::put_to_real(flow, id, real.generation, now, NextHop::default());
     }
-    let entry = FLOWS.get_ptr_mut(flow).unwrap_or(core::ptr::null_mut());
+    let Some(entry) = FLOWS.get_ptr_mut(flow) else {
+        return Ok(Chosen {
+            id,
+            real,
+            new_flow: true,
+            hop: core::ptr::null_mut(),
+            via_table: false,
+            now,
+        });
+    };
     Ok(Chosen {
         id,
         real,
         new_flow: true,
-        entry,
+        // SAFETY: a field of a map value pointer from a successful lookup.
+        hop: unsafe { &mut (*entry).hop },
+        via_table: true,
         now,
     })
 }

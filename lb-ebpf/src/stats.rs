@@ -28,7 +28,9 @@ fn add_traffic(counters: Option<*mut TrafficCounters>, bytes: u64, new_flow: boo
         unsafe {
             (*counters).packets += 1;
             (*counters).bytes += bytes;
-            (*counters).new_flows += new_flow as u64;
+            if new_flow {
+                (*counters).new_flows += 1;
+            }
         }
     }
 }

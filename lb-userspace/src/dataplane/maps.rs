@@ -37,6 +37,9 @@ pub struct Maps {
     pub meta: Array<MapData, u32>,
     /// Entry 0: jiffies, stored by the clock program (`dataplane::clock`).
     pub clock: Array<MapData, u64>,
+    /// Entry 0: the flow cache's epoch (`MAP_CACHE_EPOCH`). Not pinned, so only the process
+    /// that loaded the program has it; maps opened from the pins (read-only uses) do not.
+    pub cache_epoch: Option<Array<MapData, u32>>,
 }
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
@@ -45,10 +48,28 @@ pub const VIP_ADDR_ADDED: u32 = 1;
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps> {
-        Maps::from_source(|name| {
+        let cache_epoch = ebpf
+            .take_map(MAP_CACHE_EPOCH)
+            .context("map CACHE_EPOCH missing from the program")?
+            .try_into()?;
+        let mut maps = Maps::from_source(|name| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the program"))
-        })
+        })?;
+        maps.cache_epoch = Some(cache_epoch);
+        Ok(maps)
+    }
+
+    /// Voids the data plane's flow cache: called after every change to the maps, so the
+    /// change applies to the next packet of every flow.
+    pub fn void_flow_cache(&mut self) -> Result<()> {
+        if let Some(epoch) = &mut self.cache_epoch {
+            let next = epoch.get(&0, 0)?.wrapping_add(1);
+            epoch
+                .set(0, next, 0)
+                .context("bumping the flow cache epoch")?;
+        }
+        Ok(())
     }
 
     /// Opens the maps a running (or crashed) balancer pinned under `pin_dir`.
@@ -81,6 +102,7 @@ impl Maps {
             reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,
             meta: map(MAP_META)?.try_into()?,
             clock: map(MAP_CLOCK)?.try_into()?,
+            cache_epoch: None,
         })
     }
 }

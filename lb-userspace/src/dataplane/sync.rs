@@ -429,7 +429,7 @@ impl Sync {
         self.service_ids = service_ids;
         self.real_ids = real_ids;
         self.reals_view = view;
-        Ok(())
+        maps.void_flow_cache()
     }
 
     fn retire(&mut self, maps: &mut Maps, id: u32) -> Result<()> {
