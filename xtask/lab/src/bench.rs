@@ -480,6 +480,7 @@ fn compare(pin_dir: &std::path::Path, baseline: &std::path::Path) -> Result<()> 
     let established = tcp_frame(CLIENT, 40000, DR_VIP, 104, false);
     let request = tcp_frame(CLIENT, 50000, NAT_VIP, 443, false);
     let reply = tcp_frame(NAT_REAL, 8443, CLIENT, 50000, false);
+    let no_vip = tcp_frame(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104, false);
     let nat = [XDP_TX, XDP_REDIRECT];
     let cpu = last_cpu();
     let rows = in_netns(&bench.router.ns, || {
@@ -498,6 +499,10 @@ fn compare(pin_dir: &std::path::Path, baseline: &std::path::Path) -> Result<()> 
             (
                 "DR established flow",
                 Box::new(|p| repeated_once(p, &established, XDP_TX)),
+            ),
+            (
+                "packet to no VIP",
+                Box::new(|p| repeated_once(p, &no_vip, XDP_PASS)),
             ),
             (
                 "NAT inbound",
