@@ -11,6 +11,8 @@
 //! the kernel recycles pages a forwarder rewrote. Cases: a bare MAC-swapping XDP forwarder
 //! (the ceiling), xdplb DR, xdplb NAT (one-arm, VIP:53 → real:5353), and the kernel's
 //! nftables DNAT (the path users have today; b0 runs an XDP_PASS program so the veth delivers).
+//! Every forwarder is loaded once, and a case starts by putting its program in b0's one XDP
+//! link (`Forwarders`), so rounds are short and ratios are taken within a round.
 
 use std::{
     net::Ipv4Addr,
@@ -163,7 +165,7 @@ fn pin_napi_threads(prefixes: &[(&str, usize)]) -> Result<()> {
     }
     ensure!(
         pinned == prefixes.len(),
-        "found {pinned} of {} NAPI threads",
+        "found {pinned} NAPI threads for the bench's {} veths (is another bench running?)",
         prefixes.len()
     );
     Ok(())
