@@ -22,24 +22,24 @@ use lb_common::{
 
 use crate::maps::{CACHE_EPOCH, FLOW_CACHE};
 
-/// The slot of a 5-tuple: Fibonacci hashing of the tuple folded into one word, whose top bits
-/// depend on every input bit. One multiply, where the Maglev hash chains four: a weaker
-/// spread only costs hit rate (two flows sharing a slot take turns), never correctness.
+/// The slot of a 5-tuple, from its two words (`FlowKey::words`): Fibonacci hashing of the
+/// words folded into one, whose top bits depend on every input bit. One multiply, where the
+/// Maglev hash chains four: a weaker spread only costs hit rate (two flows sharing a slot take
+/// turns), never correctness.
 #[inline(always)]
-fn slot(flow: &FlowKey) -> u32 {
-    let addrs = ((flow.src as u64) << 32) | flow.dst as u64;
-    let rest = ((flow.sport as u64) << 48) | ((flow.dport as u64) << 32) | flow.proto as u64;
-    ((addrs ^ rest).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FLOW_CACHE_SLOTS.trailing_zeros()))
-        as u32
+fn slot(words: [u64; 2]) -> u32 {
+    let folded = words[0] ^ (words[1] << 16);
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FLOW_CACHE_SLOTS.trailing_zeros())) as u32
 }
 
-/// The slot caching `flow` at tick `now`, if any; its `direction` says which table it is from.
+/// The slot caching the flow whose key is `words` (`Packet::key_words`) at tick `now`, if any;
+/// its `direction` says which table it is from.
 #[inline(always)]
-pub fn get(flow: &FlowKey, now: u32) -> Option<&'static mut CachedFlow> {
-    let cached = FLOW_CACHE.get_ptr_mut(slot(flow))?;
+pub fn get(words: [u64; 2], now: u32) -> Option<&'static mut CachedFlow> {
+    let cached = FLOW_CACHE.get_ptr_mut(slot(words))?;
     // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
     let cached = unsafe { &mut *cached };
-    if cached.seen == now && cached.key.words() == flow.words() && cached.epoch == epoch() {
+    if cached.seen == now && cached.key.words() == words && cached.epoch == epoch() {
         Some(cached)
     } else {
         None
@@ -94,7 +94,7 @@ fn epoch() -> u32 {
 
 #[inline(always)]
 fn put(entry: CachedFlow) {
-    if let Some(cached) = FLOW_CACHE.get_ptr_mut(slot(&entry.key)) {
+    if let Some(cached) = FLOW_CACHE.get_ptr_mut(slot(entry.key.words())) {
         // SAFETY: as above.
         unsafe { *cached = entry };
     }

@@ -71,7 +71,7 @@ fn route(packet: &Packet, now: u32) -> Result<Path, Reason> {
     // A flow that went through its table this tick is served from the flow cache, before the
     // filters: no hash lookup at all on the established path.
     if !packet.closes
-        && let Some(slot) = flow_cache::get(&packet.flow, now)
+        && let Some(slot) = flow_cache::get(packet.key_words, now)
     {
         classify::unicast(packet)?;
         if slot.direction == CACHED_NAT_REPLY {

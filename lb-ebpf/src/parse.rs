@@ -28,6 +28,9 @@ pub struct Packet {
     /// Start of the TCP or UDP header; at least a whole header of `flow.proto` is in the frame.
     pub l4: *mut u8,
     pub flow: FlowKey,
+    /// `flow.words()`, computed from the packet's loads: read back from `flow`, which is
+    /// stored field by field, each word would wait for several stores to reach the cache.
+    pub key_words: [u64; 2],
     /// TCP with FIN or RST set: the connection is ending.
     pub closes: bool,
     /// Whole frame length, for byte counters.
@@ -133,25 +136,29 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     // data plane is built with misaligned access allowed.
     let (addrs, ports) = unsafe {
         (
-            read_unaligned((ip as *const u8).add(IP_SRC) as *const [u32; 2]),
-            read_unaligned(l4_ptr as *const [u16; 2]),
+            read_unaligned((ip as *const u8).add(IP_SRC) as *const u64),
+            read_unaligned(l4_ptr as *const u32),
         )
     };
+    // Little endian (the bpfel target): each field is its bytes on the wire, and `proto`
+    // follows the ports in the key's second word.
     let flow = FlowKey {
-        src: addrs[0],
-        dst: addrs[1],
-        sport: ports[0],
-        dport: ports[1],
+        src: addrs as u32,
+        dst: (addrs >> 32) as u32,
+        sport: ports as u16,
+        dport: (ports >> 16) as u16,
         proto,
         _pad1: 0,
         _pad2: 0,
     };
+    let key_words = [addrs, ports as u64 | (proto as u64) << 32];
 
     Ok(Packet {
         eth,
         ip,
         l4: l4_ptr,
         flow,
+        key_words,
         closes,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
     })
