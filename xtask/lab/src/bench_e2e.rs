@@ -47,7 +47,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 /// Frames per generator run, and rounds (every path once per round).
 const FRAMES: u32 = 2_000_000;
-const RUNS: usize = 25;
+const RUNS: usize = 41;
 /// Frames the kernel sends per batch in live-frames mode.
 const BATCH: u32 = 64;
 
