@@ -1,8 +1,10 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
-//! Every packet goes parse -> flow cache (seen this tick?), else classify (could it be for a
-//! VIP?) -> schedule (which real?) -> rewrite -> action. Anything that is not for a configured VIP:port:protocol leaves
-//! untouched with XDP_PASS, so the host's own traffic is never disturbed.
+//! Every packet goes parse -> flow cache (its flow went through its table this tick?), else
+//! classify (could it be for a VIP, or a NAT reply?) -> schedule (which real?) or the NAT
+//! reverse table -> rewrite -> action. Anything that is not for a configured
+//! VIP:port:protocol leaves untouched with XDP_PASS, so the host's own traffic is never
+//! disturbed.
 #![no_std]
 #![no_main]
 // parse::opaque: an empty asm statement, to hide a value's known bits from the optimiser.

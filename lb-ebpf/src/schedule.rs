@@ -1,9 +1,9 @@
-//! Which real gets a packet. The flow cache first (flow_cache.rs: flows already seen in the
-//! connection table this clock tick), then the connection table: an established flow is forwarded
-//! from its entry and the real alone, with no service lookup. On a miss, the service
-//! (VIP:port:protocol): a persistent client's remembered real, else its Maglev table indexed
-//! by the flow hash (by the client address alone with `source-hash`), and the choice is
-//! remembered.
+//! Which real gets a packet. A flow the cache holds (flow_cache.rs, looked up in main.rs
+//! before anything else) keeps its real while that real is up (`cached`). Otherwise the
+//! connection table: an established flow is forwarded from its entry and the real alone,
+//! with no service lookup. On a miss, the service (VIP:port:protocol): a persistent client's
+//! remembered real, else its Maglev table indexed by the flow hash (by the client address
+//! alone with `source-hash`), and the choice is remembered.
 //!
 //! A remembered real that went down, left the policy or whose id was given to another real is
 //! not used, nor is an entry that has expired (`age`): the flow is scheduled afresh (or
