@@ -45,6 +45,22 @@ pub struct Chosen {
     pub now: u32,
 }
 
+impl Chosen {
+    /// A new flow with no connection-table entry: source hashing (DR), or the table did not
+    /// take it.
+    #[inline(always)]
+    fn untracked(id: u32, real: &'static Real, now: u32) -> Chosen {
+        Chosen {
+            id,
+            real,
+            new_flow: true,
+            hop: core::ptr::null_mut(),
+            via_table: false,
+            now,
+        }
+    }
+}
+
 /// A client's flow served by its flow-cache slot (`flow_cache::get`), if its real is still up
 /// and the same one.
 #[inline(always)]
@@ -134,14 +150,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     };
     // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
     if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
-        return Ok(Chosen {
-            id,
-            real,
-            new_flow: true,
-            hop: core::ptr::null_mut(),
-            via_table: false,
-            now,
-        });
+        return Ok(Chosen::untracked(id, real, now));
     }
     let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
     zero::fill(&mut value);
@@ -160,14 +169,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         flow_cache::put_to_real(flow, id, real.generation, now, NextHop::default());
     }
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
-        return Ok(Chosen {
-            id,
-            real,
-            new_flow: true,
-            hop: core::ptr::null_mut(),
-            via_table: false,
-            now,
-        });
+        return Ok(Chosen::untracked(id, real, now));
     };
     Ok(Chosen {
         id,
