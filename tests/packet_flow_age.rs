@@ -86,10 +86,11 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        Lab {
-            router: router(),
-            dp: Dataplane::new(POLICY, &[(DR_REAL, DR_REAL_MAC)]),
-        }
+        let router = router();
+        let mut dp = Dataplane::new(POLICY, &[(DR_REAL, DR_REAL_MAC)]);
+        dp.register_interface(&router.ns, "out0");
+        dp.register_interface(&router.ns, "in0");
+        Lab { router, dp }
     }
 
     /// Long enough for a one-tick timeout to have passed.

@@ -105,14 +105,18 @@ fn seen(frame: &[u8]) -> Seen {
     }
 }
 
-fn dataplane() -> Dataplane {
-    Dataplane::new(POLICY, &[])
+/// The program loaded with POLICY, attached (as far as it knows) to the router's interfaces.
+fn dataplane(r: &FibRouter) -> Dataplane {
+    let mut dp = Dataplane::new(POLICY, &[]);
+    dp.register_interface(&r.ns, "out0");
+    dp.register_interface(&r.ns, "in0");
+    dp
 }
 
 #[test]
 fn tcp_in_and_back_out_with_port_translation() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let request = frames::tcp(
         &Flow::new(CLIENT, 50000, VIP, 443),
         &Shape {
@@ -162,7 +166,7 @@ fn every_packet_of_an_established_flow_is_translated_alike_both_ways() {
     // rest of that tick is served from the per-CPU flow cache (flow_cache.rs), in both
     // directions: those packets must come out exactly as the first did.
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let open = frames::tcp(
         &Flow::new(CLIENT, 50100, VIP, 443),
         &Shape {
@@ -227,7 +231,7 @@ fn every_packet_of_an_established_flow_is_translated_alike_both_ways() {
 #[test]
 fn udp_in_and_back_out_and_a_zero_checksum_stays_zero() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let query = frames::udp(
         &Flow::new(CLIENT, 5353, VIP, 53),
         &Shape {
@@ -278,7 +282,7 @@ fn udp_in_and_back_out_and_a_zero_checksum_stays_zero() {
 #[test]
 fn one_arm_nat_sends_back_out_the_same_interface() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let vip = Ipv4Addr::new(198, 18, 0, 102);
     let request = frames::tcp(
         &Flow::new(CLIENT, 50001, vip, 17035),
@@ -312,7 +316,7 @@ fn one_arm_nat_sends_back_out_the_same_interface() {
 #[test]
 fn ttl_1_is_left_to_the_kernel_unchanged() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let mut request = frames::tcp(
         &Flow::new(CLIENT, 50002, VIP, 443),
         &Shape {
@@ -336,7 +340,7 @@ fn ttl_1_is_left_to_the_kernel_unchanged() {
 #[test]
 fn unknown_next_hop_is_translated_and_left_to_the_kernel_to_resolve() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     let vip = Ipv4Addr::new(198, 18, 0, 101);
     let request = frames::tcp(
         &Flow::new(CLIENT, 50003, vip, 2575),
@@ -374,7 +378,7 @@ fn unknown_next_hop_is_translated_and_left_to_the_kernel_to_resolve() {
 #[test]
 fn replies_of_unknown_flows_and_ordinary_routed_traffic_pass_unchanged() {
     let r = router();
-    let dp = dataplane();
+    let dp = dataplane(&r);
     // From the real's service port, but no client flow is known: not ours.
     let stray = frames::tcp(
         &Flow::new(REAL, 8443, CLIENT, 40000),
@@ -402,7 +406,7 @@ fn replies_of_unknown_flows_and_ordinary_routed_traffic_pass_unchanged() {
 #[test]
 fn a_nat_port_removed_from_the_policy_stops_both_directions() {
     let r = router();
-    let mut dp = dataplane();
+    let mut dp = dataplane(&r);
     // Another VIP served by the same real:port, so the real's reply filter bit stays set and
     // only the purge of the reverse entries can stop the old replies being translated.
     let mut other = dp.policy.services[0].clone();

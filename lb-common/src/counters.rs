@@ -27,7 +27,7 @@ pub enum Reason {
     Fragment = 4,
     /// Service has no real to send to: dropped.
     NoReal = 5,
-    /// Frame not unicast to this host (broadcast/multicast destination MAC): passed.
+    /// Frame not unicast (broadcast/multicast destination MAC): passed.
     NotUnicast = 6,
     /// NAT: TTL would expire here; passed so the kernel can answer as a router does.
     TtlExpired = 7,
@@ -36,10 +36,18 @@ pub enum Reason {
     /// NAT: the next hop's MAC is not known yet; translated and passed so the kernel forwards
     /// it and resolves the neighbour (later packets take the fast path).
     NoNeighbour = 9,
+    /// Frame unicast to another station's MAC (a promiscuous NIC, a bridge member, a switch
+    /// flooding unknown unicast): passed untouched, never forwarded.
+    OtherHost = 10,
+    /// A new flow from a source no host can have (0/8, 127/8, multicast, broadcast, or the
+    /// destination itself): passed, for the kernel to drop as a martian.
+    Martian = 11,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
+    /// Entries of `REASON_COUNTERS`: room for reasons to come without a new layout.
+    pub const SLOTS: u32 = 32;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::NotIpv4,
@@ -51,6 +59,8 @@ impl Reason {
         Reason::TtlExpired,
         Reason::NoRoute,
         Reason::NoNeighbour,
+        Reason::OtherHost,
+        Reason::Martian,
     ];
 
     /// Label used in status output and metrics.
@@ -66,6 +76,8 @@ impl Reason {
             Reason::TtlExpired => "ttl_expired",
             Reason::NoRoute => "no_route",
             Reason::NoNeighbour => "no_neighbour",
+            Reason::OtherHost => "other_host",
+            Reason::Martian => "martian_source",
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct CachedFlow {
     pub _pad: u8,
     /// NAT: the next hop, as the connection-table entry had it at tick `seen`.
     pub hop: NextHop,
+    /// The destination MAC of the frame cached, which was checked to be the receiving
+    /// interface's own: a hit requires the same, so a frame sent to another station is never
+    /// served from the cache.
+    pub to_mac: [u8; 6],
+    pub _pad2: u16,
 }
 
 /// `CachedFlow::direction`.

@@ -10,12 +10,13 @@ pub mod clock;
 pub mod counters;
 pub mod flow;
 pub mod hash;
+pub mod interface;
 pub mod maps;
 pub mod service;
 
 /// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
 /// written by a build with another version.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_TCP: u8 = 6;

@@ -42,6 +42,9 @@ pub const MAP_CLOCK: &str = "CLOCK";
 /// data plane's flow cache (`FLOW_CACHE`, not pinned either) ignores slots cached under an
 /// earlier epoch, so a change takes effect at once, not at the next clock tick.
 pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
+/// Attached interfaces' own MACs (`interface::InterfaceMac`), not pinned: the loader fills it
+/// before its program is attached or swapped in.
+pub const MAP_INTERFACE_MACS: &str = "INTERFACE_MACS";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";

@@ -2,11 +2,18 @@
 //! from a NAT real? The controller fills two bitmaps with hashed address:port:protocol; a clear
 //! bit means certainly not, so other traffic costs no hash lookup. A set bit may be a
 //! collision: the lookups that follow settle it.
+//!
+//! Then, for a packet about to be forwarded only: is the frame ours to forward at all
+//! (`for_us`)?
 
-use lb_common::{counters::Reason, hash::vip_filter_bit};
+use core::ptr::read_unaligned;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{counters::Reason, hash::vip_filter_bit, interface::INTERFACE_SLOTS};
 
 use crate::{
-    maps::{REAL_FILTER, VIP_FILTER},
+    csum,
+    maps::{INTERFACE_MACS, REAL_FILTER, VIP_FILTER},
     parse::Packet,
 };
 
@@ -31,13 +38,59 @@ pub fn maybe_from_nat_real(packet: &Packet) -> bool {
     bit_set(&REAL_FILTER, flow.src, flow.sport, flow.proto)
 }
 
-/// Frames not unicast to this host (promiscuous capture, floods) are never forwarded.
+/// A packet may be forwarded only if its frame was addressed to the interface it arrived on,
+/// and its IP header checksum is right (a router would drop it; a flipped bit in an address
+/// must not become a flow). Checked on the forwarding paths only, so other traffic does not
+/// pay for it.
 #[inline(always)]
-pub fn unicast(packet: &Packet) -> Result<(), Reason> {
-    // SAFETY: parse bounds-checked the Ethernet header.
-    if unsafe { (*packet.eth).dst_addr[0] } & 1 != 0 {
+pub fn for_us(ctx: &XdpContext, packet: &Packet) -> Result<(), Reason> {
+    addressed_here(ctx, packet.eth as *const u8)?;
+    header_valid(ctx, packet)
+}
+
+/// The IP header checksum is right (`for_us` without the MAC check, for flow-cache hits,
+/// whose slot checked the MAC).
+#[inline(always)]
+pub fn header_valid(ctx: &XdpContext, packet: &Packet) -> Result<(), Reason> {
+    if csum::ipv4_header_valid(packet.ip as *const u8, packet.ip_words, ctx.data_end()) {
+        Ok(())
+    } else {
+        Err(Reason::Malformed)
+    }
+}
+
+/// Whether the frame at `eth` (its Ethernet header bounds-checked) is unicast to the MAC of the
+/// interface it arrived on. A NIC in promiscuous mode, a bridge member or a switch flooding
+/// unknown unicast delivers other stations' frames too: forwarding those would duplicate them,
+/// and in DR send them out with that station's MAC as source.
+#[inline(always)]
+pub fn addressed_here(ctx: &XdpContext, eth: *const u8) -> Result<(), Reason> {
+    // SAFETY: reading the context's ingress interface.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: the caller bounds-checked the Ethernet header; misaligned access is allowed.
+    let (high, low) = unsafe {
+        (
+            read_unaligned(eth as *const u32),
+            read_unaligned(eth.add(4) as *const u16),
+        )
+    };
+    let ours = match INTERFACE_MACS.get(ifindex % INTERFACE_SLOTS) {
+        Some(own) => {
+            let mac = own.mac.as_ptr();
+            // SAFETY: six bytes of a map value.
+            own.ifindex == ifindex
+                && unsafe {
+                    read_unaligned(mac as *const u32) == high
+                        && read_unaligned(mac.add(4) as *const u16) == low
+                }
+        }
+        None => false,
+    };
+    if ours {
+        Ok(())
+    } else if high & 1 != 0 {
         Err(Reason::NotUnicast)
     } else {
-        Ok(())
+        Err(Reason::OtherHost)
     }
 }

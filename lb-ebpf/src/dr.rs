@@ -5,8 +5,7 @@ use core::ptr::{read_unaligned, write_unaligned};
 use crate::parse::Packet;
 
 /// New destination: the real's MAC. New source: the MAC the frame was addressed to, which is
-/// this interface's own (parse only lets unicast frames through, and a NIC delivers unicast
-/// frames only for its own address unless promiscuous).
+/// this interface's own (`classify::for_us` lets no other frame be forwarded).
 #[inline(always)]
 pub fn rewrite(packet: &Packet, real_mac: &[u8; 6]) {
     // SAFETY: parse bounds-checked the Ethernet header; the data plane is built with

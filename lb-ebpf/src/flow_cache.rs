@@ -13,14 +13,21 @@
 //!   port removed by a reload stops forwarding at once, as when the filters came first;
 //! - the real is checked on every hit (up, for a client's packets, and the same generation),
 //!   so a real going down or its id being reused takes effect at once;
-//! - FIN/RST packets always take the table path, which marks the flow closing.
+//! - FIN/RST packets always take the table path, which marks the flow closing;
+//! - a hit needs the frame addressed to the same MAC as the cached one, which was checked to
+//!   be the receiving interface's own (`classify::for_us`).
+
+use core::ptr::read_unaligned;
 
 use lb_common::{
-    flow::{CACHED_NAT_REPLY, CACHED_TO_REAL, CachedFlow, FlowKey, NatReverse, NextHop},
+    flow::{CACHED_NAT_REPLY, CACHED_TO_REAL, CachedFlow, NatReverse, NextHop},
     maps::FLOW_CACHE_SLOTS,
 };
 
-use crate::maps::{CACHE_EPOCH, FLOW_CACHE};
+use crate::{
+    maps::{CACHE_EPOCH, FLOW_CACHE},
+    parse::Packet,
+};
 
 /// The slot of a 5-tuple, from its two words (`FlowKey::words`): Fibonacci hashing of the
 /// words folded into one, whose top bits depend on every input bit. One multiply, where the
@@ -32,14 +39,20 @@ fn slot(words: [u64; 2]) -> u32 {
     (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FLOW_CACHE_SLOTS.trailing_zeros())) as u32
 }
 
-/// The slot caching the flow whose key is `words` (`Packet::key_words`) at tick `now`, if any;
-/// its `direction` says which table it is from.
+/// The slot caching the flow of `packet` at tick `now`, if any; its `direction` says which
+/// table it is from. The frame must be addressed to the MAC the cached one was, which
+/// `classify::for_us` checked to be the receiving interface's own.
 #[inline(always)]
-pub fn get(words: [u64; 2], now: u32) -> Option<&'static mut CachedFlow> {
+pub fn get(packet: &Packet, now: u32) -> Option<&'static mut CachedFlow> {
+    let words = packet.key_words;
     let cached = FLOW_CACHE.get_ptr_mut(slot(words))?;
     // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
     let cached = unsafe { &mut *cached };
-    if cached.seen == now && cached.key.words() == words && cached.epoch == epoch() {
+    if cached.seen == now
+        && cached.key.words() == words
+        && cached.epoch == epoch()
+        && same_mac(&cached.to_mac, packet.eth as *const u8)
+    {
         Some(cached)
     } else {
         None
@@ -48,9 +61,9 @@ pub fn get(words: [u64; 2], now: u32) -> Option<&'static mut CachedFlow> {
 
 /// Caches a client's flow to `real` (NAT: with the next hop found at tick `now`).
 #[inline(always)]
-pub fn put_to_real(flow: &FlowKey, real: u32, generation: u32, now: u32, hop: NextHop) {
+pub fn put_to_real(packet: &Packet, real: u32, generation: u32, now: u32, hop: NextHop) {
     put(CachedFlow {
-        key: *flow,
+        key: packet.flow,
         real,
         generation,
         seen: now,
@@ -63,14 +76,16 @@ pub fn put_to_real(flow: &FlowKey, real: u32, generation: u32, now: u32, hop: Ne
             checked: now,
             ..hop
         },
+        to_mac: destination_mac(packet),
+        _pad2: 0,
     });
 }
 
 /// Caches a NAT reply's translation back to `vip`:`vip_port`, with its next hop.
 #[inline(always)]
-pub fn put_nat_reply(reply: &FlowKey, back: &NatReverse, now: u32, hop: NextHop) {
+pub fn put_nat_reply(packet: &Packet, back: &NatReverse, now: u32, hop: NextHop) {
     put(CachedFlow {
-        key: *reply,
+        key: packet.flow,
         real: back.real,
         generation: back.generation,
         seen: now,
@@ -83,7 +98,26 @@ pub fn put_nat_reply(reply: &FlowKey, back: &NatReverse, now: u32, hop: NextHop)
             checked: now,
             ..hop
         },
+        to_mac: destination_mac(packet),
+        _pad2: 0,
     });
+}
+
+/// Whether the frame at `eth` is addressed to `mac`, compared as a 4- and a 2-byte word.
+#[inline(always)]
+fn same_mac(mac: &[u8; 6], eth: *const u8) -> bool {
+    let mac = mac.as_ptr();
+    // SAFETY: parse bounds-checked the Ethernet header; misaligned access is allowed.
+    unsafe {
+        read_unaligned(mac as *const u32) == read_unaligned(eth as *const u32)
+            && read_unaligned(mac.add(4) as *const u16) == read_unaligned(eth.add(4) as *const u16)
+    }
+}
+
+#[inline(always)]
+fn destination_mac(packet: &Packet) -> [u8; 6] {
+    // SAFETY: parse bounds-checked the Ethernet header.
+    unsafe { (*packet.eth).dst_addr }
 }
 
 /// The controller's change counter.

@@ -50,7 +50,7 @@ enum Path {
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
     let now = age::now();
-    match route(&packet, now)? {
+    match route(ctx, &packet, now)? {
         Path::ToReal(chosen) if chosen.real.flags & REAL_NAT != 0 => {
             nat::inbound(ctx, &packet, &chosen)
         }
@@ -69,13 +69,13 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
 }
 
 #[inline(always)]
-fn route(packet: &Packet, now: u32) -> Result<Path, Reason> {
+fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
     // A flow that went through its table this tick is served from the flow cache, before the
     // filters: no hash lookup at all on the established path.
     if !packet.closes
-        && let Some(slot) = flow_cache::get(packet.key_words, now)
+        && let Some(slot) = flow_cache::get(packet, now)
     {
-        classify::unicast(packet)?;
+        classify::header_valid(ctx, packet)?;
         if slot.direction == CACHED_NAT_REPLY {
             if let Some(to) = nat::cached_reply(slot) {
                 return Ok(Path::NatReply(to));
@@ -85,7 +85,7 @@ fn route(packet: &Packet, now: u32) -> Result<Path, Reason> {
         }
     }
     if classify::maybe_to_vip(packet) {
-        classify::unicast(packet)?;
+        classify::for_us(ctx, packet)?;
         match schedule::pick_real(packet, now) {
             Ok(chosen) => return Ok(Path::ToReal(chosen)),
             // A filter collision: not a VIP after all, but it may still be a NAT reply.
@@ -94,7 +94,7 @@ fn route(packet: &Packet, now: u32) -> Result<Path, Reason> {
         }
     }
     if classify::maybe_from_nat_real(packet) {
-        classify::unicast(packet)?;
+        classify::for_us(ctx, packet)?;
         return Ok(Path::NatReply(nat::tracked_reply(packet, now)?));
     }
     Err(Reason::NotForVip)

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     counters::{Reason, TrafficCounters},
     flow::{CachedFlow, FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
+    interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::{
         FLOW_CACHE_SLOTS, MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_PERSISTENT_CLIENTS,
         MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS, VIP_FILTER_WORDS,
@@ -66,6 +67,11 @@ pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(F
 #[map]
 pub static CACHE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Attached interfaces' own MACs, by `ifindex % INTERFACE_SLOTS`; not pinned, filled by the
+/// loader before the program is attached.
+#[map]
+pub static INTERFACE_MACS: Array<InterfaceMac> = Array::with_max_entries(INTERFACE_SLOTS, 0);
+
 /// Persistence: (service, masked client address) -> the client's real.
 #[map]
 pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
@@ -78,4 +84,4 @@ pub static SERVICE_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(
 pub static REAL_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_REALS, 0);
 
 #[map]
-pub static REASON_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);
+pub static REASON_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Reason::SLOTS, 0);

@@ -43,10 +43,9 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     let flow = &packet.flow;
     let real = chosen.real;
     let port = real_port(flow, real);
-    ttl_allows_forwarding(packet)?;
-    let route = next_hop(
-        ctx, packet, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
-    )?;
+    // The reverse entry is made with the forward one, before anything can refuse this packet:
+    // the flow's later packets are established and would never make it, and the real's
+    // replies would leave untranslated for the whole idle timeout.
     if chosen.new_flow {
         let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
         zero::fill(&mut back);
@@ -63,6 +62,10 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         };
         let _ = NAT_REVERSE.insert(reply_key(flow, real), back, 0);
     }
+    ttl_allows_forwarding(packet)?;
+    let route = next_hop(
+        ctx, packet, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
+    )?;
     match route {
         Route::NoNeighbour => {
             // Translated but not aged: the kernel forwards it (decrementing TTL) and resolves.
@@ -76,7 +79,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
             rewrite(ctx, packet, DPORT, real.addr, port, true)?;
             stats::count_forwarded(real.service, chosen.id, packet.frame_len, chosen.new_flow);
             if chosen.via_table {
-                flow_cache::put_to_real(flow, chosen.id, real.generation, chosen.now, hop);
+                flow_cache::put_to_real(packet, chosen.id, real.generation, chosen.now, hop);
             }
             Ok(send(ctx, packet, &hop))
         }
@@ -176,7 +179,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
             stats::count_forwarded(to.real.service, to.id, packet.frame_len, false);
             if !to.entry.is_null() {
                 // SAFETY: a map value pointer from a successful lookup.
-                flow_cache::put_nat_reply(flow, unsafe { &*to.entry }, now, hop);
+                flow_cache::put_nat_reply(packet, unsafe { &*to.entry }, now, hop);
             }
             Ok(send(ctx, packet, &hop))
         }

@@ -1,6 +1,13 @@
 //! Parsing: Ethernet (one optional 802.1Q tag), IPv4 with options, TCP/UDP.
 //! Every read is bounds-checked against data_end in a form the verifier accepts.
 //!
+//! A packet is parsed only if it is whole and consistent, as the receiving kernel would judge
+//! it: the IP datagram inside the frame (Ethernet padding may follow), the TCP header (its
+//! data offset) or the UDP datagram (its length) inside the IP datagram. Anything else is
+//! `Reason::Malformed` and passed untouched. What costs more than a comparison (the IP header
+//! checksum, the destination MAC) is checked only for packets about to be forwarded
+//! (`classify::for_us`).
+//!
 //! IP fragments addressed to a VIP are dropped and counted (`Reason::Fragment`): a non-first
 //! fragment has no ports, so it cannot be classified or sent to the real that got the first
 //! one, and forwarding only the first fragment delivers a datagram that can never be
@@ -19,7 +26,7 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-use crate::maps::VIP_ADDRS;
+use crate::{classify, maps::VIP_ADDRS};
 
 /// A TCP or UDP packet, parsed.
 pub struct Packet {
@@ -35,11 +42,15 @@ pub struct Packet {
     pub closes: bool,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
+    /// IPv4 header length in 32-bit words (5..=15).
+    pub ip_words: usize,
 }
 
 /// Offset of the source address in the IPv4 header (the destination follows it).
 const IP_SRC: usize = 12;
-/// The flags byte of the TCP header, and the flags in it that end a connection.
+/// The data-offset byte and the flags byte of the TCP header, and the flags that end a
+/// connection.
+const TCP_DATA_OFFSET: usize = 12;
 const TCP_FLAGS: usize = 13;
 const TCP_FIN_OR_RST: u8 = 0x01 | 0x04;
 
@@ -108,6 +119,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if frags & IP_MF_OR_OFFSET != 0 {
         // SAFETY: map lookups with a stack key; the value is not read.
         let to_vip = unsafe { VIP_ADDRS.get(dst).is_some() };
+        // A fragment that was not sent to this host is not ours to drop.
+        classify::addressed_here(ctx, eth as *const u8)?;
         return Err(if to_vip {
             Reason::Fragment
         } else {
@@ -117,17 +130,31 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 
     let l4 = l3 + ihl;
     // The IP datagram must fit in the frame (Ethernet padding may follow it).
-    if ctx.data() + l3 + tot_len > ctx.data_end() {
+    let ip_end = l3 + tot_len;
+    if ctx.data() + ip_end > ctx.data_end() {
         return Err(Reason::Malformed);
     }
     // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
+    // Each header must end inside the IP datagram, not in the padding after it.
     let (l4_ptr, closes) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: as above; the flags byte is inside the checked header.
-        let closes = unsafe { *(tcp as *const u8).add(TCP_FLAGS) & TCP_FIN_OR_RST != 0 };
-        (tcp as *mut u8, closes)
+        // SAFETY: as above; both bytes are inside the checked header.
+        let (offset, flags) = unsafe {
+            let tcp = tcp as *const u8;
+            (*tcp.add(TCP_DATA_OFFSET), *tcp.add(TCP_FLAGS))
+        };
+        let header_len = ((offset >> 4) as usize) * 4;
+        if header_len < TcpHdr::LEN || l4 + header_len > ip_end {
+            return Err(Reason::Malformed);
+        }
+        (tcp as *mut u8, flags & TCP_FIN_OR_RST != 0)
     } else {
         let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: as above.
+        let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+        if udp_len < UdpHdr::LEN || l4 + udp_len > ip_end {
+            return Err(Reason::Malformed);
+        }
         (udp as *mut u8, false)
     };
     // Two loads for the key: source and destination address are adjacent in the IPv4 header,
@@ -161,5 +188,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         key_words,
         closes,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
+        ip_words: ihl / 4,
     })
 }

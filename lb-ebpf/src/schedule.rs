@@ -112,7 +112,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
                 nat::mark_reply_closing(flow, real);
             }
             if real.flags & REAL_NAT == 0 {
-                flow_cache::put_to_real(flow, id, generation, now, NextHop::default());
+                flow_cache::put_to_real(packet, id, generation, now, NextHop::default());
             }
             return Ok(Chosen {
                 id,
@@ -126,6 +126,9 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         }
     }
 
+    if martian(flow) {
+        return Err(Reason::Martian);
+    }
     let vip = VipKey {
         addr: flow.dst,
         port: flow.dport,
@@ -166,7 +169,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
     if real.flags & REAL_NAT == 0 {
-        flow_cache::put_to_real(flow, id, real.generation, now, NextHop::default());
+        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default());
     }
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
         return Ok(Chosen::untracked(id, real, now));
@@ -236,6 +239,15 @@ fn refresh_client(flow: &FlowKey, real: &Real, id: u32, now: u32) {
         _pad: 0,
     };
     let _ = PERSIST.insert(client_key(flow, real.service, real.persist_mask), value, 0);
+}
+
+/// A source no host can have, or the destination itself (a "land" packet): never a flow.
+/// Only new flows are checked: no established flow can have such a source.
+#[inline(always)]
+fn martian(flow: &FlowKey) -> bool {
+    // The first octet of the address as it lies in memory (network order, little endian).
+    let first = flow.src as u8;
+    first == 0 || first == 127 || first >= 224 || flow.src == flow.dst
 }
 
 #[inline(always)]

@@ -66,6 +66,12 @@ impl Dataplane {
             },
             pin_dir,
         };
+        // Frames run with `run` arrive on the namespace's loopback (ifindex 1), addressed to
+        // LB_MAC.
+        dp.loaded
+            .maps
+            .set_interface_mac(1, crate::frames::LB_MAC)
+            .expect("record the interface MAC");
         dp.apply();
         dp
     }
@@ -102,6 +108,7 @@ impl Dataplane {
 
     /// Runs the program once on `frame` as if it arrived on `interface` of namespace `ns`, so
     /// helpers such as bpf_fib_lookup see that namespace's routes and neighbours.
+    /// `interface` must have been registered (`register_interface`).
     pub fn run_in(&self, ns: &xdplb_lab::lab::Netns, interface: &str, frame: &[u8]) -> Outcome {
         let r =
             xdplb_lab::lab::test_run_in(ns, interface, self.program(), frame, 1).expect("test run");
@@ -109,6 +116,20 @@ impl Dataplane {
             action: r.action,
             frame: r.frame,
         }
+    }
+
+    /// Records `interface` of `ns` (its index and own MAC) as an attached interface: the
+    /// program forwards only frames addressed to the interface they arrived on.
+    pub fn register_interface(&mut self, ns: &xdplb_lab::lab::Netns, interface: &str) {
+        let (ifindex, mac) = {
+            let name = interface.to_string();
+            xdplb_lab::lab::in_netns(ns, || xdplb::netconf::if_mac(&name))
+                .expect("read the interface's index and MAC")
+        };
+        self.loaded
+            .maps
+            .set_interface_mac(ifindex, mac)
+            .expect("record the interface MAC");
     }
 
     pub fn pin_dir(&self) -> &std::path::Path {

@@ -104,6 +104,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         tokio::select! {
             _ = tick.tick() => {
                 let before = c.observed.macs.clone();
+                c.refresh_interface_macs();
                 c.refresh_macs().await?;
                 let now = c.loaded.now_tick()?;
                 let retired = c.sync.retire_idle(&mut c.loaded.maps, now)?;
@@ -164,6 +165,16 @@ impl Controller {
             .apply(&mut self.loaded.maps, &self.policy, &self.observed)?;
         report_reals(&self.sync);
         Ok(())
+    }
+
+    /// Follows a change of an attached interface's own MAC (the data plane forwards only
+    /// frames addressed to it).
+    fn refresh_interface_macs(&mut self) {
+        for interface in &self.policy.interfaces {
+            if let Err(e) = self.loaded.record_interface_mac(&interface.name) {
+                warn!(interface = %interface.name, error = %format!("{e:#}"), "cannot read the interface's MAC address");
+            }
+        }
     }
 
     async fn refresh_macs(&mut self) -> Result<()> {

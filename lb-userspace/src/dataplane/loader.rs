@@ -26,7 +26,7 @@ use lb_common::{
 use tracing::{debug, info};
 
 use super::{clock, maps::Maps, object};
-use crate::policy::XdpMode;
+use crate::{netconf, policy::XdpMode};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdplb";
 
@@ -130,8 +130,10 @@ impl Loaded {
         clock::now_tick(self.clock_program()?, &self.maps.clock)
     }
 
-    /// Attaches to `interface`, or replaces the program in an existing pinned link.
+    /// Attaches to `interface`, or replaces the program in an existing pinned link. The
+    /// interface's MAC is recorded first: the program forwards only frames addressed to it.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<()> {
+        self.record_interface_mac(interface)?;
         let pin = link_pin(&self.pin_dir, interface);
         let program = program_mut(&mut self.ebpf)?;
         if pin.exists() {
@@ -165,6 +167,17 @@ impl Loaded {
             .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
         info!(interface, ?mode, "XDP program attached");
         Ok(())
+    }
+}
+
+impl Loaded {
+    /// Records (again) the own MAC of an attached interface: called at attach, and by the
+    /// controller every second, so an interface whose MAC changed keeps forwarding.
+    pub fn record_interface_mac(&mut self, interface: &str) -> Result<()> {
+        let (ifindex, mac) = netconf::if_mac(interface)?;
+        self.maps
+            .set_interface_mac(ifindex, mac)
+            .with_context(|| format!("interface {interface}"))
     }
 }
 

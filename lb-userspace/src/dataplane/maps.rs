@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
@@ -10,6 +10,7 @@ use aya::{
 use lb_common::{
     counters::TrafficCounters,
     flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
+    interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::*,
     service::{Real, Service, VipKey},
 };
@@ -40,6 +41,8 @@ pub struct Maps {
     /// Entry 0: the flow cache's epoch (`MAP_CACHE_EPOCH`). Not pinned, so only the process
     /// that loaded the program has it; maps opened from the pins (read-only uses) do not.
     pub cache_epoch: Option<Array<MapData, u32>>,
+    /// Attached interfaces' own MACs (`MAP_INTERFACE_MACS`); not pinned, like `cache_epoch`.
+    pub interface_macs: Option<Array<MapData, InterfaceMac>>,
 }
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
@@ -57,7 +60,39 @@ impl Maps {
                 .with_context(|| format!("map {name} missing from the program"))
         })?;
         maps.cache_epoch = Some(cache_epoch);
+        maps.interface_macs = Some(
+            ebpf.take_map(MAP_INTERFACE_MACS)
+                .context("map INTERFACE_MACS missing from the program")?
+                .try_into()?,
+        );
         Ok(maps)
+    }
+
+    /// Records `mac` as the own MAC of the interface `ifindex`: the data plane forwards only
+    /// frames addressed to it. Refuses an interface whose slot another one holds.
+    pub fn set_interface_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let Some(macs) = &mut self.interface_macs else {
+            bail!("the interface MACs belong to the process that loaded the program");
+        };
+        let slot = ifindex % INTERFACE_SLOTS;
+        let held = macs.get(&slot, 0)?;
+        if held.ifindex != 0 && held.ifindex != ifindex {
+            bail!(
+                "interfaces with index {} and {ifindex} cannot both be attached (the data plane keeps \
+                 {INTERFACE_SLOTS} interface slots, by index modulo {INTERFACE_SLOTS})",
+                held.ifindex
+            );
+        }
+        let entry = InterfaceMac {
+            ifindex,
+            mac,
+            _pad: 0,
+        };
+        if held != entry {
+            macs.set(slot, entry, 0)
+                .context("recording the interface's MAC address")?;
+        }
+        Ok(())
     }
 
     /// Voids the data plane's flow cache: called after every change to the maps, so the
@@ -103,6 +138,7 @@ impl Maps {
             meta: map(MAP_META)?.try_into()?,
             clock: map(MAP_CLOCK)?.try_into()?,
             cache_epoch: None,
+            interface_macs: None,
         })
     }
 }

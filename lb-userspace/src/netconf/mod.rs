@@ -18,3 +18,23 @@ pub fn if_index(name: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(name)
         .with_context(|| format!("no network interface named `{name}`"))
 }
+
+/// An interface's index and own MAC address, as the current network namespace has them.
+pub fn if_mac(name: &str) -> Result<(u32, [u8; 6])> {
+    let index = if_index(name)?;
+    let addresses = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    for entry in addresses {
+        if entry.interface_name != name {
+            continue;
+        }
+        if let Some(mac) = entry
+            .address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(|l| l.addr())
+        {
+            return Ok((index, mac));
+        }
+    }
+    anyhow::bail!("interface `{name}` has no MAC address (XDP load balancing needs Ethernet)")
+}

@@ -94,12 +94,14 @@ services:
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+/// The destination MAC of every bench frame: the balancer's.
+const LB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
 const NAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(CLIENT_MAC, [2, 0, 0, 0, 0, 0xfe])
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4(src.octets(), dst.octets(), 255)
         .tcp(sport, dport, 1, 64240);
     let builder = if syn { builder.syn() } else { builder.ack(1) };
@@ -266,18 +268,31 @@ impl Bench {
         let mut loaded = loader::load(pin_dir)?;
         let policy = policy::parse("bench", POLICY)?;
         let observed = Observed {
+            // The kernel hands each repeat the previous one's output: with the reals at the
+            // balancer's MAC, a forwarded frame is still addressed to the balancer, as the
+            // data plane requires, and every repeat is the same established forward.
             macs: (11..=13)
-                .map(|i| (Ipv4Addr::new(198, 18, 0, i), [2, 0, 0, 0, 0, i]))
+                .map(|i| (Ipv4Addr::new(198, 18, 0, i), LB_MAC))
                 .collect(),
             ..Default::default()
         };
         let mut sync = Sync::adopt(&loaded.maps, loaded.hz)?;
         sync.apply(&mut loaded.maps, &policy, &observed)?;
         let router = FibRouter::new(&[
-            (CLIENT, CLIENT_MAC, "out0"),
-            (NAT_REAL, [2, 0, 0, 0, 0x19, 0x11], "in0"),
-            (NAT_VIP, [2, 0, 0, 0, 0x18, 0x65], "out0"),
+            // NAT is timed on a circular flow (each repeat translates the previous one's
+            // output back), so every next hop has the MAC the program accepts frames for.
+            (CLIENT, LB_MAC, "out0"),
+            (NAT_REAL, LB_MAC, "in0"),
+            (NAT_VIP, LB_MAC, "out0"),
         ])?;
+        // The bench's frames are addressed to LB_MAC, arriving on lo, out0 or in0.
+        in_netns(&router.ns, || {
+            for interface in ["lo", "out0", "in0"] {
+                let ifindex = nix::net::if_::if_nametoindex(interface)?;
+                loaded.maps.set_interface_mac(ifindex, LB_MAC)?;
+            }
+            Ok(())
+        })?;
         in_netns(&router.ns, || {
             let floor: &mut Xdp = floor_obj
                 .program_mut("bench_tx")

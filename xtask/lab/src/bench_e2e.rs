@@ -356,6 +356,7 @@ fn load_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<
     let pin_dir = pin_dir.to_path_buf();
     in_netns(&topology.lb, move || {
         let mut loaded = loader::load(&pin_dir)?;
+        loaded.record_interface_mac("b0")?;
         let mut sync = Sync::adopt(&loaded.maps, loaded.hz)?;
         sync.apply(&mut loaded.maps, &policy, &observed)?;
         Ok(loaded)
