@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod counters;
+pub mod flood;
 pub mod flow;
 pub mod hash;
 pub mod interface;

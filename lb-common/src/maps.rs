@@ -45,6 +45,8 @@ pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
 /// Attached interfaces' own MACs (`interface::InterfaceMac`), not pinned: the loader fills it
 /// before its program is attached or swapped in.
 pub const MAP_INTERFACE_MACS: &str = "INTERFACE_MACS";
+/// Per CPU: the SYN-flood detector's state and counter (`flood::FloodState`).
+pub const MAP_FLOOD: &str = "FLOOD";
 pub const MAP_SERVICE_COUNTERS: &str = "SERVICE_COUNTERS";
 pub const MAP_REAL_COUNTERS: &str = "REAL_COUNTERS";
 pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";

@@ -14,6 +14,7 @@ mod age;
 mod classify;
 mod csum;
 mod dr;
+mod flood;
 mod flow_cache;
 mod maps;
 mod nat;
@@ -71,8 +72,10 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
 #[inline(always)]
 fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
     // A flow that went through its table this tick is served from the flow cache, before the
-    // filters: no hash lookup at all on the established path.
+    // filters: no hash lookup at all on the established path. A SYN or FIN/RST takes the
+    // table path (a SYN is hardly ever cached, and probing for it costs a cold read).
     if !packet.closes
+        && !packet.opens
         && let Some(slot) = flow_cache::get(packet, now)
     {
         classify::header_valid(ctx, packet)?;

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::{Reason, TrafficCounters},
+    flood::FloodState,
     flow::{CachedFlow, FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
     interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::{
@@ -76,6 +77,10 @@ pub static INTERFACE_MACS: Array<InterfaceMac> = Array::with_max_entries(INTERFA
 #[map]
 pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
     LruHashMap::pinned(MAX_PERSISTENT_CLIENTS, 0);
+
+/// Per CPU: new flows per tick, whether this CPU is flooded, SYNs left untracked (flood.rs).
+#[map]
+pub static FLOOD: PerCpuArray<FloodState> = PerCpuArray::pinned(1, 0);
 
 #[map]
 pub static SERVICE_COUNTERS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);

@@ -40,6 +40,8 @@ pub struct Packet {
     pub key_words: [u64; 2],
     /// TCP with FIN or RST set: the connection is ending.
     pub closes: bool,
+    /// TCP with SYN set and ACK clear: a client opening a connection.
+    pub opens: bool,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
     /// IPv4 header length in 32-bit words (5..=15).
@@ -53,6 +55,8 @@ const IP_SRC: usize = 12;
 const TCP_DATA_OFFSET: usize = 12;
 const TCP_FLAGS: usize = 13;
 const TCP_FIN_OR_RST: u8 = 0x01 | 0x04;
+const TCP_SYN: u8 = 0x02;
+const TCP_SYN_OR_ACK: u8 = 0x02 | 0x10;
 
 /// Pointer to a `T` at `offset` from the start of the frame, if the whole `T` is inside it.
 #[inline(always)]
@@ -136,7 +140,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     }
     // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
     // Each header must end inside the IP datagram, not in the padding after it.
-    let (l4_ptr, closes) = if proto == IPPROTO_TCP {
+    let (l4_ptr, tcp_flags) = if proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above; both bytes are inside the checked header.
         let (offset, flags) = unsafe {
@@ -147,7 +151,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         if header_len < TcpHdr::LEN || l4 + header_len > ip_end {
             return Err(Reason::Malformed);
         }
-        (tcp as *mut u8, flags & TCP_FIN_OR_RST != 0)
+        (tcp as *mut u8, flags)
     } else {
         let udp: *mut UdpHdr = ptr_at(ctx, l4)?;
         // SAFETY: as above.
@@ -155,7 +159,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         if udp_len < UdpHdr::LEN || l4 + udp_len > ip_end {
             return Err(Reason::Malformed);
         }
-        (udp as *mut u8, false)
+        (udp as *mut u8, 0)
     };
     // Two loads for the key: source and destination address are adjacent in the IPv4 header,
     // and so are the two ports at the start of TCP and UDP.
@@ -186,7 +190,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         l4: l4_ptr,
         flow,
         key_words,
-        closes,
+        closes: tcp_flags & TCP_FIN_OR_RST != 0,
+        opens: tcp_flags & TCP_SYN_OR_ACK == TCP_SYN,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
         ip_words: ihl / 4,
     })

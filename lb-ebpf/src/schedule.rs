@@ -17,13 +17,13 @@ use lb_common::{
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{
-        REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real, SERVICE_PERSISTENT,
+        FORWARD_DR, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real, SERVICE_PERSISTENT,
         SERVICE_SOURCE_HASH, Service, VipKey,
     },
 };
 
 use crate::{
-    age, flow_cache,
+    age, flood, flow_cache,
     maps::{FLOWS, MAGLEV, PERSIST, REALS, SERVICES},
     nat,
     parse::Packet,
@@ -46,10 +46,10 @@ pub struct Chosen {
 }
 
 impl Chosen {
-    /// A new flow with no connection-table entry: source hashing (DR), or the table did not
-    /// take it.
+    /// A new flow whose packet needs nothing from a connection-table entry: DR (no next hop
+    /// to keep), whether entered or not (source hashing, a SYN flood, a full table).
     #[inline(always)]
-    fn untracked(id: u32, real: &'static Real, now: u32) -> Chosen {
+    fn new_flow(id: u32, real: &'static Real, now: u32) -> Chosen {
         Chosen {
             id,
             real,
@@ -85,6 +85,90 @@ pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
 /// The real for a packet to a VIP, from the connection table or by scheduling it.
 #[inline(always)]
 pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
+    // Under a SYN flood a SYN skips the connection table (lb_common::flood): a DR SYN is
+    // answered from Maglev alone and leaves no state.
+    let syn_in_flood = packet.opens && flood::flooded(now);
+    if !syn_in_flood && let Some(chosen) = established(packet, now) {
+        return Ok(chosen);
+    }
+    let flow = &packet.flow;
+    if martian(flow) {
+        return Err(Reason::Martian);
+    }
+    let vip = VipKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    let service = match unsafe { SERVICES.get(vip) } {
+        Some(service) => *service,
+        None => return Err(Reason::NotForVip),
+    };
+    // The handshake's ACK of an untracked SYN comes here too, and makes the same choice.
+    let untracked = syn_in_flood && service.forwarding == FORWARD_DR;
+    if syn_in_flood
+        && !untracked
+        && let Some(chosen) = established(packet, now)
+    {
+        return Ok(chosen); // NAT keeps its table in a flood: replies need the reverse entries
+    }
+    flood::count_new_flow(now);
+    let (id, real) = match remembered_client(flow, &service, now) {
+        Some(chosen) => chosen,
+        None => {
+            let id = from_table(flow, &service)?;
+            let real = usable_real(id).ok_or(Reason::NoReal)?;
+            if service.flags & SERVICE_PERSISTENT != 0 && !untracked {
+                refresh_client(flow, real, id, now);
+            }
+            (id, real)
+        }
+    };
+    if untracked {
+        flood::count_untracked_syn();
+        return Ok(Chosen::new_flow(id, real, now));
+    }
+    // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
+    if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
+        return Ok(Chosen::new_flow(id, real, now));
+    }
+    let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
+    zero::fill(&mut value);
+    let v = value.as_mut_ptr();
+    // SAFETY: writing fields of the zeroed value, then reading it whole.
+    let value = unsafe {
+        (*v).real = id;
+        (*v).generation = real.generation;
+        (*v).seen = now;
+        (*v).flags = if packet.closes { FLOW_CLOSING } else { 0 };
+        value.assume_init_ref()
+    };
+    // A full table evicts the least recently used flow; an error here only costs stickiness.
+    let _ = FLOWS.insert(flow, value, 0);
+    if real.flags & REAL_NAT == 0 {
+        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default());
+        return Ok(Chosen::new_flow(id, real, now));
+    }
+    let Some(entry) = FLOWS.get_ptr_mut(flow) else {
+        return Ok(Chosen::new_flow(id, real, now));
+    };
+    Ok(Chosen {
+        id,
+        real,
+        new_flow: true,
+        // SAFETY: a field of a map value pointer from a successful lookup.
+        hop: unsafe { &mut (*entry).hop },
+        via_table: true,
+        now,
+    })
+}
+
+/// An established flow, from its connection-table entry while the entry is alive and its
+/// real up and the same; refreshes the entry.
+#[inline(always)]
+fn established(packet: &Packet, now: u32) -> Option<Chosen> {
     let flow = &packet.flow;
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
@@ -114,7 +198,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
             if real.flags & REAL_NAT == 0 {
                 flow_cache::put_to_real(packet, id, generation, now, NextHop::default());
             }
-            return Ok(Chosen {
+            return Some(Chosen {
                 id,
                 real,
                 new_flow: false,
@@ -126,63 +210,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         }
     }
 
-    if martian(flow) {
-        return Err(Reason::Martian);
-    }
-    let vip = VipKey {
-        addr: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once.
-    let service = match unsafe { SERVICES.get(vip) } {
-        Some(service) => *service,
-        None => return Err(Reason::NotForVip),
-    };
-    let (id, real) = match remembered_client(flow, &service, now) {
-        Some(chosen) => chosen,
-        None => {
-            let id = from_table(flow, &service)?;
-            let real = usable_real(id).ok_or(Reason::NoReal)?;
-            if service.flags & SERVICE_PERSISTENT != 0 {
-                refresh_client(flow, real, id, now);
-            }
-            (id, real)
-        }
-    };
-    // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
-    if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
-        return Ok(Chosen::untracked(id, real, now));
-    }
-    let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
-    zero::fill(&mut value);
-    let v = value.as_mut_ptr();
-    // SAFETY: writing fields of the zeroed value, then reading it whole.
-    let value = unsafe {
-        (*v).real = id;
-        (*v).generation = real.generation;
-        (*v).seen = now;
-        (*v).flags = if packet.closes { FLOW_CLOSING } else { 0 };
-        value.assume_init_ref()
-    };
-    // A full table evicts the least recently used flow; an error here only costs stickiness.
-    let _ = FLOWS.insert(flow, value, 0);
-    if real.flags & REAL_NAT == 0 {
-        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default());
-    }
-    let Some(entry) = FLOWS.get_ptr_mut(flow) else {
-        return Ok(Chosen::untracked(id, real, now));
-    };
-    Ok(Chosen {
-        id,
-        real,
-        new_flow: true,
-        // SAFETY: a field of a map value pointer from a successful lookup.
-        hop: unsafe { &mut (*entry).hop },
-        via_table: true,
-        now,
-    })
+    None
 }
 
 /// The real of the service's live table for this flow.

@@ -304,7 +304,11 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!();
     for (reason, count) in &snapshot.reasons {
-        println!("{:<12} {count}", reason.name());
+        println!("{:<14} {count}", reason.name());
     }
+    println!(
+        "{:<14} {} (SYNs forwarded without a table entry during SYN floods)",
+        "untracked_syn", snapshot.untracked_syns
+    );
     Ok(())
 }

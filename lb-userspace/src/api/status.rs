@@ -11,6 +11,20 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Packets the data plane passed or dropped, per reason (and `forwarded`).
     pub dataplane: Vec<ReasonCount>,
+    /// The SYN-flood defence (absent from a controller older than it: all zero).
+    #[serde(default)]
+    pub syn_flood: SynFlood,
+}
+
+/// The SYN-flood defence: while a CPU schedules more new flows per second than it allows, DR
+/// SYNs are forwarded without a connection-table entry, so spoofed sources cannot evict live
+/// flows (README, "SYN floods").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SynFlood {
+    /// Defending now (a CPU was over the limit in the last second or so).
+    pub active: bool,
+    /// SYNs forwarded without an entry since the data plane was loaded.
+    pub untracked_syns: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +184,15 @@ impl Status {
             out.push_str(line.trim_end());
             out.push('\n');
         }
+        let flood = &self.syn_flood;
+        if flood.active || flood.untracked_syns > 0 {
+            let _ = writeln!(
+                out,
+                "\nSYN flood defence: {}; {} SYNs forwarded without a connection-table entry",
+                if flood.active { "ACTIVE now" } else { "idle" },
+                flood.untracked_syns
+            );
+        }
         out
     }
 }
@@ -238,6 +261,7 @@ mod tests {
                 ],
             }],
             dataplane: vec![],
+            syn_flood: SynFlood::default(),
         };
         let table = status.table();
         let lines: Vec<&str> = table.lines().collect();

@@ -6,7 +6,7 @@ use anyhow::Result;
 use lb_common::service::Real;
 
 use crate::{
-    api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status},
+    api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status, SynFlood},
     dataplane::{counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
@@ -148,6 +148,10 @@ pub fn build(
     Ok(Status {
         services,
         dataplane,
+        syn_flood: SynFlood {
+            active: snapshot.flood_active(now),
+            untracked_syns: snapshot.untracked_syns,
+        },
     })
 }
 

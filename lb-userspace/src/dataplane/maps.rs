@@ -9,6 +9,7 @@ use aya::{
 };
 use lb_common::{
     counters::TrafficCounters,
+    flood::FloodState,
     flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
     interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::*,
@@ -34,6 +35,8 @@ pub struct Maps {
     pub service_counters: PerCpuArray<MapData, TrafficCounters>,
     pub real_counters: PerCpuArray<MapData, TrafficCounters>,
     pub reason_counters: PerCpuArray<MapData, u64>,
+    /// Per CPU, entry 0: the SYN-flood detector (`lb_common::flood`).
+    pub flood: PerCpuArray<MapData, FloodState>,
     /// Entry 0: `LAYOUT_VERSION` of the build that created the maps.
     pub meta: Array<MapData, u32>,
     /// Entry 0: jiffies, stored by the clock program (`dataplane::clock`).
@@ -135,6 +138,7 @@ impl Maps {
             service_counters: map(MAP_SERVICE_COUNTERS)?.try_into()?,
             real_counters: map(MAP_REAL_COUNTERS)?.try_into()?,
             reason_counters: map(MAP_REASON_COUNTERS)?.try_into()?,
+            flood: map(MAP_FLOOD)?.try_into()?,
             meta: map(MAP_META)?.try_into()?,
             clock: map(MAP_CLOCK)?.try_into()?,
             cache_epoch: None,

@@ -249,7 +249,22 @@ impl Collector for Traffic {
             "Packets the XDP program handled, by outcome: forwarded, or why it passed or dropped them",
             None,
             reasons,
-        )
+        )?;
+        let flood = &self.0.syn_flood;
+        let metric = encoder.encode_descriptor(
+            "syn_flood_untracked_syns",
+            "DR SYNs forwarded without a connection-table entry because of a SYN flood",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(flood.untracked_syns).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "syn_flood_active",
+            "1 while the data plane defends against a SYN flood, else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(flood.active as i64).encode(metric)
     }
 }
 

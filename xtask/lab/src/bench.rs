@@ -29,12 +29,13 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, ensure};
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use etherparse::PacketBuilder;
-use lb_common::maps::PROGRAM_NAME;
+use lb_common::{flood::FloodState, maps::PROGRAM_NAME};
 use xdplb::{
     dataplane::{
         loader, object,
@@ -203,17 +204,58 @@ fn single(
     ctx: Option<&[u8]>,
     expect: u32,
 ) -> Result<f64> {
+    single_with(program, frame, ctx, expect, |_| Ok(()))
+}
+
+/// As `single`, calling `between(i)` (untimed) before the `i`th run.
+fn single_with(
+    program: &Xdp,
+    frame: impl Fn(u32) -> Vec<u8>,
+    ctx: Option<&[u8]>,
+    expect: u32,
+    mut between: impl FnMut(u32) -> Result<()>,
+) -> Result<f64> {
     let mut means = Vec::new();
     for run_no in 0..SINGLE_RUNS as u32 {
         let mut total = 0.0;
         for i in 0..SINGLE_SHOTS {
-            let (action, ns) = test_run(program, &frame(run_no * SINGLE_SHOTS + i), 1, ctx)?;
+            let n = run_no * SINGLE_SHOTS + i;
+            between(n)?;
+            let (action, ns) = test_run(program, &frame(n), 1, ctx)?;
             ensure!(action == expect, "got action {action}, expected {expect}");
             total += ns;
         }
         means.push(total / SINGLE_SHOTS as f64);
     }
     Ok(median(means))
+}
+
+/// Sets every CPU's flood detector (the pinned `FLOOD` map, opened on its own because writing
+/// needs a handle the bench does not otherwise borrow mutably): zeroed, or flooded at `tick`.
+fn set_flood(pin_dir: &std::path::Path, flooded_at: Option<u32>) -> Result<()> {
+    let data = MapData::from_pin(pin_dir.join(lb_common::maps::MAP_FLOOD))?;
+    let mut map: PerCpuArray<MapData, FloodState> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
+    let mut states = map.get(&0, 0)?.to_vec();
+    for state in &mut states {
+        *state = match flooded_at {
+            None => FloodState::default(),
+            Some(tick) => FloodState {
+                tick,
+                this_tick: lb_common::flood::FLOOD_NEW_FLOWS_PER_TICK + 1,
+                last_tick: lb_common::flood::FLOOD_NEW_FLOWS_PER_TICK + 1,
+                flooded_at: tick,
+                ..*state
+            },
+        };
+    }
+    map.set(0, PerCpuValues::try_from(states)?, 0)?;
+    Ok(())
+}
+
+/// SYNs the flood defence forwarded without an entry, over all CPUs.
+fn untracked_syns(flood: &PerCpuArray<MapData, FloodState>) -> Result<u64> {
+    Ok(flood.get(&0, 0)?.iter().map(|s| s.untracked_syns).sum())
 }
 
 fn last_cpu() -> usize {
@@ -402,7 +444,30 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
                 }
             })
         };
-        let single_ns = single(xdplb, syn, Some(&ctx_out), XDP_TX)?;
+        // A new flow as usual: the flood detector (lb_common::flood) is reset before it could
+        // count a flood, so every SYN gets its connection-table entry.
+        let flood = &bench.loaded.maps.flood;
+        let single_ns = single_with(xdplb, syn, Some(&ctx_out), XDP_TX, |i| {
+            if i % 512 == 0 {
+                set_flood(pin_dir, None)?;
+            }
+            Ok(())
+        })?;
+        // Under a SYN flood: the detector is tripped (as more than its limit of SYNs in a tick
+        // would), then every SYN is forwarded without an entry (checked by its counter).
+        let flooded_syn = |i: u32| syn(i + 1_000_000);
+        let untracked_before = untracked_syns(flood)?;
+        let flood_ns = single_with(xdplb, flooded_syn, Some(&ctx_out), XDP_TX, |i| {
+            if i % 256 == 0 {
+                set_flood(pin_dir, Some(bench.loaded.now_tick()?))?;
+            }
+            Ok(())
+        })?;
+        let untracked = untracked_syns(flood)? - untracked_before;
+        ensure!(
+            untracked == (SINGLE_RUNS as u32 * SINGLE_SHOTS) as u64,
+            "the flood case left only {untracked} SYNs untracked"
+        );
         let rows = vec![
             Row::new(
                 "DR established flow",
@@ -436,6 +501,14 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
                     ratio: single_ns / floor_single,
                 },
                 "single runs, vs the floor's single runs",
+            ),
+            Row::new(
+                "DR SYN under a flood",
+                Paired {
+                    ns: flood_ns,
+                    ratio: flood_ns / floor_single,
+                },
+                "target <= 4x; single runs, no table entry",
             ),
         ];
         Ok((rows, [floor_ns, floor_short, floor_single]))

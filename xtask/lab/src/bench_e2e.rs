@@ -81,13 +81,7 @@ impl Topology {
         // on the other CPU, instead of queueing behind the generator's loop (which overflows
         // the veth rings and loses nearly every frame).
         for (ns, dev) in [(&generator, "g0"), (&lb, "b0")] {
-            // GRO on gives the veth its NAPI instance, which threaded mode needs.
-            run_command(ns.command("ethtool").args(["-K", dev, "gro", "on"]))?;
-            run_command(
-                Command::new("ip")
-                    .args(["netns", "exec", &ns.name, "sh", "-c"])
-                    .arg(format!("echo 1 > /sys/class/net/{dev}/threaded")),
-            )?;
+            netns::threaded_napi(ns, dev)?;
         }
         pin_napi_threads(&[("napi/g0-", SINK_CPU), ("napi/b0-", FORWARDER_CPU)])?;
         let gen_mac = generator.mac("g0")?;

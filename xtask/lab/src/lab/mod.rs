@@ -7,6 +7,7 @@
 mod balancer;
 mod daemon;
 mod dr;
+mod flood;
 mod nat;
 pub mod netns;
 mod router;
@@ -16,6 +17,7 @@ mod tcp;
 pub use balancer::{Balancer, xdplb_binary};
 pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
+pub use flood::{FLOOD_INTERFACE, FLOOD_SOURCES, SynFlood};
 pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};

@@ -108,6 +108,19 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `dev`'s receive work (NAPI) in a kernel thread the scheduler can put on any CPU,
+/// instead of in the softirq of whoever sends to it: a live-frames generator's loop would
+/// otherwise also run the receiver and overflow the veth's ring.
+pub fn threaded_napi(ns: &Netns, dev: &str) -> Result<()> {
+    // GRO on gives a veth its NAPI instance, which threaded mode needs.
+    run(ns.command("ethtool").args(["-K", dev, "gro", "on"]))?;
+    // /sys shows the namespace's devices only when mounted inside it: `ip netns exec`.
+    run(Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{dev}/threaded")))?;
+    Ok(())
+}
+
 /// Deletes namespaces and pins left by lab runs whose process is gone.
 pub fn sweep_leftovers() {
     let dead = |name: &str| {

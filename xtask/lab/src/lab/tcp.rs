@@ -98,6 +98,15 @@ impl Conversation {
     pub fn open(ns: &Netns, to: SocketAddr) -> Result<Conversation> {
         let stream =
             ns.within(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))??;
+        Conversation::over(stream)
+    }
+
+    /// Opens from the calling thread's own namespace (a thread started by `Netns::spawn`).
+    pub fn open_here(to: SocketAddr) -> Result<Conversation> {
+        Conversation::over(TcpStream::connect_timeout(&to, Duration::from_secs(3))?)
+    }
+
+    fn over(stream: TcpStream) -> Result<Conversation> {
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         Ok(Conversation {
             reader: BufReader::new(stream),
