@@ -24,11 +24,17 @@ impl FibRouter {
     /// `neighbours`: (address, MAC, "out0" or "in0").
     pub fn new(neighbours: &[(Ipv4Addr, [u8; 6], &str)]) -> Result<FibRouter> {
         let ns = Netns::create(format!("{}-fib", unique_prefix()))?;
-        for (dev, addr) in [("out0", "198.18.0.2/24"), ("in0", "198.19.0.1/24")] {
+        // Fixed MACs: a seeded test that mutates frames must meet the same addresses each run.
+        for (dev, addr, mac) in [
+            ("out0", "198.18.0.2/24", "02:00:00:00:18:02"),
+            ("in0", "198.19.0.1/24", "02:00:00:00:19:01"),
+        ] {
             ns.ip(&[
                 "link",
                 "add",
                 dev,
+                "address",
+                mac,
                 "type",
                 "veth",
                 "peer",
