@@ -42,10 +42,13 @@ pub enum Reason {
     /// A new flow from a source no host can have (0/8, 127/8, multicast, broadcast, or the
     /// destination itself): passed, for the kernel to drop as a martian.
     Martian = 11,
+    /// An ICMP error (destination unreachable, time exceeded) about no flow of a VIP, or
+    /// quoting a packet too short to tell: passed.
+    IcmpUnmatched = 12,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Entries of `REASON_COUNTERS`: room for reasons to come without a new layout.
     pub const SLOTS: u32 = 32;
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -61,6 +64,7 @@ impl Reason {
         Reason::NoNeighbour,
         Reason::OtherHost,
         Reason::Martian,
+        Reason::IcmpUnmatched,
     ];
 
     /// Label used in status output and metrics.
@@ -78,6 +82,7 @@ impl Reason {
             Reason::NoNeighbour => "no_neighbour",
             Reason::OtherHost => "other_host",
             Reason::Martian => "martian_source",
+            Reason::IcmpUnmatched => "icmp_unmatched",
         }
     }
 }

@@ -20,5 +20,6 @@ pub mod service;
 pub const LAYOUT_VERSION: u32 = 7;
 
 /// IP protocol numbers used in keys.
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

@@ -53,6 +53,10 @@ pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xdplb";
+/// The ICMP program, which `xdplb` tail-calls through `PROGRAMS` at index `PROGRAM_ICMP`.
+pub const ICMP_PROGRAM: &str = "xdplb_icmp";
+pub const MAP_PROGRAMS: &str = "PROGRAMS";
+pub const PROGRAM_ICMP: u32 = 0;
 /// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current
 /// jiffies in `CLOCK`, so the controller reads the data plane's clock.
 pub const CLOCK_PROGRAM: &str = "xdplb_clock";

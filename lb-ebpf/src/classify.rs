@@ -44,15 +44,31 @@ pub fn maybe_from_nat_real(packet: &Packet) -> bool {
 /// pay for it.
 #[inline(always)]
 pub fn for_us(ctx: &XdpContext, packet: &Packet) -> Result<(), Reason> {
-    addressed_here(ctx, packet.eth as *const u8)?;
-    header_valid(ctx, packet)
+    frame_for_us(
+        ctx,
+        packet.eth as *const u8,
+        packet.ip as *const u8,
+        packet.ip_words,
+    )
+}
+
+/// `for_us` for any IPv4 frame: `eth` and `ip` bounds-checked, the IP header `ip_words` long.
+#[inline(always)]
+pub fn frame_for_us(
+    ctx: &XdpContext,
+    eth: *const u8,
+    ip: *const u8,
+    ip_words: usize,
+) -> Result<(), Reason> {
+    addressed_here(ctx, eth)?;
+    header_valid(ctx, ip, ip_words)
 }
 
 /// The IP header checksum is right (`for_us` without the MAC check, for flow-cache hits,
 /// whose slot checked the MAC).
 #[inline(always)]
-pub fn header_valid(ctx: &XdpContext, packet: &Packet) -> Result<(), Reason> {
-    if csum::ipv4_header_valid(packet.ip as *const u8, packet.ip_words, ctx.data_end()) {
+pub fn header_valid(ctx: &XdpContext, ip: *const u8, ip_words: usize) -> Result<(), Reason> {
+    if csum::ipv4_header_valid(ip, ip_words, ctx.data_end()) {
         Ok(())
     } else {
         Err(Reason::Malformed)

@@ -2,18 +2,15 @@
 
 use core::ptr::{read_unaligned, write_unaligned};
 
-use crate::parse::Packet;
-
 /// New destination: the real's MAC. New source: the MAC the frame was addressed to, which is
 /// this interface's own (`classify::for_us` lets no other frame be forwarded).
 #[inline(always)]
-pub fn rewrite(packet: &Packet, real_mac: &[u8; 6]) {
-    // SAFETY: parse bounds-checked the Ethernet header; the data plane is built with
+pub fn rewrite(eth: *mut u8, real_mac: &[u8; 6]) {
+    // SAFETY: the caller bounds-checked the Ethernet header; the data plane is built with
     // misaligned access allowed. Each MAC moves as a 4- and a 2-byte word: a plain assignment
     // compiled to a call of a byte-at-a-time memmove (the compiler could not rule out overlap
     // with the map value), and a byte-wise copy to twelve loads and stores.
     unsafe {
-        let eth = packet.eth as *mut u8;
         let own_hi = read_unaligned(eth as *const u32);
         let own_lo = read_unaligned(eth.add(4) as *const u16);
         write_unaligned(eth.add(6) as *mut u32, own_hi);

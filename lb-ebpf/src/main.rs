@@ -1,6 +1,7 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
-//! Every packet goes parse -> flow cache (its flow went through its table this tick?), else
+//! ICMP goes to a program of its own (`xdplb_icmp`, icmp.rs) by a tail call.
+//! Every other packet goes parse -> flow cache (its flow went through its table this tick?), else
 //! classify (could it be for a VIP, or a NAT reply?) -> schedule (which real?) or the NAT
 //! reverse table -> rewrite -> action. Anything that is not for a configured
 //! VIP:port:protocol leaves untouched with XDP_PASS, so the host's own traffic is never
@@ -16,6 +17,7 @@ mod csum;
 mod dr;
 mod flood;
 mod flow_cache;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
@@ -24,12 +26,28 @@ mod stats;
 mod zero;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{counters::Reason, flow::CACHED_NAT_REPLY, service::REAL_NAT};
+use lb_common::{
+    IPPROTO_ICMP, counters::Reason, flow::CACHED_NAT_REPLY, maps::PROGRAM_ICMP, service::REAL_NAT,
+};
+use maps::PROGRAMS;
 use parse::Packet;
 
 #[xdp]
 pub fn xdplb(ctx: XdpContext) -> u32 {
-    match try_xdplb(&ctx) {
+    action(try_xdplb(&ctx))
+}
+
+/// ICMP, tail-called by `xdplb` (icmp.rs).
+#[xdp]
+pub fn xdplb_icmp(ctx: XdpContext) -> u32 {
+    action(icmp::frame(&ctx))
+}
+
+/// The XDP action for a verdict: a packet not forwarded is counted under its reason, and
+/// passed to the kernel or dropped.
+#[inline(always)]
+fn action(verdict: Result<u32, Reason>) -> u32 {
+    match verdict {
         Ok(action) => action,
         Err(reason) => {
             stats::count_reason(reason);
@@ -49,14 +67,20 @@ enum Path {
 
 #[inline(always)]
 fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
-    let packet = parse::parse(ctx)?;
+    let datagram = parse::datagram(ctx)?;
+    if datagram.proto == IPPROTO_ICMP {
+        // SAFETY: a tail call replaces this program; it returns only if it could not be made.
+        unsafe { PROGRAMS.tail_call(ctx, PROGRAM_ICMP) };
+        return Err(Reason::NotForVip);
+    }
+    let packet = parse::transport(ctx, &datagram)?;
     let now = age::now();
     match route(ctx, &packet, now)? {
         Path::ToReal(chosen) if chosen.real.flags & REAL_NAT != 0 => {
             nat::inbound(ctx, &packet, &chosen)
         }
         Path::ToReal(chosen) => {
-            dr::rewrite(&packet, &chosen.real.mac);
+            dr::rewrite(packet.eth as *mut u8, &chosen.real.mac);
             stats::count_forwarded(
                 chosen.real.service,
                 chosen.id,
@@ -78,7 +102,7 @@ fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
         && !packet.opens
         && let Some(slot) = flow_cache::get(packet, now)
     {
-        classify::header_valid(ctx, packet)?;
+        classify::header_valid(ctx, packet.ip as *const u8, packet.ip_words)?;
         if slot.direction == CACHED_NAT_REPLY {
             if let Some(to) = nat::cached_reply(slot) {
                 return Ok(Path::NatReply(to));

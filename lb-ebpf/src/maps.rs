@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
     counters::{Reason, TrafficCounters},
@@ -72,6 +72,13 @@ pub static CACHE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 /// loader before the program is attached.
 #[map]
 pub static INTERFACE_MACS: Array<InterfaceMac> = Array::with_max_entries(INTERFACE_SLOTS, 0);
+
+/// The data plane's other programs, tail-called (`lb_common::maps::PROGRAM_ICMP`), filled by
+/// the loader before the main program is attached. Pinned: the kernel empties a program array
+/// once no file descriptor or pin refers to it, which would end ICMP handling when the
+/// controller stops.
+#[map]
+pub static PROGRAMS: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// Persistence: (service, masked client address) -> the client's real.
 #[map]

@@ -16,6 +16,8 @@ use lb_common::{
     service::Real,
 };
 
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
 use crate::{
     age, csum, flow_cache,
     maps::{FLOWS, NAT_REVERSE, REALS},
@@ -31,7 +33,7 @@ const DPORT: usize = 2;
 const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
 
-enum Route {
+pub enum Route {
     Found(NextHop),
     /// The route exists but the neighbour's MAC is unknown: the kernel must resolve it.
     NoNeighbour,
@@ -64,7 +66,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     }
     ttl_allows_forwarding(packet)?;
     let route = next_hop(
-        ctx, packet, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
+        ctx, packet.ip, flow.proto, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
     )?;
     match route {
         Route::NoNeighbour => {
@@ -81,7 +83,7 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
             if chosen.via_table {
                 flow_cache::put_to_real(packet, chosen.id, real.generation, chosen.now, hop);
             }
-            Ok(send(ctx, packet, &hop))
+            Ok(send(ctx, packet.eth, &hop))
         }
     }
 }
@@ -162,7 +164,8 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
     ttl_allows_forwarding(packet)?;
     match next_hop(
         ctx,
-        packet,
+        packet.ip,
+        flow.proto,
         to.hop,
         now,
         to.vip,
@@ -181,7 +184,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
                 // SAFETY: a map value pointer from a successful lookup.
                 flow_cache::put_nat_reply(packet, unsafe { &*to.entry }, now, hop);
             }
-            Ok(send(ctx, packet, &hop))
+            Ok(send(ctx, packet.eth, &hop))
         }
     }
 }
@@ -254,8 +257,14 @@ pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
 
 #[inline(always)]
 fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
-    // SAFETY: parse bounds-checked the IPv4 header.
-    if unsafe { (*packet.ip).ttl } <= 1 {
+    ttl_allows(packet.ip)
+}
+
+/// A router forwards only what has TTL left after its own hop.
+#[inline(always)]
+pub fn ttl_allows(ip: *const Ipv4Hdr) -> Result<(), Reason> {
+    // SAFETY: the caller bounds-checked the IPv4 header.
+    if unsafe { (*ip).ttl } <= 1 {
         Err(Reason::TtlExpired)
     } else {
         Ok(())
@@ -276,9 +285,10 @@ fn forward_alive(client_side: &FlowKey, real: &Real, now: u32) -> bool {
 /// (and remembered). `cache` may be null (the flow could not be stored): always ask the FIB.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn next_hop(
+pub fn next_hop(
     ctx: &XdpContext,
-    packet: &Packet,
+    ip: *mut Ipv4Hdr,
+    proto: u8,
     cache: *mut NextHop,
     now: u32,
     src: u32,
@@ -293,7 +303,7 @@ fn next_hop(
             return Ok(Route::Found(cached));
         }
     }
-    let route = fib(ctx, packet, src, dst, sport, dport)?;
+    let route = fib(ctx, ip, proto, src, dst, sport, dport)?;
     if let Route::Found(hop) = &route
         && !cache.is_null()
     {
@@ -311,7 +321,8 @@ fn next_hop(
 #[inline(always)]
 fn fib(
     ctx: &XdpContext,
-    packet: &Packet,
+    ip: *mut Ipv4Hdr,
+    proto: u8,
     src: u32,
     dst: u32,
     sport: u16,
@@ -323,13 +334,13 @@ fn fib(
     // SAFETY: all zero bytes is a valid bpf_fib_lookup (plain integers and unions of them).
     let params = unsafe { request.assume_init_mut() };
     params.family = AF_INET;
-    params.l4_protocol = packet.flow.proto;
+    params.l4_protocol = proto;
     params.sport = sport;
     params.dport = dport;
-    // SAFETY: parse bounds-checked the IPv4 header; the unions are plain integers.
+    // SAFETY: the caller bounds-checked the IPv4 header; the unions are plain integers.
     unsafe {
-        params.__bindgen_anon_1.tot_len = u16::from_be_bytes((*packet.ip).tot_len);
-        params.__bindgen_anon_2.tos = (*packet.ip).tos;
+        params.__bindgen_anon_1.tot_len = u16::from_be_bytes((*ip).tot_len);
+        params.__bindgen_anon_2.tos = (*ip).tos;
         params.__bindgen_anon_3.ipv4_src = src;
         params.__bindgen_anon_4.ipv4_dst = dst;
         params.ifindex = (*ctx.ctx).ingress_ifindex;
@@ -414,12 +425,13 @@ fn rewrite(
     Ok(())
 }
 
+/// Addresses the frame to the next hop and sends it: back out (XDP_TX) or redirected.
 #[inline(always)]
-fn send(ctx: &XdpContext, packet: &Packet, hop: &NextHop) -> u32 {
-    // SAFETY: parse bounds-checked the Ethernet header.
+pub fn send(ctx: &XdpContext, eth: *mut EthHdr, hop: &NextHop) -> u32 {
+    // SAFETY: the caller bounds-checked the Ethernet header.
     unsafe {
-        (*packet.eth).dst_addr = hop.dmac;
-        (*packet.eth).src_addr = hop.smac;
+        (*eth).dst_addr = hop.dmac;
+        (*eth).src_addr = hop.smac;
     }
     // SAFETY: reading the context's ingress interface.
     if hop.ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {

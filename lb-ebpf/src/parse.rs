@@ -28,6 +28,21 @@ use network_types::{
 
 use crate::{classify, maps::VIP_ADDRS};
 
+/// An IPv4 datagram whose header was checked (version, length, the whole datagram inside the
+/// frame; Ethernet padding may follow it).
+pub struct Datagram {
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    /// IPv4 header length in 32-bit words.
+    pub ip_words: usize,
+    pub proto: u8,
+    /// A fragment (more fragments, or an offset).
+    pub fragment: bool,
+    /// Offsets from the frame's start: the payload, and the end of the datagram.
+    pub payload: usize,
+    pub end: usize,
+}
+
 /// A TCP or UDP packet, parsed.
 pub struct Packet {
     pub eth: *mut EthHdr,
@@ -60,7 +75,7 @@ const TCP_SYN_OR_ACK: u8 = 0x02 | 0x10;
 
 /// Pointer to a `T` at `offset` from the start of the frame, if the whole `T` is inside it.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -81,13 +96,25 @@ fn opaque<T>(pointer: *mut T) -> *mut T {
     value as *mut T
 }
 
+/// An offset the optimiser must not reason about: a bounds check against the frame's end
+/// that it could prove from an earlier check on other values (which the verifier cannot)
+/// would be dropped, and the verifier would then refuse the access.
+#[inline(always)]
+pub fn opaque_offset(offset: usize) -> usize {
+    let mut value = offset as u64;
+    // SAFETY: an empty instruction sequence; it only hides the value from the optimiser.
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack)) };
+    value as usize
+}
+
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
 const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
 /// More-fragments flag and fragment offset, in the on-wire bytes of `Ipv4Hdr::frags`.
 const IP_MF_OR_OFFSET: u16 = 0x3fff;
 
+/// Ethernet (one optional 802.1Q tag) and the IPv4 header.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+pub fn datagram(ctx: &XdpContext) -> Result<Datagram, Reason> {
     let eth: *mut EthHdr = opaque(ptr_at(ctx, 0)?);
     let mut l3 = EthHdr::LEN;
     // SAFETY: ptr_at checked the header lies inside the frame.
@@ -104,12 +131,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: as above.
-    let (vihl, proto, frags, dst, tot_len) = unsafe {
+    let (vihl, proto, frags, tot_len) = unsafe {
         (
             (*ip).vihl,
             (*ip).proto,
             u16::from_be_bytes((*ip).frags),
-            u32::from_ne_bytes((*ip).dst_addr),
             u16::from_be_bytes((*ip).tot_len) as usize,
         )
     };
@@ -117,10 +143,32 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
         return Err(Reason::Malformed);
     }
+    // The IP datagram must fit in the frame (Ethernet padding may follow it).
+    let end = l3 + tot_len;
+    if ctx.data() + end > ctx.data_end() {
+        return Err(Reason::Malformed);
+    }
+    Ok(Datagram {
+        eth,
+        ip,
+        ip_words: ihl / 4,
+        proto,
+        fragment: frags & IP_MF_OR_OFFSET != 0,
+        payload: l3 + ihl,
+        end,
+    })
+}
+
+/// The TCP or UDP packet in `datagram`. Fragments addressed to a VIP are dropped (see above).
+#[inline(always)]
+pub fn transport(ctx: &XdpContext, datagram: &Datagram) -> Result<Packet, Reason> {
+    let (eth, ip, proto) = (datagram.eth, datagram.ip, datagram.proto);
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Err(Reason::NotForVip);
     }
-    if frags & IP_MF_OR_OFFSET != 0 {
+    if datagram.fragment {
+        // SAFETY: parse bounds-checked the IPv4 header.
+        let dst = unsafe { u32::from_ne_bytes((*ip).dst_addr) };
         // SAFETY: map lookups with a stack key; the value is not read.
         let to_vip = unsafe { VIP_ADDRS.get(dst).is_some() };
         // A fragment that was not sent to this host is not ours to drop.
@@ -131,13 +179,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             Reason::NotForVip
         });
     }
-
-    let l4 = l3 + ihl;
-    // The IP datagram must fit in the frame (Ethernet padding may follow it).
-    let ip_end = l3 + tot_len;
-    if ctx.data() + ip_end > ctx.data_end() {
-        return Err(Reason::Malformed);
-    }
+    let (l4, ip_end) = (datagram.payload, datagram.end);
     // TCP and UDP both start with the two ports; the pointer kept is the bounds-checked one.
     // Each header must end inside the IP datagram, not in the padding after it.
     let (l4_ptr, tcp_flags) = if proto == IPPROTO_TCP {
@@ -193,6 +235,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         closes: tcp_flags & TCP_FIN_OR_RST != 0,
         opens: tcp_flags & TCP_SYN_OR_ACK == TCP_SYN,
         frame_len: (ctx.data_end() - ctx.data()) as u64,
-        ip_words: ihl / 4,
+        ip_words: datagram.ip_words,
     })
 }

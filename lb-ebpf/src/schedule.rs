@@ -180,11 +180,7 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 (*entry).flags,
             )
         };
-        if let Some(real) = usable_real(id)
-            && real.generation == generation
-            && (age::alive(seen, flags, real, now)
-                || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, real, now)))
-        {
+        if let Some(real) = live_real(flow, id, generation, seen, flags, now) {
             if seen != now && real.flags & REAL_PERSISTENT != 0 {
                 // Once per tick: the client is still active, keep its real remembered.
                 refresh_client(flow, real, id, now);
@@ -227,7 +223,66 @@ fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
     }
 }
 
-/// A persistent client's real, if remembered, fresh and still taking new flows.
+/// The real a flow's packets would go to now, found without changing anything (for an ICMP
+/// error about the flow): its live connection-table entry, else what scheduling would pick.
+#[inline(always)]
+pub fn owner(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'static Real)> {
+    if let Some(found) = tracked_real(flow, now) {
+        return Some(found);
+    }
+    if let Some(found) = remembered(flow, service, now) {
+        return Some(found);
+    }
+    let id = from_table(flow, service).ok()?;
+    Some((id, usable_real(id)?))
+}
+
+/// The real of a flow's live connection-table entry, found without changing anything.
+#[inline(always)]
+pub fn tracked_real(flow: &FlowKey, now: u32) -> Option<(u32, &'static Real)> {
+    // SAFETY: the fields are copied out at once.
+    let (id, generation, seen, flags) = unsafe {
+        let entry = FLOWS.get(flow)?;
+        (entry.real, entry.generation, entry.seen, entry.flags)
+    };
+    Some((id, live_real(flow, id, generation, seen, flags, now)?))
+}
+
+/// The real of a connection-table entry (`id`, `generation`, `seen`, `flags`) of `flow`, if
+/// the entry is alive (a NAT flow lives while its replies are) and its real up and the same.
+#[inline(always)]
+fn live_real(
+    flow: &FlowKey,
+    id: u32,
+    generation: u32,
+    seen: u32,
+    flags: u32,
+    now: u32,
+) -> Option<&'static Real> {
+    let real = usable_real(id)?;
+    if real.generation == generation
+        && (age::alive(seen, flags, real, now)
+            || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, real, now)))
+    {
+        Some(real)
+    } else {
+        None
+    }
+}
+
+/// A persistent client's real, if remembered, fresh and still taking new flows; read only.
+#[inline(always)]
+fn remembered(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'static Real)> {
+    if service.flags & SERVICE_PERSISTENT == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let remembered = unsafe { *PERSIST.get(client_key(flow, service.id, service.persist_mask))? };
+    still_remembered(&remembered, service, now)
+}
+
+/// A persistent client's real, if remembered, fresh and still taking new flows; the client is
+/// remembered afresh.
 #[inline(always)]
 fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'static Real)> {
     if service.flags & SERVICE_PERSISTENT == 0 {
@@ -236,7 +291,19 @@ fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32
     let key = client_key(flow, service.id, service.persist_mask);
     let entry = PERSIST.get_ptr_mut(key)?;
     // SAFETY: a map value pointer from a successful lookup.
-    let remembered = unsafe { *entry };
+    let found = still_remembered(unsafe { &*entry }, service, now)?;
+    // SAFETY: as above.
+    unsafe { (*entry).seen = now };
+    Some(found)
+}
+
+/// The remembered real, if the memory is fresh and the real still takes new flows.
+#[inline(always)]
+fn still_remembered(
+    remembered: &PersistValue,
+    service: &Service,
+    now: u32,
+) -> Option<(u32, &'static Real)> {
     if !fresh(remembered.seen, now, service.persist_timeout) {
         return None;
     }
@@ -244,8 +311,6 @@ fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32
     if real.generation != remembered.generation || real.flags & REAL_NEW_FLOWS == 0 {
         return None;
     }
-    // SAFETY: as above.
-    unsafe { (*entry).seen = now };
     Some((remembered.real, real))
 }
 

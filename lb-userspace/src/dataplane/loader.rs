@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, ProgramArray},
     programs::{
         Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
@@ -21,7 +21,10 @@ use aya::{
 };
 use lb_common::{
     LAYOUT_VERSION,
-    maps::{CLOCK_PROGRAM, MAP_META, MAP_SERVICES, PROGRAM_NAME},
+    maps::{
+        CLOCK_PROGRAM, ICMP_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, PROGRAM_ICMP,
+        PROGRAM_NAME,
+    },
 };
 use tracing::{debug, info};
 
@@ -59,6 +62,7 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
     program
         .load()
         .context("the kernel verifier rejected the XDP program")?;
+    load_tail_calls(&mut ebpf)?;
     let clock: &mut Xdp = ebpf
         .program_mut(CLOCK_PROGRAM)
         .context("clock program missing from object")?
@@ -79,6 +83,27 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
     loaded.hz = clock::measure_hz(loaded.clock_program()?, &loaded.maps.clock)?;
     debug!(hz = loaded.hz, "measured the kernel's jiffies per second");
     Ok(loaded)
+}
+
+/// Loads the programs the main one tail-calls and puts them in its `PROGRAMS` map, before the
+/// main program is attached: a missing entry would leave that traffic to the kernel.
+fn load_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
+    let icmp: &mut Xdp = ebpf
+        .program_mut(ICMP_PROGRAM)
+        .context("ICMP program missing from object")?
+        .try_into()?;
+    icmp.load()
+        .context("the kernel verifier rejected the ICMP program")?;
+    let fd = icmp.fd()?.try_clone()?;
+    let mut programs: ProgramArray<MapData> = ProgramArray::try_from(
+        ebpf.take_map(MAP_PROGRAMS)
+            .context("map PROGRAMS missing from the program")?,
+    )?;
+    programs
+        .set(PROGRAM_ICMP, &fd, 0)
+        .context("registering the ICMP program")?;
+    // The map is pinned: its entry outlives this process, as the attached program does.
+    Ok(())
 }
 
 /// Pinned maps are adopted only if this build wrote them with the same layout: another

@@ -562,6 +562,30 @@ fn compare(pin_dir: &std::path::Path, baseline: &std::path::Path) -> Result<()> 
         program.attach("out0", XdpMode::Driver)?;
         Ok(())
     })?;
+    // A baseline that forwards only frames addressed to its interfaces has its own (unpinned)
+    // table of their MACs: give it the same as this build's.
+    if let Some(map) = base_obj.map_mut(lb_common::maps::MAP_INTERFACE_MACS) {
+        let mut macs: aya::maps::Array<_, lb_common::interface::InterfaceMac> =
+            aya::maps::Array::try_from(map)?;
+        let entries = in_netns(&bench.router.ns, || {
+            ["lo", "out0", "in0"]
+                .iter()
+                .map(|name| Ok(nix::net::if_::if_nametoindex(*name)?))
+                .collect::<Result<Vec<u32>>>()
+        })?;
+        for ifindex in entries {
+            let entry = lb_common::interface::InterfaceMac {
+                ifindex,
+                mac: LB_MAC,
+                _pad: 0,
+            };
+            macs.set(ifindex % lb_common::interface::INTERFACE_SLOTS, entry, 0)?;
+        }
+    }
+    let program: &mut Xdp = base_obj
+        .program_mut(PROGRAM_NAME)
+        .context("baseline xdplb")?
+        .try_into()?;
     let base: &Xdp = program;
     let this = bench.xdplb()?;
 

@@ -46,7 +46,8 @@ pub struct DrLab {
     pub prefix: String,
     pub reals: Vec<(Netns, Ipv4Addr, String)>,
     pub client: Netns,
-    _switch: Switch,
+    /// More hosts can be plugged in (then `attach_pass`).
+    pub switch: Switch,
 }
 
 pub fn real_address(i: usize) -> Ipv4Addr {
@@ -96,7 +97,7 @@ impl DrLab {
             prefix,
             reals,
             client,
-            _switch: switch,
+            switch,
         })
     }
 

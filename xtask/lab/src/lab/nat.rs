@@ -39,10 +39,12 @@ pub struct NatLab {
     _tcp: Vec<EchoServer>,
     _udp: Vec<UdpNameServer>,
     pub arms: Arms,
+    pub prefix: String,
     pub client: Netns,
     pub client_addr: Ipv4Addr,
     pub reals: Vec<(Netns, Ipv4Addr, String)>,
-    _switch: Switch,
+    /// More hosts can be plugged in (then `attach_pass`).
+    pub switch: Switch,
 }
 
 impl NatLab {
@@ -113,10 +115,11 @@ impl NatLab {
             _tcp: tcp,
             _udp: udp,
             arms,
+            prefix,
             client,
             client_addr,
             reals: hosts,
-            _switch: switch,
+            switch,
         })
     }
 

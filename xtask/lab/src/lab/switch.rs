@@ -14,9 +14,11 @@ use xdplb::dataplane::object;
 use super::netns::{Netns, run};
 
 pub struct Switch {
-    /// Keeps `lab_pass` attached to the ports.
-    pass: Option<Ebpf>,
+    /// Keep `lab_pass` attached to the ports (one object per `attach_pass`).
+    pass: Vec<Ebpf>,
     ports: Vec<String>,
+    /// Ports `attach_pass` has done.
+    attached: usize,
     pub ns: Netns,
 }
 
@@ -28,8 +30,9 @@ impl Switch {
             ns.ip(&["link", "set", bridge, "up"])?;
         }
         Ok(Switch {
-            pass: None,
+            pass: Vec::new(),
             ports: Vec::new(),
+            attached: 0,
             ns,
         })
     }
@@ -62,10 +65,10 @@ impl Switch {
         Ok(())
     }
 
-    /// Attaches `lab_pass` to every port plugged so far.
+    /// Attaches `lab_pass` to every port plugged since the last call.
     pub fn attach_pass(&mut self) -> Result<()> {
-        let ports = self.ports.clone();
-        self.pass = Some(self.ns.within(move || -> Result<Ebpf> {
+        let ports = self.ports[self.attached..].to_vec();
+        self.pass.push(self.ns.within(move || -> Result<Ebpf> {
             let mut ebpf = Ebpf::load(object::LAB)?;
             let program: &mut Xdp = ebpf
                 .program_mut("lab_pass")
@@ -77,6 +80,7 @@ impl Switch {
             }
             Ok(ebpf)
         })??);
+        self.attached = self.ports.len();
         Ok(())
     }
 }

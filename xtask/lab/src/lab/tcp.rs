@@ -2,7 +2,8 @@
 //!
 //! The server answers each line `who` with its name, so a client learns which real server it
 //! reached, and keeps the connection open for more lines (a long-lived "study transfer").
-//! It also answers an HTTP GET with its name as the body, so `curl` can be the client.
+//! It also answers an HTTP GET with its name as the body, so `curl` can be the client, and
+//! `get N` with N bytes (a large download: an image retrieval).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -74,6 +75,20 @@ fn serve(stream: TcpStream, name: &str) {
             );
             return;
         }
+        if let Some(n) = line.trim().strip_prefix("get ") {
+            let Ok(mut left) = n.parse::<usize>() else {
+                return;
+            };
+            let block = [b'x'; 65536];
+            while left > 0 {
+                let chunk = left.min(block.len());
+                if writer.write_all(&block[..chunk]).is_err() {
+                    return;
+                }
+                left -= chunk;
+            }
+            continue;
+        }
         if line.trim() == "who" && writeln!(writer, "{name}").is_err() {
             return;
         }
@@ -122,6 +137,25 @@ impl Conversation {
         anyhow::ensure!(!answer.is_empty(), "connection closed");
         Ok(answer.trim().to_string())
     }
+}
+
+/// Downloads `bytes` bytes from the server at `to` (its `get` command), from `ns`; fails if
+/// the transfer stalls for `stall` (a Path MTU black hole looks like that).
+pub fn download(ns: &Netns, to: SocketAddr, bytes: usize, stall: Duration) -> Result<()> {
+    ns.within(move || -> Result<()> {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(stall))?;
+        writeln!(stream, "get {bytes}")?;
+        let mut got = 0;
+        let mut buffer = vec![0u8; 65536];
+        while got < bytes {
+            let n = std::io::Read::read(&mut stream, &mut buffer)
+                .with_context(|| format!("stalled after {got} of {bytes} bytes"))?;
+            anyhow::ensure!(n > 0, "closed after {got} of {bytes} bytes");
+            got += n;
+        }
+        Ok(())
+    })?
 }
 
 /// One short connection: connect, ask, close. Returns the server's name.
