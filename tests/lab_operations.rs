@@ -336,3 +336,57 @@ fn no_connection_fails_through_reloads_a_drain_and_a_controller_restart() -> Res
     ensure!(ok > 500, "too little traffic to prove anything: {ok}");
     Ok(())
 }
+
+/// `vip_announcement: none` (an active/standby pair): xdplb never adds or removes the VIP;
+/// whoever holds it (keepalived) decides which node serves, and status says which.
+#[test]
+fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 2,
+        ports: vec![104],
+    })?;
+    let pair_policy = format!("vip_announcement: none\n{}", policy(&lab, &[0, 1]));
+    lab.balancer.start(&pair_policy)?;
+    let has_vip = |lab: &DrLab| -> Result<bool> {
+        Ok(lab
+            .balancer
+            .ns
+            .ip(&["-o", "addr", "show", "dev", "eth0"])?
+            .contains(&format!("{VIP}/32")))
+    };
+    ensure!(!has_vip(&lab)?, "xdplb added the VIP itself");
+    let standby = status(&lab)?;
+    assert_eq!(standby["services"][0]["vip_held"], false, "{standby}");
+    let fingerprint = standby["policy_fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fingerprint.len(), 16, "{standby}");
+    assert!(
+        lab.balancer
+            .status_table()?
+            .contains("(VIP not on this node)")
+    );
+    // The standby does not answer for the VIP: no connection gets through.
+    ensure!(
+        who(&lab.client, lab.vip(104)).is_err(),
+        "the standby answered for a VIP it does not hold"
+    );
+
+    // keepalived makes this node active: it adds the VIP (and sends gratuitous ARP, which
+    // the client's forgetting its failed lookup stands in for); traffic flows.
+    lab.balancer
+        .ns
+        .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+    lab.client.ip(&["neigh", "flush", "to", &VIP.to_string()])?;
+    let active = status(&lab)?;
+    assert_eq!(active["services"][0]["vip_held"], true, "{active}");
+    assert_eq!(active["policy_fingerprint"], fingerprint.as_str());
+    who(&lab.client, lab.vip(104)).context("through the active node")?;
+    // A reload of the same policy, written differently, keeps the fingerprint and the VIP.
+    lab.balancer
+        .reload(&format!("# the pair's policy\n{pair_policy}"))?;
+    assert_eq!(status(&lab)?["policy_fingerprint"], fingerprint.as_str());
+    ensure!(has_vip(&lab)?, "a reload removed keepalived's VIP");
+    // Stopping the balancer leaves keepalived's address alone too.
+    lab.balancer.stop();
+    ensure!(has_vip(&lab)?, "`xdplb down` removed keepalived's VIP");
+    Ok(())
+}

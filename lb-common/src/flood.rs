@@ -1,10 +1,13 @@
-//! SYN-flood defence. A flood of SYNs from spoofed sources would fill the connection table
-//! (an LRU) with flows that never complete, evicting live ones; an evicted flow is rescheduled
-//! by Maglev, harmless only while the reals are unchanged. So while a CPU schedules more new
-//! flows per clock tick than `FLOOD_NEW_FLOWS_PER_TICK`, a DR SYN gets no table entry: it is
-//! forwarded to Maglev's choice, and the flow is entered by its first packet without SYN
-//! (the handshake's ACK), which a spoofed source never sends and which Maglev sends to the
-//! same real. NAT SYNs are always entered: the real's SYN-ACK needs the reverse entry.
+//! Flood defence. A flood of SYNs (or of any packets) from spoofed sources would fill the
+//! connection table (an LRU) with flows that never complete, evicting live ones; an evicted
+//! flow is rescheduled by Maglev, harmless only while the reals are unchanged. So each CPU
+//! counts the new flows it schedules per clock tick (SYNs, and other packets that make an
+//! entry); while it counted more than `FLOOD_NEW_FLOWS_PER_TICK` in this tick or the last, no
+//! DR flow gets an entry: its packets go to Maglev's choice, which is the same for every packet
+//! of the flow, and a flow that began during the flood is entered by its first packet after
+//! it. Established flows keep their entries, so they stay on their reals whatever changes.
+//! A SYN skips the table lookup too (a spoofed SYN has no entry to find). NAT flows are always
+//! entered: the real's replies need the reverse entry.
 
 /// New flows one CPU may schedule in one clock tick (about a second) before it treats the
 /// traffic as a flood. At this rate over two CPUs the 1,048,576-flow table would turn over in
@@ -22,8 +25,8 @@ pub struct FloodState {
     pub last_tick: u32,
     /// The last tick this CPU was under a flood (0: never).
     pub flooded_at: u32,
-    /// DR SYNs forwarded without a connection-table entry because of a flood.
-    pub untracked_syns: u64,
+    /// Packets of new DR flows forwarded without a connection-table entry because of a flood.
+    pub untracked: u64,
 }
 
 impl FloodState {

@@ -9,7 +9,7 @@ pub const MAX_VIP_PORTS: u32 = 4096;
 pub const MAX_REALS: u32 = 4096;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
-/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 60 bytes each: 1.9 MiB per CPU).
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 68 bytes each: 2.1 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
@@ -42,8 +42,8 @@ pub const MAP_CLOCK: &str = "CLOCK";
 /// data plane's flow cache (`FLOW_CACHE`, not pinned either) ignores slots cached under an
 /// earlier epoch, so a change takes effect at once, not at the next clock tick.
 pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
-/// Attached interfaces' own MACs (`interface::InterfaceMac`), not pinned: the loader fills it
-/// before its program is attached or swapped in.
+/// Attached interfaces' own MACs (`interface::InterfaceMac`), filled by the loader before its
+/// program is attached or swapped in.
 pub const MAP_INTERFACE_MACS: &str = "INTERFACE_MACS";
 /// Per CPU: the SYN-flood detector's state and counter (`flood::FloodState`).
 pub const MAP_FLOOD: &str = "FLOOD";

@@ -19,7 +19,8 @@ pub fn flooded(now: u32) -> bool {
     }
 }
 
-/// Counts a new flow scheduled on this CPU at tick `now`.
+/// Counts a new flow scheduled on this CPU at tick `now` (a SYN, or another packet that
+/// makes a connection-table entry).
 #[inline(always)]
 pub fn count_new_flow(now: u32) {
     let Some(state) = FLOOD.get_ptr_mut(0) else {
@@ -42,11 +43,11 @@ pub fn count_new_flow(now: u32) {
     }
 }
 
-/// A SYN forwarded without a connection-table entry.
+/// A packet of a new DR flow forwarded without a connection-table entry.
 #[inline(always)]
-pub fn count_untracked_syn() {
+pub fn count_untracked() {
     if let Some(state) = FLOOD.get_ptr_mut(0) {
         // SAFETY: as above.
-        unsafe { (*state).untracked_syns += 1 };
+        unsafe { (*state).untracked += 1 };
     }
 }

@@ -15,7 +15,8 @@
 //!   VIP:port again, the outer source too if it is the real itself, and it goes on to the
 //!   client.
 //!
-//! Nothing here creates or refreshes flow state, so forged errors cannot move a flow. Errors
+//! Nothing here creates flow state or refreshes a flow's age, so forged errors cannot move or
+//! keep alive a flow. Errors
 //! about no flow of ours, or quoting too little to tell, go to the kernel unchanged
 //! (`icmp_unmatched`, `malformed`); echo requests to a VIP are the kernel's to answer.
 
@@ -53,8 +54,8 @@ const SPORT: usize = 0;
 const DPORT: usize = 2;
 const UDP_CHECK: usize = 6;
 const TCP_CHECK: usize = 16;
-/// More-fragments flag and fragment offset, in the on-wire bytes of the IPv4 `frags` field.
-const IP_MF_OR_OFFSET: u16 = 0x3fff;
+/// The fragment offset, in the on-wire bytes of the IPv4 `frags` field.
+const IP_OFFSET: u16 = 0x1fff;
 
 /// The packet an ICMP error quotes.
 struct Quoted {
@@ -184,7 +185,8 @@ fn quoted(ctx: &XdpContext, datagram: &Datagram) -> Result<Quoted, Reason> {
     if header[0] >> 4 != 4 || words < 5 {
         return Err(Reason::Malformed);
     }
-    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || frags & IP_MF_OR_OFFSET != 0 {
+    // A first fragment quotes its ports; a later one has none.
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || frags & IP_OFFSET != 0 {
         return Err(Reason::IcmpUnmatched);
     }
     let l4 = opaque_offset(ip + words * 4);

@@ -68,10 +68,11 @@ pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(F
 #[map]
 pub static CACHE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Attached interfaces' own MACs, by `ifindex % INTERFACE_SLOTS`; not pinned, filled by the
-/// loader before the program is attached.
+/// Attached interfaces' own MACs, by `ifindex % INTERFACE_SLOTS`, filled by the loader before
+/// the program is attached. Pinned, so a restarting controller's new programs see them from
+/// their first packet.
 #[map]
-pub static INTERFACE_MACS: Array<InterfaceMac> = Array::with_max_entries(INTERFACE_SLOTS, 0);
+pub static INTERFACE_MACS: Array<InterfaceMac> = Array::pinned(INTERFACE_SLOTS, 0);
 
 /// The data plane's other programs, tail-called (`lb_common::maps::PROGRAM_ICMP`), filled by
 /// the loader before the main program is attached. Pinned: the kernel empties a program array

@@ -85,10 +85,12 @@ pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
 /// The real for a packet to a VIP, from the connection table or by scheduling it.
 #[inline(always)]
 pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
-    // Under a SYN flood a SYN skips the connection table (lb_common::flood): a DR SYN is
-    // answered from Maglev alone and leaves no state.
-    let syn_in_flood = packet.opens && flood::flooded(now);
-    if !syn_in_flood && let Some(chosen) = established(packet, now) {
+    // During a flood (lb_common::flood) a SYN skips the connection table: a spoofed one has
+    // no entry to find. (The flood state is read again below rather than kept: a value held
+    // across the scheduling steps multiplies the paths the verifier walks.)
+    if !(packet.opens && flood::flooded(now))
+        && let Some(chosen) = established(packet, now)
+    {
         return Ok(chosen);
     }
     let flow = &packet.flow;
@@ -106,15 +108,16 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         Some(service) => *service,
         None => return Err(Reason::NotForVip),
     };
-    // The handshake's ACK of an untracked SYN comes here too, and makes the same choice.
-    let untracked = syn_in_flood && service.forwarding == FORWARD_DR;
-    if syn_in_flood
-        && !untracked
-        && let Some(chosen) = established(packet, now)
-    {
-        return Ok(chosen); // NAT keeps its table in a flood: replies need the reverse entries
+    // During a flood no DR flow gets an entry: every packet of a flow that begins during it
+    // comes here, and makes the same choice. NAT keeps entering flows (replies need the
+    // reverse entries); a retransmitted SYN is entered again, to Maglev's same choice unless
+    // the reals changed since its first.
+    let untracked = service.forwarding == FORWARD_DR && flood::flooded(now);
+    // The detector counts SYNs, and other packets when they make an entry: an untracked
+    // flow's packets do not keep a flood going.
+    if packet.opens {
+        flood::count_new_flow(now);
     }
-    flood::count_new_flow(now);
     let (id, real) = match remembered_client(flow, &service, now) {
         Some(chosen) => chosen,
         None => {
@@ -127,12 +130,15 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         }
     };
     if untracked {
-        flood::count_untracked_syn();
+        flood::count_untracked();
         return Ok(Chosen::new_flow(id, real, now));
     }
     // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
     if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
         return Ok(Chosen::new_flow(id, real, now));
+    }
+    if !packet.opens {
+        flood::count_new_flow(now);
     }
     let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
     zero::fill(&mut value);

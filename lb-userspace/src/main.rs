@@ -307,8 +307,8 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         println!("{:<14} {count}", reason.name());
     }
     println!(
-        "{:<14} {} (SYNs forwarded without a table entry during SYN floods)",
-        "untracked_syn", snapshot.untracked_syns
+        "{:<14} {} (packets of new flows forwarded without a table entry during floods)",
+        "untracked", snapshot.untracked
     );
     Ok(())
 }

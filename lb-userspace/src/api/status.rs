@@ -11,20 +11,24 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Packets the data plane passed or dropped, per reason (and `forwarded`).
     pub dataplane: Vec<ReasonCount>,
-    /// The SYN-flood defence (absent from a controller older than it: all zero).
+    /// The flood defence (absent from a controller older than it: all zero).
     #[serde(default)]
-    pub syn_flood: SynFlood,
+    pub flood_defence: FloodDefence,
+    /// A hash of the running policy (`policy::fingerprint`): the two nodes of a pair show the
+    /// same one when they run the same policy.
+    #[serde(default)]
+    pub policy_fingerprint: String,
 }
 
-/// The SYN-flood defence: while a CPU schedules more new flows per second than it allows, DR
-/// SYNs are forwarded without a connection-table entry, so spoofed sources cannot evict live
-/// flows (README, "SYN floods").
+/// The flood defence: while a CPU schedules more new flows per second than it allows, new DR
+/// flows are forwarded without a connection-table entry, so spoofed sources cannot evict live
+/// flows (README, "Floods").
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct SynFlood {
+pub struct FloodDefence {
     /// Defending now (a CPU was over the limit in the last second or so).
     pub active: bool,
-    /// SYNs forwarded without an entry since the data plane was loaded.
-    pub untracked_syns: u64,
+    /// Packets of new flows forwarded without an entry since the data plane was loaded.
+    pub untracked_packets: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +45,10 @@ pub struct ServiceStatus {
     pub protocol: String,
     pub forwarding: String,
     pub scheduler: String,
+    /// This node holds the VIP address now (with `vip_announcement: none`, keepalived decides:
+    /// the active node holds it, the standby does not).
+    #[serde(default)]
+    pub vip_held: bool,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
@@ -115,7 +123,10 @@ impl Status {
                 .map(u16::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            let vip = format!("{}:{ports}/{} {}", s.vip, s.protocol, s.forwarding);
+            let mut vip = format!("{}:{ports}/{} {}", s.vip, s.protocol, s.forwarding);
+            if !s.vip_held {
+                vip += " (VIP not on this node)";
+            }
             if s.reals.is_empty() {
                 rows.push(vec![s.name.clone(), vip.clone(), "(no reals)".into()]);
             }
@@ -184,13 +195,16 @@ impl Status {
             out.push_str(line.trim_end());
             out.push('\n');
         }
-        let flood = &self.syn_flood;
-        if flood.active || flood.untracked_syns > 0 {
+        if !self.policy_fingerprint.is_empty() {
+            let _ = writeln!(out, "\npolicy fingerprint {}", self.policy_fingerprint);
+        }
+        let flood = &self.flood_defence;
+        if flood.active || flood.untracked_packets > 0 {
             let _ = writeln!(
                 out,
-                "\nSYN flood defence: {}; {} SYNs forwarded without a connection-table entry",
+                "\nflood defence: {}; {} packets of new flows forwarded without a connection-table entry",
                 if flood.active { "ACTIVE now" } else { "idle" },
-                flood.untracked_syns
+                flood.untracked_packets
             );
         }
         out
@@ -248,6 +262,7 @@ mod tests {
                 protocol: "tcp".into(),
                 forwarding: "dr".into(),
                 scheduler: "maglev".into(),
+                vip_held: true,
                 packets: 0,
                 bytes: 0,
                 new_flows: 0,
@@ -261,7 +276,8 @@ mod tests {
                 ],
             }],
             dataplane: vec![],
-            syn_flood: SynFlood::default(),
+            flood_defence: FloodDefence::default(),
+            policy_fingerprint: String::new(),
         };
         let table = status.table();
         let lines: Vec<&str> = table.lines().collect();

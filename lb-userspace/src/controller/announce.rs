@@ -1,18 +1,60 @@
-//! The balancer answers ARP for its VIPs: each VIP/32 goes on the client-facing interface
-//! (as keepalived's virtual_ipaddress does). Only addresses the controller added are marked in
-//! the VIP_ADDRS map, so `xdplb down` removes those and never an operator's own.
+//! Who holds the VIP addresses (`vip_announcement`). With `arp`, the balancer answers ARP for
+//! its VIPs: each VIP/32 goes on the client-facing interface (as keepalived's
+//! virtual_ipaddress does). Only addresses the controller added are marked in the VIP_ADDRS
+//! map, so `xdplb down` removes those and never an operator's own. With `none`, keepalived
+//! moves them between the nodes of a pair and xdplb adds or removes nothing.
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use anyhow::Result;
 use rtnetlink::Handle;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::netconf::address;
+use crate::{
+    netconf::{self, address},
+    policy::{Policy, Role, VipAnnouncement},
+};
+
+/// Puts the policy's VIPs on the client-facing interface and removes the ones it no longer
+/// has, if the policy leaves that to xdplb; returns the VIPs the controller owns (`owned`:
+/// those it added before).
+pub async fn follow(
+    handle: &Handle,
+    policy: &Policy,
+    owned: &HashSet<Ipv4Addr>,
+) -> Result<HashSet<Ipv4Addr>> {
+    if policy.vip_announcement == VipAnnouncement::Unmanaged {
+        if !owned.is_empty() {
+            warn!(
+                vips = ?owned,
+                "vip_announcement is none, but xdplb added these VIPs earlier: they stay until `xdplb down` (or remove them yourself) so that only keepalived moves VIPs"
+            );
+        }
+        return Ok(owned.clone());
+    }
+    let wanted = wanted(policy);
+    let outside = policy
+        .interfaces
+        .iter()
+        .find(|i| i.role == Role::Outside)
+        .map(|i| i.name.as_str())
+        .unwrap_or_default();
+    let now_owned = vips(handle, netconf::if_index(outside)?, &wanted, owned).await?;
+    withdraw(handle, owned, &wanted).await?;
+    Ok(now_owned)
+}
+
+/// The policy's VIPs, each once.
+pub fn wanted(policy: &Policy) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
+    v.sort();
+    v.dedup();
+    v
+}
 
 /// Ensures every VIP is on `if_index`; returns the ones the controller owns (added now, or
 /// added by an earlier controller as `previously` says).
-pub async fn vips(
+async fn vips(
     handle: &Handle,
     if_index: u32,
     wanted: &[Ipv4Addr],
@@ -31,11 +73,7 @@ pub async fn vips(
 }
 
 /// Removes VIPs the controller owned that are no longer wanted.
-pub async fn withdraw(
-    handle: &Handle,
-    owned: &HashSet<Ipv4Addr>,
-    wanted: &[Ipv4Addr],
-) -> Result<()> {
+async fn withdraw(handle: &Handle, owned: &HashSet<Ipv4Addr>, wanted: &[Ipv4Addr]) -> Result<()> {
     for vip in owned.iter().filter(|v| !wanted.contains(v)) {
         if address::remove(handle, None, *vip).await? {
             info!(%vip, "VIP removed from the interface");

@@ -57,13 +57,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
     let previously = owned_vips(&loaded.maps)?;
     let observed = Observed {
-        announced_vips: announce::vips(
-            &handle,
-            netconf::if_index(&outside)?,
-            &vips(&policy),
-            &previously,
-        )
-        .await?,
+        announced_vips: announce::follow(&handle, &policy, &previously).await?,
         ..Default::default()
     };
     let (monitor, mut reports) = Monitor::new();
@@ -77,6 +71,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         observed,
         monitor,
         metrics: Metrics::default(),
+        interface_problems: HashMap::new(),
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -156,6 +151,8 @@ struct Controller {
     observed: Observed,
     monitor: Monitor,
     metrics: Metrics,
+    /// Attached interfaces whose MAC could not be read, and why (logged once).
+    interface_problems: HashMap<String, String>,
 }
 
 impl Controller {
@@ -167,13 +164,37 @@ impl Controller {
         Ok(())
     }
 
-    /// Follows a change of an attached interface's own MAC (the data plane forwards only
-    /// frames addressed to it).
+    /// Follows a change of an attached interface's own MAC or bond members (the data plane
+    /// forwards only frames addressed to it), and forgets interfaces no longer attached. A
+    /// problem is logged when it starts and when it ends, not every second.
     fn refresh_interface_macs(&mut self) {
+        let mut attached = Vec::new();
         for interface in &self.policy.interfaces {
-            if let Err(e) = self.loaded.record_interface_mac(&interface.name) {
-                warn!(interface = %interface.name, error = %format!("{e:#}"), "cannot read the interface's MAC address");
+            let problem = match self.loaded.record_interface_mac(&interface.name) {
+                Ok(indexes) => {
+                    attached.extend(indexes);
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
+            };
+            let before = self.interface_problems.get(&interface.name).cloned();
+            if problem != before {
+                match &problem {
+                    Some(e) => {
+                        warn!(interface = %interface.name, error = %e, "cannot read the interface's MAC address: frames arriving on it are not forwarded");
+                    }
+                    None => {
+                        info!(interface = %interface.name, "interface's MAC address read again")
+                    }
+                }
             }
+            match problem {
+                Some(e) => self.interface_problems.insert(interface.name.clone(), e),
+                None => self.interface_problems.remove(&interface.name),
+            };
+        }
+        if let Err(e) = self.loaded.maps.keep_interfaces(&attached) {
+            warn!(error = %format!("{e:#}"), "cannot forget interfaces no longer attached");
         }
     }
 
@@ -238,17 +259,8 @@ impl Controller {
             {
                 self.loaded.attach(&interface.name, interface.xdp_mode)?;
             }
-            let wanted = vips(&new);
-            let if_index = netconf::if_index(&outside_interface(&new)?)?;
-            let owned = announce::vips(
-                &self.handle,
-                if_index,
-                &wanted,
-                &self.observed.announced_vips,
-            )
-            .await?;
-            announce::withdraw(&self.handle, &self.observed.announced_vips, &wanted).await?;
-            self.observed.announced_vips = owned;
+            self.observed.announced_vips =
+                announce::follow(&self.handle, &new, &self.observed.announced_vips).await?;
             enable_forwarding_for_nat(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
@@ -275,6 +287,7 @@ impl Controller {
 
     fn status(&self) -> Result<crate::api::status::Status> {
         status::build(
+            &netconf::address::local_ipv4()?,
             &self.policy,
             &self.sync,
             &self.monitor,
@@ -362,13 +375,6 @@ fn outside_interface(policy: &Policy) -> Result<String> {
         .find(|i| i.role == Role::Outside)
         .map(|i| i.name.clone())
         .context("the policy has no client-facing interface")
-}
-
-fn vips(policy: &Policy) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {

@@ -6,7 +6,9 @@ use anyhow::Result;
 use lb_common::service::Real;
 
 use crate::{
-    api::status::{CheckStatus, RealStatus, ReasonCount, ServiceStatus, State, Status, SynFlood},
+    api::status::{
+        CheckStatus, FloodDefence, RealStatus, ReasonCount, ServiceStatus, State, Status,
+    },
     dataplane::{counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
@@ -14,7 +16,9 @@ use crate::{
 
 use lb_common::flow::entry_alive;
 
+/// `held`: the addresses on this host's interfaces now.
 pub fn build(
+    held: &std::collections::HashSet<std::net::Ipv4Addr>,
     policy: &Policy,
     sync: &Sync,
     monitor: &Monitor,
@@ -131,6 +135,7 @@ pub fn build(
                 Scheduler::Failover => "failover",
             }
             .into(),
+            vip_held: held.contains(&service.vip),
             packets: traffic.packets,
             bytes: traffic.bytes,
             new_flows: traffic.new_flows,
@@ -148,10 +153,11 @@ pub fn build(
     Ok(Status {
         services,
         dataplane,
-        syn_flood: SynFlood {
+        flood_defence: FloodDefence {
             active: snapshot.flood_active(now),
-            untracked_syns: snapshot.untracked_syns,
+            untracked_packets: snapshot.untracked,
         },
+        policy_fingerprint: crate::policy::fingerprint(policy),
     })
 }
 

@@ -22,14 +22,14 @@ pub struct Snapshot {
     pub services: Vec<(u32, TrafficCounters)>,
     pub reals: Vec<RealCounters>,
     pub reasons: Vec<(Reason, u64)>,
-    /// DR SYNs forwarded without a connection-table entry because of a SYN flood.
-    pub untracked_syns: u64,
-    /// The last clock tick any CPU was under a SYN flood (0: never).
+    /// Packets of new DR flows forwarded without a connection-table entry during floods.
+    pub untracked: u64,
+    /// The last clock tick any CPU was under a flood (0: never).
     pub flooded_at: u32,
 }
 
 impl Snapshot {
-    /// Whether a SYN flood is being defended against at clock tick `now`.
+    /// Whether a flood is being defended against at clock tick `now`.
     pub fn flood_active(&self, now: u32) -> bool {
         self.flooded_at != 0 && now.wrapping_sub(self.flooded_at) <= 1
     }
@@ -83,7 +83,7 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
         snapshot.reasons.push((reason, count));
     }
     for cpu in maps.flood.get(&0, 0)?.iter() {
-        snapshot.untracked_syns += cpu.untracked_syns;
+        snapshot.untracked += cpu.untracked;
         if cpu.flooded_at != 0
             && (snapshot.flooded_at == 0
                 || cpu.flooded_at.wrapping_sub(snapshot.flooded_at) as i32 > 0)

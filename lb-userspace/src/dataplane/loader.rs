@@ -196,13 +196,22 @@ impl Loaded {
 }
 
 impl Loaded {
-    /// Records (again) the own MAC of an attached interface: called at attach, and by the
-    /// controller every second, so an interface whose MAC changed keeps forwarding.
-    pub fn record_interface_mac(&mut self, interface: &str) -> Result<()> {
+    /// Records (again) the own MAC of an attached interface, and of a bond's members (native
+    /// XDP on a bond runs in each member's driver, and the frame arrives on the member's
+    /// index): called at attach, and by the controller every second, so an interface whose
+    /// MAC changed keeps forwarding. Returns the interface indexes recorded.
+    pub fn record_interface_mac(&mut self, interface: &str) -> Result<Vec<u32>> {
         let (ifindex, mac) = netconf::if_mac(interface)?;
-        self.maps
-            .set_interface_mac(ifindex, mac)
-            .with_context(|| format!("interface {interface}"))
+        let mut recorded = vec![ifindex];
+        for member in netconf::bond_members(interface) {
+            recorded.push(netconf::if_index(&member)?);
+        }
+        for index in &recorded {
+            self.maps
+                .set_interface_mac(*index, mac)
+                .with_context(|| format!("interface {interface}"))?;
+        }
+        Ok(recorded)
     }
 }
 

@@ -44,8 +44,8 @@ pub struct Maps {
     /// Entry 0: the flow cache's epoch (`MAP_CACHE_EPOCH`). Not pinned, so only the process
     /// that loaded the program has it; maps opened from the pins (read-only uses) do not.
     pub cache_epoch: Option<Array<MapData, u32>>,
-    /// Attached interfaces' own MACs (`MAP_INTERFACE_MACS`); not pinned, like `cache_epoch`.
-    pub interface_macs: Option<Array<MapData, InterfaceMac>>,
+    /// Attached interfaces' own MACs (`MAP_INTERFACE_MACS`), by ifindex modulo the slots.
+    pub interface_macs: Array<MapData, InterfaceMac>,
 }
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
@@ -63,22 +63,14 @@ impl Maps {
                 .with_context(|| format!("map {name} missing from the program"))
         })?;
         maps.cache_epoch = Some(cache_epoch);
-        maps.interface_macs = Some(
-            ebpf.take_map(MAP_INTERFACE_MACS)
-                .context("map INTERFACE_MACS missing from the program")?
-                .try_into()?,
-        );
         Ok(maps)
     }
 
     /// Records `mac` as the own MAC of the interface `ifindex`: the data plane forwards only
     /// frames addressed to it. Refuses an interface whose slot another one holds.
     pub fn set_interface_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
-        let Some(macs) = &mut self.interface_macs else {
-            bail!("the interface MACs belong to the process that loaded the program");
-        };
         let slot = ifindex % INTERFACE_SLOTS;
-        let held = macs.get(&slot, 0)?;
+        let held = self.interface_macs.get(&slot, 0)?;
         if held.ifindex != 0 && held.ifindex != ifindex {
             bail!(
                 "interfaces with index {} and {ifindex} cannot both be attached (the data plane keeps \
@@ -92,8 +84,23 @@ impl Maps {
             _pad: 0,
         };
         if held != entry {
-            macs.set(slot, entry, 0)
+            self.interface_macs
+                .set(slot, entry, 0)
                 .context("recording the interface's MAC address")?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every interface but `attached` (one removed by a reload, or re-created under
+    /// another index): nothing is forwarded for it any more, and its slot is free.
+    pub fn keep_interfaces(&mut self, attached: &[u32]) -> Result<()> {
+        for slot in 0..INTERFACE_SLOTS {
+            let held = self.interface_macs.get(&slot, 0)?;
+            if held.ifindex != 0 && !attached.contains(&held.ifindex) {
+                self.interface_macs
+                    .set(slot, InterfaceMac::default(), 0)
+                    .context("forgetting an interface")?;
+            }
         }
         Ok(())
     }
@@ -142,7 +149,7 @@ impl Maps {
             meta: map(MAP_META)?.try_into()?,
             clock: map(MAP_CLOCK)?.try_into()?,
             cache_epoch: None,
-            interface_macs: None,
+            interface_macs: map(MAP_INTERFACE_MACS)?.try_into()?,
         })
     }
 }

@@ -54,6 +54,11 @@ struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    fingerprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -250,17 +255,34 @@ impl Collector for Traffic {
             None,
             reasons,
         )?;
-        let flood = &self.0.syn_flood;
+        gauges(
+            &mut encoder,
+            "service_vip_held",
+            "1 if this node holds the service's VIP address now (the active node of a pair), else 0",
+            service_rows(|s| s.vip_held as u64),
+        )?;
+        gauges(
+            &mut encoder,
+            "policy_info",
+            "The running policy's fingerprint (a hash): both nodes of a pair should show the same",
+            vec![(
+                PolicyLabels {
+                    fingerprint: self.0.policy_fingerprint.clone(),
+                },
+                1,
+            )],
+        )?;
+        let flood = &self.0.flood_defence;
         let metric = encoder.encode_descriptor(
-            "syn_flood_untracked_syns",
-            "DR SYNs forwarded without a connection-table entry because of a SYN flood",
+            "flood_untracked_packets",
+            "Packets of new DR flows forwarded without a connection-table entry during floods",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(flood.untracked_syns).encode(metric)?;
+        ConstCounter::new(flood.untracked_packets).encode(metric)?;
         let metric = encoder.encode_descriptor(
-            "syn_flood_active",
-            "1 while the data plane defends against a SYN flood, else 0",
+            "flood_defence_active",
+            "1 while the data plane defends against a flood of new flows, else 0",
             None,
             MetricType::Gauge,
         )?;

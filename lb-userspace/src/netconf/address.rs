@@ -57,3 +57,11 @@ pub async fn remove(handle: &Handle, if_index: Option<u32>, addr: Ipv4Addr) -> R
         .with_context(|| format!("removing {addr}/32"))?;
     Ok(true)
 }
+
+/// Every IPv4 address on this host's interfaces (in the current network namespace).
+pub fn local_ipv4() -> Result<std::collections::HashSet<Ipv4Addr>> {
+    let addresses = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    Ok(addresses
+        .filter_map(|entry| entry.address?.as_sockaddr_in().map(|a| a.ip()))
+        .collect())
+}

@@ -38,3 +38,16 @@ pub fn if_mac(name: &str) -> Result<(u32, [u8; 6])> {
     }
     anyhow::bail!("interface `{name}` has no MAC address (XDP load balancing needs Ethernet)")
 }
+
+/// The members of bond `name` (none if it is no bond), as the kernel lists them in
+/// /proc/net/bonding, which shows the current network namespace's bonds.
+pub fn bond_members(name: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/net/bonding/{name}"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| line.strip_prefix("Slave Interface:"))
+                .map(|member| member.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}

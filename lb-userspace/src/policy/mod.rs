@@ -5,6 +5,7 @@
 //! `FILE:LINE:COLUMN: message`.
 
 mod duration;
+mod fingerprint;
 pub mod model;
 mod schema;
 mod validate;
@@ -14,6 +15,7 @@ mod tests;
 
 use std::{fmt, path::Path};
 
+pub use fingerprint::fingerprint;
 pub use model::*;
 
 /// A policy that cannot be used, with where in the file the problem is.

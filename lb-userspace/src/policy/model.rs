@@ -4,8 +4,21 @@ use std::{net::Ipv4Addr, time::Duration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    pub vip_announcement: VipAnnouncement,
     pub interfaces: Vec<Interface>,
     pub services: Vec<Service>,
+}
+
+/// Who puts the VIP addresses on this host (`vip_announcement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VipAnnouncement {
+    /// `arp` (default): xdplb puts each VIP/32 on the client-facing interface, so this host
+    /// answers ARP for it: a balancer on its own.
+    #[default]
+    Arp,
+    /// `none`: xdplb never adds or removes a VIP address; keepalived (VRRP) moves them between
+    /// the two balancers of a pair.
+    Unmanaged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,20 @@ use super::duration::DurationSpec;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
+    #[serde(default)]
+    pub vip_announcement: Option<Spanned<VipAnnouncementSpec>>,
     pub interfaces: Spanned<Vec<Spanned<InterfaceSpec>>>,
     #[serde(default)]
     pub services: Vec<Spanned<ServiceSpec>>,
+}
+
+/// Who puts the VIP addresses on this host (contract: ../shared/DESIGN.md).
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum VipAnnouncementSpec {
+    Arp,
+    None,
+    Bgp,
 }
 
 #[derive(Debug, Deserialize)]

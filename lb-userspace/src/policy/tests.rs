@@ -240,3 +240,22 @@ fn connection_timeouts_default_per_protocol_and_can_be_set() {
         assert_eq!(e.line, line, "{to}: {e}");
     }
 }
+
+#[test]
+fn vip_announcement_says_who_holds_the_vips() {
+    assert_eq!(
+        parse("p.yaml", GOOD).unwrap().vip_announcement,
+        VipAnnouncement::Arp,
+        "arp by default: a balancer on its own"
+    );
+    let pair = parse("p.yaml", &format!("vip_announcement: none\n{GOOD}")).unwrap();
+    assert_eq!(pair.vip_announcement, VipAnnouncement::Unmanaged);
+    let explicit = parse("p.yaml", &format!("vip_announcement: arp\n{GOOD}")).unwrap();
+    assert_eq!(explicit.vip_announcement, VipAnnouncement::Arp);
+
+    let e = error(&format!("vip_announcement: bgp\n{GOOD}"));
+    assert_eq!((e.line, e.column), (1, 19), "{e}");
+    assert!(e.message.contains("not available yet"), "{e}");
+    let e = error(&format!("vip_announcement: vrrp\n{GOOD}"));
+    assert_eq!(e.line, 1, "{e}");
+}

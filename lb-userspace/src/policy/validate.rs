@@ -30,6 +30,19 @@ fn at_location(location: &Location, message: impl Into<String>) -> Invalid {
 }
 
 pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
+    let vip_announcement = match &raw.vip_announcement {
+        None => VipAnnouncement::Arp,
+        Some(spec) => match spec.value {
+            VipAnnouncementSpec::Arp => VipAnnouncement::Arp,
+            VipAnnouncementSpec::None => VipAnnouncement::Unmanaged,
+            VipAnnouncementSpec::Bgp => {
+                return Err(at(
+                    spec,
+                    "`vip_announcement: bgp` (several active balancers announcing the VIPs over BGP) is not available yet; use `arp` (a balancer on its own) or `none` (an active/standby pair: keepalived owns the VIPs)",
+                ));
+            }
+        },
+    };
     let interfaces = validate_interfaces(&raw.interfaces)?;
     if raw.services.len() > MAX_SERVICES as usize {
         return Err(at(
@@ -83,6 +96,7 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
         services.push(service);
     }
     Ok(Policy {
+        vip_announcement,
         interfaces,
         services,
     })

@@ -254,8 +254,8 @@ fn set_flood(pin_dir: &std::path::Path, flooded_at: Option<u32>) -> Result<()> {
 }
 
 /// SYNs the flood defence forwarded without an entry, over all CPUs.
-fn untracked_syns(flood: &PerCpuArray<MapData, FloodState>) -> Result<u64> {
-    Ok(flood.get(&0, 0)?.iter().map(|s| s.untracked_syns).sum())
+fn untracked(flood: &PerCpuArray<MapData, FloodState>) -> Result<u64> {
+    Ok(flood.get(&0, 0)?.iter().map(|s| s.untracked).sum())
 }
 
 fn last_cpu() -> usize {
@@ -456,14 +456,14 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         // Under a SYN flood: the detector is tripped (as more than its limit of SYNs in a tick
         // would), then every SYN is forwarded without an entry (checked by its counter).
         let flooded_syn = |i: u32| syn(i + 1_000_000);
-        let untracked_before = untracked_syns(flood)?;
+        let untracked_before = untracked(flood)?;
         let flood_ns = single_with(xdplb, flooded_syn, Some(&ctx_out), XDP_TX, |i| {
             if i % 256 == 0 {
                 set_flood(pin_dir, Some(bench.loaded.now_tick()?))?;
             }
             Ok(())
         })?;
-        let untracked = untracked_syns(flood)? - untracked_before;
+        let untracked = untracked(flood)? - untracked_before;
         ensure!(
             untracked == (SINGLE_RUNS as u32 * SINGLE_SHOTS) as u64,
             "the flood case left only {untracked} SYNs untracked"
