@@ -112,7 +112,12 @@ fn status_drain_reload_and_metrics() -> Result<()> {
     assert!(r1["flows"].as_u64().unwrap() >= 1, "{r1}");
     assert!(r1["packets"].as_u64().unwrap() >= 1, "{r1}");
     let table = ctl(&lab, &["status"])?;
-    let lines: Vec<&str> = table.lines().collect();
+    // The table, then after a blank line what concerns the whole node.
+    let lines: Vec<&str> = table.lines().take_while(|l| !l.is_empty()).collect();
+    assert!(
+        table.contains("\npolicy fingerprint "),
+        "the fingerprint follows the table: {table}"
+    );
     assert!(
         lines[0].starts_with("SERVICE") && lines[0].contains("STATE"),
         "{table}"
