@@ -87,9 +87,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let router = router();
-        let mut dp = Dataplane::new(POLICY, &[(DR_REAL, DR_REAL_MAC)]);
-        dp.register_interface(&router.ns, "out0");
-        dp.register_interface(&router.ns, "in0");
+        let dp = Dataplane::on_router(POLICY, &[(DR_REAL, DR_REAL_MAC)], &router);
         Lab { router, dp }
     }
 

@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 
 use etherparse::Ipv4Header;
 use lb_common::counters::Reason;
-use xdplb::dataplane::counters;
 use xdplb_lab::lab::FibRouter;
 use xdplb_tests::{
     fixture::{Dataplane, Outcome, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -72,20 +71,8 @@ fn setup() -> (FibRouter, Dataplane) {
         (NAT_REAL, NAT_REAL_MAC, "in0"),
     ])
     .unwrap();
-    let mut dp = Dataplane::new(POLICY, &DR_REALS);
-    dp.register_interface(&router.ns, "out0");
-    dp.register_interface(&router.ns, "in0");
+    let dp = Dataplane::on_router(POLICY, &DR_REALS, &router);
     (router, dp)
-}
-
-fn reason_count(dp: &Dataplane, reason: Reason) -> u64 {
-    counters::snapshot(dp.maps())
-        .unwrap()
-        .reasons
-        .iter()
-        .find(|(r, _)| *r == reason)
-        .unwrap()
-        .1
 }
 
 /// Asserts the program passed `input` to the kernel byte for byte, counted under `reason`.
@@ -93,7 +80,7 @@ fn assert_passed_as(dp: &Dataplane, input: &[u8], out: &Outcome, reason: Reason,
     assert_eq!(out.action, XDP_PASS, "expected XDP_PASS ({reason:?})");
     assert_eq!(out.frame, input, "a passed frame must be unchanged");
     assert_eq!(
-        reason_count(dp, reason),
+        dp.reason_count(reason),
         before + 1,
         "counted as {}",
         reason.name()
@@ -102,7 +89,7 @@ fn assert_passed_as(dp: &Dataplane, input: &[u8], out: &Outcome, reason: Reason,
 
 /// Runs `frame` on loopback (DR) and asserts it was passed untouched under `reason`.
 fn assert_dr_refuses(dp: &Dataplane, frame: &[u8], reason: Reason) {
-    let before = reason_count(dp, reason);
+    let before = dp.reason_count(reason);
     let out = dp.run(frame).unwrap();
     assert_passed_as(dp, frame, &out, reason, before);
 }
@@ -195,7 +182,7 @@ fn frames_unicast_to_another_station_are_never_forwarded() {
     };
     let open = dp.run_in(&router.ns, "out0", &request(router.out_mac, true));
     assert_eq!(open.action, XDP_REDIRECT);
-    let before = reason_count(&dp, Reason::OtherHost);
+    let before = dp.reason_count(Reason::OtherHost);
     let foreign = request(OTHER_MAC, false);
     let out = dp.run_in(&router.ns, "out0", &foreign);
     assert_passed_as(&dp, &foreign, &out, Reason::OtherHost, before);
@@ -208,12 +195,12 @@ fn frames_unicast_to_another_station_are_never_forwarded() {
         b"",
     );
     reply[6..12].copy_from_slice(&NAT_REAL_MAC);
-    let before = reason_count(&dp, Reason::OtherHost);
+    let before = dp.reason_count(Reason::OtherHost);
     let out = dp.run_in(&router.ns, "in0", &reply);
     assert_passed_as(&dp, &reply, &out, Reason::OtherHost, before);
     // A frame to the MAC of the *other* interface is not ours on this one either.
     let crossed = request(router.in_mac, false);
-    let before = reason_count(&dp, Reason::OtherHost);
+    let before = dp.reason_count(Reason::OtherHost);
     let out = dp.run_in(&router.ns, "out0", &crossed);
     assert_passed_as(&dp, &crossed, &out, Reason::OtherHost, before);
 }
@@ -312,7 +299,7 @@ fn a_nat_flow_whose_first_packet_was_refused_still_gets_its_replies_translated()
     // One SYN with TTL 1: the kernel must answer "time exceeded", nothing is forwarded.
     let mut dying = frames::tcp(&Flow::new(CLIENT, 40001, NAT_VIP, 443), &shape(true), b"");
     edit_ip(&mut dying, |ip| ip.time_to_live = 1);
-    let before = reason_count(&dp, Reason::TtlExpired);
+    let before = dp.reason_count(Reason::TtlExpired);
     let out = dp.run_in(&router.ns, "out0", &dying);
     assert_passed_as(&dp, &dying, &out, Reason::TtlExpired, before);
     // Then an ordinary connection from the same port: in, and its reply back out translated.
@@ -370,7 +357,7 @@ fn malformed_frames_to_an_unresolved_nat_real_are_passed_untranslated() {
         (short, Reason::Malformed),
         (foreign, Reason::OtherHost),
     ] {
-        let before = reason_count(&dp, reason);
+        let before = dp.reason_count(reason);
         let out = dp.run_in(&router.ns, "out0", &frame);
         assert_passed_as(&dp, &frame, &out, reason, before);
     }

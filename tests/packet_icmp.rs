@@ -9,7 +9,6 @@ use etherparse::{
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
 };
 use lb_common::counters::Reason;
-use xdplb::dataplane::counters;
 use xdplb_lab::lab::FibRouter;
 use xdplb_tests::{
     fixture::{Dataplane, Outcome, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -69,20 +68,8 @@ fn setup() -> (FibRouter, Dataplane) {
         (NAT_REAL, NAT_REAL_MAC, "in0"),
     ])
     .unwrap();
-    let mut dp = Dataplane::new(POLICY, &DR_REALS);
-    dp.register_interface(&router.ns, "out0");
-    dp.register_interface(&router.ns, "in0");
+    let dp = Dataplane::on_router(POLICY, &DR_REALS, &router);
     (router, dp)
-}
-
-fn reason_count(dp: &Dataplane, reason: Reason) -> u64 {
-    counters::snapshot(dp.maps())
-        .unwrap()
-        .reasons
-        .iter()
-        .find(|(r, _)| *r == reason)
-        .unwrap()
-        .1
 }
 
 /// The IP datagram of an Ethernet frame without a VLAN tag.
@@ -186,7 +173,6 @@ fn dr_fragmentation_needed_goes_to_the_real_that_owns_the_flow() {
         for quote_len in [28, 48, 576] {
             let error = icmp_frame(ROUTER, DR_VIP, frag_needed(), &reply[..quote_len], LB_MAC);
             let out = dp.run(&error).unwrap();
-            eprintln!("{:?}", counters::snapshot(dp.maps()).unwrap().reasons);
             assert_eq!(out.action, XDP_TX, "sent on to the real");
             assert_eq!(
                 macs(&out.frame),
@@ -264,11 +250,11 @@ fn forged_errors_move_no_flow_and_are_passed_when_they_match_none() {
     );
 
     let passed = |frame: &[u8], reason: Reason| {
-        let before = reason_count(&dp, reason);
+        let before = dp.reason_count(reason);
         let out: Outcome = dp.run(frame).unwrap();
         assert_eq!(out.action, XDP_PASS, "{reason:?}");
         assert_eq!(out.frame, frame, "passed unchanged");
-        assert_eq!(reason_count(&dp, reason), before + 1, "{reason:?} counted");
+        assert_eq!(dp.reason_count(reason), before + 1, "{reason:?} counted");
     };
     // A port the VIP does not serve, or a source that is not the VIP.
     let other_port = tcp_datagram((DR_VIP, 105), (CLIENT, 42000), 63, b"");

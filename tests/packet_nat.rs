@@ -107,10 +107,7 @@ fn seen(frame: &[u8]) -> Seen {
 
 /// The program loaded with POLICY, attached (as far as it knows) to the router's interfaces.
 fn dataplane(r: &FibRouter) -> Dataplane {
-    let mut dp = Dataplane::new(POLICY, &[]);
-    dp.register_interface(&r.ns, "out0");
-    dp.register_interface(&r.ns, "in0");
-    dp
+    Dataplane::on_router(POLICY, &[], r)
 }
 
 #[test]
@@ -360,14 +357,8 @@ fn unknown_next_hop_is_translated_and_left_to_the_kernel_to_resolve() {
         "translated, so the kernel forwards it"
     );
     assert_eq!(s.ttl, 64, "the kernel decrements TTL when it forwards");
+    assert_eq!(dp.reason_count(lb_common::counters::Reason::NoNeighbour), 1);
     let snapshot = xdplb::dataplane::counters::snapshot(dp.maps()).unwrap();
-    let counted = snapshot
-        .reasons
-        .iter()
-        .find(|(r, _)| *r == lb_common::counters::Reason::NoNeighbour)
-        .unwrap()
-        .1;
-    assert_eq!(counted, 1);
     let flows: u64 = snapshot.services.iter().map(|(_, c)| c.new_flows).sum();
     assert_eq!(
         flows, 1,

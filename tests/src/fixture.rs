@@ -118,6 +118,29 @@ impl Dataplane {
         }
     }
 
+    /// Loads the program with `policy_yaml`, `macs` as the reachable reals, as if attached to
+    /// `router`'s `out0` and `in0` (and loopback, for `run`).
+    pub fn on_router(
+        policy_yaml: &str,
+        macs: &[(Ipv4Addr, [u8; 6])],
+        router: &xdplb_lab::lab::FibRouter,
+    ) -> Dataplane {
+        let mut dp = Dataplane::new(policy_yaml, macs);
+        dp.register_interface(&router.ns, "out0");
+        dp.register_interface(&router.ns, "in0");
+        dp
+    }
+
+    /// Packets the program counted under `reason` so far.
+    pub fn reason_count(&self, reason: lb_common::counters::Reason) -> u64 {
+        xdplb::dataplane::counters::snapshot(self.maps())
+            .expect("read the counters")
+            .reasons
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, count)| *count)
+    }
+
     /// Records `interface` of `ns` (its index and own MAC) as an attached interface: the
     /// program forwards only frames addressed to the interface they arrived on.
     pub fn register_interface(&mut self, ns: &xdplb_lab::lab::Netns, interface: &str) {
