@@ -390,6 +390,48 @@ fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
         .reload(&format!("# the pair's policy\n{pair_policy}"))?;
     assert_eq!(status(&lab)?["policy_fingerprint"], fingerprint.as_str());
     ensure!(has_vip(&lab)?, "a reload removed keepalived's VIP");
+    // keepalived's track script: ready while every service has a real in its table.
+    let ready = |lab: &DrLab| -> Result<(bool, String)> {
+        let pins = lab.balancer.pin_dir.to_string_lossy().to_string();
+        let out = lab.balancer.ctl(&["ready", "--pin-dir", &pins])?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ))
+    };
+    let (ok, said) = ready(&lab)?;
+    ensure!(ok && said.contains(&fingerprint), "not ready: {said}");
+    // A node whose checks see no real (cut off from the servers) is not.
+    lab.stop_service(0);
+    lab.stop_service(1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, said) = ready(&lab)?;
+        if !ok {
+            ensure!(said.contains("no real in the table of dicom"), "{said}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still ready with every real down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.start_service(0)?;
+    lab.start_service(1)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ready(&lab)?.0 {
+        ensure!(
+            Instant::now() < deadline,
+            "not ready again after the reals came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nor is a node whose controller is gone, even though its data plane still forwards.
+    lab.balancer.kill()?;
+    let (ok, said) = ready(&lab)?;
+    ensure!(!ok && said.contains("no controller"), "{said}");
     // Stopping the balancer leaves keepalived's address alone too.
     lab.balancer.stop();
     ensure!(has_vip(&lab)?, "`xdplb down` removed keepalived's VIP");

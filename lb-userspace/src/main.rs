@@ -63,6 +63,14 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Whether this node can serve, for keepalived's `track_script` (exit 0) or not (exit 1,
+    /// saying why): its data plane is attached, its controller answers, and every service has
+    /// a real in its table. A node that just reconnected and whose checks have not risen yet
+    /// is not ready, so it does not take mastership back with empty tables.
+    Ready {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Take a real out of service for maintenance: no new flows or clients, established flows
     /// continue. Lasts across reloads until `undrain`.
     Drain {
@@ -165,6 +173,41 @@ fn main() -> ExitCode {
 }
 
 /// Prints a controller's answer; failure exit status for an error.
+/// `xdplb ready`: exit 0 when this node can serve, else 1 with the reason on stderr.
+async fn ready(common: &Common) -> anyhow::Result<ExitCode> {
+    let not_ready = |why: String| {
+        eprintln!("not ready: {why}");
+        Ok(ExitCode::FAILURE)
+    };
+    let attached = std::fs::read_dir(&common.pin_dir)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("link-"))
+        })
+        .unwrap_or(false);
+    if !attached {
+        return not_ready(format!(
+            "no data plane attached under {}",
+            common.pin_dir.display()
+        ));
+    }
+    let status = match client::ask(&common.socket, &Request::Status).await {
+        Ok(Response::Status(status)) => status,
+        Ok(other) => return not_ready(format!("the controller answered {other:?}")),
+        Err(e) => return not_ready(format!("no controller answers: {e:#}")),
+    };
+    let empty = status.services_without_reals();
+    if !empty.is_empty() {
+        return not_ready(format!("no real in the table of {}", empty.join(", ")));
+    }
+    println!(
+        "ready: {} services, each with a real in its table; policy fingerprint {}",
+        status.services.len(),
+        status.policy_fingerprint
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn answer(response: Response) -> anyhow::Result<ExitCode> {
     match response {
         Response::Done { message } => {
@@ -212,6 +255,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 other => return answer(other),
             }
         }
+        Command::Ready { common } => return ready(&common).await,
         Command::Drain {
             service,
             address,

@@ -108,6 +108,15 @@ pub struct CheckStatus {
 
 impl Status {
     /// An aligned table, one line per real, grouped by service.
+    /// Services with no real (nor fallback) in their table: this node could not serve them.
+    pub fn services_without_reals(&self) -> Vec<&str> {
+        self.services
+            .iter()
+            .filter(|s| !s.reals.iter().any(|r| r.in_table))
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
     pub fn table(&self) -> String {
         let mut rows = vec![
             [
