@@ -187,3 +187,29 @@ fn the_fallback_takes_new_flows_only_while_no_real_is_up() {
     }
     assert_eq!(sent_to(&dp, &on_fallback), FALLBACK.1);
 }
+
+/// Two balancers of a pair share no memory: a persistent client must still be placed alike
+/// by both, whichever of its connections each one sees first.
+#[test]
+fn both_nodes_of_a_pair_place_a_persistent_client_alike() {
+    let extra = "    persistence:\n      timeout: 1h\n      netmask: 24\n";
+    let (a, b) = (dataplane(extra), dataplane(extra));
+    let mut reals_used = HashSet::new();
+    for i in 0..60u16 {
+        // Clients of one /24 count as one.
+        let (first, neighbour) = (
+            Ipv4Addr::new(198, 18, 10 + i as u8, 1),
+            Ipv4Addr::new(198, 18, 10 + i as u8, 77),
+        );
+        let on_a = sent_to(&a, &frame(first, 40000 + i, 104, true));
+        // Node B sees other connections of the same client (and its /24) first.
+        let on_b = sent_to(&b, &frame(neighbour, 50000 + i, 11112, true));
+        assert_eq!(
+            on_a, on_b,
+            "client {first} placed differently by the two nodes"
+        );
+        assert_eq!(sent_to(&a, &frame(neighbour, 41000 + i, 11112, true)), on_a);
+        reals_used.insert(on_a);
+    }
+    assert_eq!(reals_used.len(), 3, "clients spread over every real");
+}

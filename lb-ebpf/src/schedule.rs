@@ -215,11 +215,14 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
     None
 }
 
-/// The real of the service's live table for this flow.
+/// The real of the service's live table for this flow. A persistent client is placed by its
+/// masked address alone, so every balancer of a pair (or a group) places it alike without
+/// sharing what it remembers: memory only keeps it on its real once the reals change.
 #[inline(always)]
 fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
-    let hash = if service.flags & SERVICE_SOURCE_HASH != 0 {
-        flow_hash(flow.src, 0, 0, 0, 0)
+    // `persist_mask` is all ones without persistence: source hashing uses the whole address.
+    let hash = if service.flags & (SERVICE_SOURCE_HASH | SERVICE_PERSISTENT) != 0 {
+        flow_hash(flow.src & service.persist_mask, 0, 0, 0, 0)
     } else {
         flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto)
     };
