@@ -400,8 +400,20 @@ fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
                 + &String::from_utf8_lossy(&out.stderr),
         ))
     };
-    let (ok, said) = ready(&lab)?;
-    ensure!(ok && said.contains(&fingerprint), "not ready: {said}");
+    // Ready once the node has served for the settle time (rise x interval + timeout).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, said) = ready(&lab)?;
+        if ok {
+            ensure!(said.contains(&fingerprint), "{said}");
+            break;
+        }
+        ensure!(
+            said.contains("serving for") && Instant::now() < deadline,
+            "not ready: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // A node whose checks see no real (cut off from the servers) is not.
     lab.stop_service(0);
     lab.stop_service(1);
@@ -418,16 +430,28 @@ fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // When the reals come back, the node first waits for the slower checks to rise too
+    // (settling), then is ready.
     lab.start_service(0)?;
     lab.start_service(1)?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !ready(&lab)?.0 {
+    let mut settled = false;
+    loop {
+        let (ok, said) = ready(&lab)?;
+        if ok {
+            break;
+        }
+        settled |= said.contains("serving for");
         ensure!(
             Instant::now() < deadline,
-            "not ready again after the reals came back"
+            "not ready again after the reals came back: {said}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    ensure!(
+        settled,
+        "ready at once, without letting the other checks rise"
+    );
     // Nor is a node whose controller is gone, even though its data plane still forwards.
     lab.balancer.kill()?;
     let (ok, said) = ready(&lab)?;

@@ -124,6 +124,34 @@ pub struct NatReverse {
     pub hop: NextHop,
 }
 
+/// Key of the `NAT_ORIGINS` map: an address:port:protocol a NAT real replies from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplySource {
+    /// Network byte order.
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of the `NAT_ORIGINS` map: the one VIP:port a NAT real's address:port serves, so a
+/// reply of a flow this balancer never saw (its pair peer scheduled it, then failed) is
+/// translated too, and the flow's entries made then ("adopted"). The controller writes an
+/// entry only where the policy leaves no doubt: an address:port serving two VIP:ports has none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatOrigin {
+    /// VIP and service port, network byte order.
+    pub vip: u32,
+    pub vip_port: u16,
+    pub _pad: u16,
+    /// The real's id and `Real::generation`: an origin of a real whose id was given to another
+    /// is ignored.
+    pub real: u32,
+    pub generation: u32,
+}
+
 /// Key of the `PERSIST` LRU map: a client (source address masked by the service's netmask)
 /// of a service with persistence.
 #[repr(C)]
@@ -151,6 +179,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::NatReverse {}
+    unsafe impl aya::Pod for super::ReplySource {}
+    unsafe impl aya::Pod for super::NatOrigin {}
     unsafe impl aya::Pod for super::PersistKey {}
     unsafe impl aya::Pod for super::PersistValue {}
 }

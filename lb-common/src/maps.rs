@@ -7,6 +7,8 @@ pub const MAX_SERVICES: u32 = 64;
 pub const MAX_VIP_PORTS: u32 = 4096;
 /// Most reals over all services (a real serving two services counts twice).
 pub const MAX_REALS: u32 = 4096;
+/// NAT reply sources (real address:port:protocol) whose VIP:port is known (`NAT_ORIGINS`).
+pub const MAX_NAT_ORIGINS: u32 = 16384;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
 /// Slots of the per-CPU flow cache (`flow::CachedFlow`, 68 bytes each: 2.1 MiB per CPU).
@@ -29,6 +31,10 @@ pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
 pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 pub const MAP_REAL_FILTER: &str = "REAL_FILTER";
 pub const MAP_NAT_REVERSE: &str = "NAT_REVERSE";
+/// NAT reals' reply sources -> the one VIP:port each serves (`flow::NatOrigin`).
+pub const MAP_NAT_ORIGINS: &str = "NAT_ORIGINS";
+/// Per CPU, one u64: NAT flows adopted from a real's reply (`flow::NatOrigin`).
+pub const MAP_NAT_ADOPTED: &str = "NAT_ADOPTED";
 pub const MAP_REALS: &str = "REALS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";
@@ -55,8 +61,15 @@ pub const MAP_REASON_COUNTERS: &str = "REASON_COUNTERS";
 pub const PROGRAM_NAME: &str = "xdplb";
 /// The ICMP program, which `xdplb` tail-calls through `PROGRAMS` at index `PROGRAM_ICMP`.
 pub const ICMP_PROGRAM: &str = "xdplb_icmp";
+/// The program for NAT replies the flow cache did not serve: their flow's reverse entry, else
+/// the flow adopted from the policy (`flow::NatOrigin`); tail-called by `xdplb` at
+/// `PROGRAM_NAT_REPLY`.
+pub const NAT_REPLY_PROGRAM: &str = "xdplb_nat_reply";
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 pub const PROGRAM_ICMP: u32 = 0;
+pub const PROGRAM_NAT_REPLY: u32 = 1;
+/// Entries of `PROGRAMS`: room for tail-called programs to come without a new layout.
+pub const PROGRAM_SLOTS: u32 = 8;
 /// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current
 /// jiffies in `CLOCK`, so the controller reads the data plane's clock.
 pub const CLOCK_PROGRAM: &str = "xdplb_clock";

@@ -1,6 +1,7 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
-//! ICMP goes to a program of its own (`xdplb_icmp`, icmp.rs) by a tail call.
+//! ICMP goes to a program of its own (`xdplb_icmp`, icmp.rs) by a tail call, and so does a NAT
+//! reply that the flow cache does not serve (`xdplb_nat_reply`, nat_reply.rs).
 //! Every other packet goes parse -> flow cache (its flow went through its table this tick?), else
 //! classify (could it be for a VIP, or a NAT reply?) -> schedule (which real?) or the NAT
 //! reverse table -> rewrite -> action. Anything that is not for a configured
@@ -20,6 +21,7 @@ mod flow_cache;
 mod icmp;
 mod maps;
 mod nat;
+mod nat_reply;
 mod parse;
 mod schedule;
 mod stats;
@@ -27,7 +29,11 @@ mod zero;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    IPPROTO_ICMP, counters::Reason, flow::CACHED_NAT_REPLY, maps::PROGRAM_ICMP, service::REAL_NAT,
+    IPPROTO_ICMP,
+    counters::Reason,
+    flow::CACHED_NAT_REPLY,
+    maps::{PROGRAM_ICMP, PROGRAM_NAT_REPLY},
+    service::REAL_NAT,
 };
 use maps::PROGRAMS;
 use parse::Packet;
@@ -41,6 +47,13 @@ pub fn xdplb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdplb_icmp(ctx: XdpContext) -> u32 {
     action(icmp::frame(&ctx))
+}
+
+/// A reply from a NAT real not served from the flow cache, tail-called by `xdplb`
+/// (nat_reply.rs).
+#[xdp]
+pub fn xdplb_nat_reply(ctx: XdpContext) -> u32 {
+    action(nat_reply::frame(&ctx))
 }
 
 /// The XDP action for a verdict: a packet not forwarded is counted under its reason, and
@@ -63,6 +76,9 @@ fn action(verdict: Result<u32, Reason>) -> u32 {
 enum Path {
     ToReal(schedule::Chosen),
     NatReply(nat::ReplyTo),
+    /// A reply from a NAT real's service address:port not in the flow cache: its flow is
+    /// looked up, or adopted, by a program of its own (nat_reply.rs).
+    UncachedReply,
 }
 
 #[inline(always)]
@@ -90,6 +106,11 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
             Ok(xdp_action::XDP_TX)
         }
         Path::NatReply(to) => nat::reply(ctx, &packet, &to, now),
+        Path::UncachedReply => {
+            // SAFETY: a tail call replaces this program; it returns only if it could not be made.
+            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_NAT_REPLY) };
+            Err(Reason::NotForVip)
+        }
     }
 }
 
@@ -122,7 +143,7 @@ fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
     }
     if classify::maybe_from_nat_real(packet) {
         classify::for_us(ctx, packet)?;
-        return Ok(Path::NatReply(nat::tracked_reply(packet, now)?));
+        return Ok(Path::UncachedReply);
     }
     Err(Reason::NotForVip)
 }

@@ -8,11 +8,15 @@ use aya_ebpf::{
 use lb_common::{
     counters::{Reason, TrafficCounters},
     flood::FloodState,
-    flow::{CachedFlow, FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
+    flow::{
+        CachedFlow, FlowKey, FlowValue, NatOrigin, NatReverse, PersistKey, PersistValue,
+        ReplySource,
+    },
     interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::{
-        FLOW_CACHE_SLOTS, MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_PERSISTENT_CLIENTS,
-        MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS, VIP_FILTER_WORDS,
+        FLOW_CACHE_SLOTS, MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_NAT_ORIGINS,
+        MAX_PERSISTENT_CLIENTS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS, PROGRAM_SLOTS,
+        VIP_FILTER_WORDS,
     },
     service::{Real, Service, VipKey},
 };
@@ -46,6 +50,15 @@ pub static REAL_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
 #[map]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse> = LruHashMap::pinned(MAX_FLOWS, 0);
 
+/// A NAT real's reply source -> the one VIP:port it serves, to adopt flows scheduled by a
+/// pair peer (nat_reply.rs).
+#[map]
+pub static NAT_ORIGINS: HashMap<ReplySource, NatOrigin> = HashMap::pinned(MAX_NAT_ORIGINS, 0);
+
+/// Per CPU, entry 0: NAT flows adopted from a real's reply.
+#[map]
+pub static NAT_ADOPTED: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
 /// Real id -> real server.
 #[map]
 pub static REALS: Array<Real> = Array::pinned(MAX_REALS, 0);
@@ -74,12 +87,12 @@ pub static CACHE_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static INTERFACE_MACS: Array<InterfaceMac> = Array::pinned(INTERFACE_SLOTS, 0);
 
-/// The data plane's other programs, tail-called (`lb_common::maps::PROGRAM_ICMP`), filled by
+/// The data plane's other programs, tail-called (`lb_common::maps::PROGRAM_ICMP`, ...), filled by
 /// the loader before the main program is attached. Pinned: the kernel empties a program array
 /// once no file descriptor or pin refers to it, which would end ICMP handling when the
 /// controller stops.
 #[map]
-pub static PROGRAMS: ProgramArray = ProgramArray::pinned(1, 0);
+pub static PROGRAMS: ProgramArray = ProgramArray::pinned(PROGRAM_SLOTS, 0);
 
 /// Persistence: (service, masked client address) -> the client's real.
 #[map]

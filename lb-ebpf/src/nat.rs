@@ -189,6 +189,41 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
     }
 }
 
+impl ReplyTo {
+    /// A reply whose entry `entry` (in `NAT_REVERSE`) keeps its next hop; cached once known.
+    #[inline(always)]
+    pub fn tracked(
+        vip: u32,
+        vip_port: u16,
+        id: u32,
+        real: &'static Real,
+        entry: *mut NatReverse,
+    ) -> ReplyTo {
+        ReplyTo {
+            vip,
+            vip_port,
+            id,
+            real,
+            // SAFETY: a field of a map value pointer from a successful lookup.
+            hop: unsafe { &mut (*entry).hop },
+            entry,
+        }
+    }
+
+    /// A reply with no entry to keep anything in: the FIB is asked each time.
+    #[inline(always)]
+    pub fn untracked(vip: u32, vip_port: u16, id: u32, real: &'static Real) -> ReplyTo {
+        ReplyTo {
+            vip,
+            vip_port,
+            id,
+            real,
+            hop: core::ptr::null_mut(),
+            entry: core::ptr::null_mut(),
+        }
+    }
+}
+
 /// A reply served by its flow-cache slot (`flow_cache::get`), if the real's id still
 /// belongs to the same real.
 #[inline(always)]
@@ -244,15 +279,7 @@ pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { age::mark_closing(&mut (*forward).flags) };
     }
-    Ok(ReplyTo {
-        vip,
-        vip_port,
-        id,
-        real,
-        // SAFETY: a field of the entry found above.
-        hop: unsafe { &mut (*entry).hop },
-        entry,
-    })
+    Ok(ReplyTo::tracked(vip, vip_port, id, real, entry))
 }
 
 #[inline(always)]

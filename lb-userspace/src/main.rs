@@ -65,8 +65,9 @@ enum Command {
     },
     /// Whether this node can serve, for keepalived's `track_script` (exit 0) or not (exit 1,
     /// saying why): its data plane is attached, its controller answers, and every service has
-    /// a real in its table. A node that just reconnected and whose checks have not risen yet
-    /// is not ready, so it does not take mastership back with empty tables.
+    /// had a real in its table for as long as the slowest health check takes to rise. A node
+    /// that just reconnected is not ready until its checks could have brought every reachable
+    /// real back, so it does not take mastership back with tables unlike its peer's.
     Ready {
         #[command(flatten)]
         common: Common,
@@ -199,6 +200,15 @@ async fn ready(common: &Common) -> anyhow::Result<ExitCode> {
     let empty = status.services_without_reals();
     if !empty.is_empty() {
         return not_ready(format!("no real in the table of {}", empty.join(", ")));
+    }
+    let readiness = &status.readiness;
+    let serving_for = readiness.serving_for_ms.unwrap_or(0);
+    if serving_for < readiness.settle_ms {
+        return not_ready(format!(
+            "serving for {:.1} s only: the checks of reals still coming back need {:.1} s              (rise x interval + timeout) before this node's tables can be trusted",
+            serving_for as f64 / 1000.0,
+            readiness.settle_ms as f64 / 1000.0
+        ));
     }
     println!(
         "ready: {} services, each with a real in its table; policy fingerprint {}",
@@ -353,6 +363,10 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "{:<14} {} (packets of new flows forwarded without a table entry during floods)",
         "untracked", snapshot.untracked
+    );
+    println!(
+        "{:<14} {} (NAT flows taken over from a real's reply, e.g. after a pair's failover)",
+        "nat_adopted", snapshot.nat_adopted
     );
     Ok(())
 }

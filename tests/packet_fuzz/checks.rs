@@ -44,6 +44,17 @@ impl Oracle {
             Verdict::Dr { svc, t } => self.check_dr(svc, t, side, input, out),
             Verdict::NatIn { svc, t, l } => self.check_nat_in(svc, t, l, side, input, out),
             Verdict::NatReply { reply, t, l, route } => {
+                // A reply of no open flow is adopted (README, "Running a pair"): from then on
+                // its flow is open, both ways, on the real that replied.
+                self.replies.entry(t).or_insert(reply);
+                let client = Tuple {
+                    src: t.dst,
+                    sport: t.dport,
+                    dst: reply.vip,
+                    dport: reply.vip_port,
+                    proto: t.proto,
+                };
+                self.nat_real.entry(client).or_insert(t.src);
                 self.check_nat_reply(reply, t, l, route, side, input, out)
             }
         }

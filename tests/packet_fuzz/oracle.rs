@@ -158,6 +158,30 @@ impl Oracle {
             .position(|s| s.vip == dst && s.proto == proto && s.ports.contains(&port))
     }
 
+    /// The VIP:port a reply from a NAT real's address:port belongs to, when the policy says
+    /// (the address:port serves exactly one VIP:port): the flow is adopted, even though this
+    /// balancer never saw it open (README, "Running a pair").
+    fn origin(&self, t: &Tuple) -> Option<Reply> {
+        let mut found = SERVICES
+            .iter()
+            .filter(|s| s.mode == Mode::Nat)
+            .flat_map(|s| {
+                s.ports
+                    .iter()
+                    .filter(move |&&p| {
+                        s.proto == t.proto
+                            && s.reals.contains(&t.src)
+                            && s.real_port.unwrap_or(p) == t.sport
+                    })
+                    .map(move |&p| Reply {
+                        vip: s.vip,
+                        vip_port: p,
+                    })
+            });
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
     fn is_vip(&self, addr: Ipv4Addr) -> bool {
         SERVICES.iter().any(|s| s.vip == addr)
     }
@@ -301,21 +325,16 @@ impl Oracle {
                 Mode::Nat if tot > MTU => pass("NAT: over the egress MTU"),
                 Mode::Nat => Verdict::NatIn { svc, t, l },
             }
-        } else if let Some(reply) = self.replies.get(&t) {
+        } else if let Some(reply) = self.replies.get(&t).copied().or_else(|| self.origin(&t)) {
             if ttl <= 1 {
                 return pass("NAT reply: TTL would expire");
             }
             match self.route(dst, tot) {
                 Route::None => pass("NAT reply: no route to the client"),
-                route => Verdict::NatReply {
-                    reply: *reply,
-                    t,
-                    l,
-                    route,
-                },
+                route => Verdict::NatReply { reply, t, l, route },
             }
         } else {
-            pass("not for a VIP:port:protocol, nor a reply of an open NAT flow")
+            pass("not for a VIP:port:protocol, nor from a NAT real's service address:port")
         }
     }
 

@@ -18,6 +18,24 @@ pub struct Status {
     /// same one when they run the same policy.
     #[serde(default)]
     pub policy_fingerprint: String,
+    /// NAT flows this node adopted from a real's reply since the data plane was loaded:
+    /// flows it never saw open (a pair peer scheduled them before a takeover).
+    #[serde(default)]
+    pub nat_flows_adopted: u64,
+    /// Whether this node may take mastership of a pair (`xdplb ready`).
+    #[serde(default)]
+    pub readiness: Readiness,
+}
+
+/// How long this node has been able to serve, against how long it must have been before
+/// `xdplb ready` says yes (controller/readiness.rs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Readiness {
+    /// Milliseconds since every service has had a real in its table; absent while one has not.
+    pub serving_for_ms: Option<u64>,
+    /// Milliseconds the slowest health check needs to bring a real up (`rise` × `interval` +
+    /// `timeout`).
+    pub settle_ms: u64,
 }
 
 /// The flood defence: while a CPU schedules more new flows per second than it allows, new DR
@@ -216,6 +234,13 @@ impl Status {
                 flood.untracked_packets
             );
         }
+        if self.nat_flows_adopted > 0 {
+            let _ = writeln!(
+                out,
+                "\nNAT flows taken over from a real's reply (opened by another balancer): {}",
+                self.nat_flows_adopted
+            );
+        }
         out
     }
 }
@@ -287,6 +312,8 @@ mod tests {
             dataplane: vec![],
             flood_defence: FloodDefence::default(),
             policy_fingerprint: String::new(),
+            nat_flows_adopted: 0,
+            readiness: Readiness::default(),
         };
         let table = status.table();
         let lines: Vec<&str> = table.lines().collect();

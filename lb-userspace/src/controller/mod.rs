@@ -2,6 +2,7 @@
 
 mod announce;
 pub mod lock;
+mod readiness;
 mod run;
 mod status;
 

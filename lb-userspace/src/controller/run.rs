@@ -16,7 +16,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use super::{announce, lock, status};
+use super::{announce, lock, readiness::Serving, status};
 use crate::{
     api::{
         self,
@@ -72,6 +72,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         monitor,
         metrics: Metrics::default(),
         interface_problems: HashMap::new(),
+        serving: Serving::default(),
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -153,6 +154,8 @@ struct Controller {
     metrics: Metrics,
     /// Attached interfaces whose MAC could not be read, and why (logged once).
     interface_problems: HashMap<String, String>,
+    /// Since when this node can serve (`xdplb ready`).
+    serving: Serving,
 }
 
 impl Controller {
@@ -160,6 +163,7 @@ impl Controller {
     fn apply(&mut self) -> Result<()> {
         self.sync
             .apply(&mut self.loaded.maps, &self.policy, &self.observed)?;
+        self.serving.update(&self.policy, &self.sync.reals_view);
         report_reals(&self.sync);
         Ok(())
     }
@@ -286,7 +290,7 @@ impl Controller {
     }
 
     fn status(&self) -> Result<crate::api::status::Status> {
-        status::build(
+        let mut status = status::build(
             &netconf::address::local_ipv4()?,
             &self.policy,
             &self.sync,
@@ -294,7 +298,9 @@ impl Controller {
             &self.observed.drained,
             &self.loaded.maps,
             self.loaded.now_tick()?,
-        )
+        )?;
+        status.readiness = self.serving.readiness(&self.policy);
+        Ok(status)
     }
 
     async fn answer(&mut self, request: Request) -> Response {

@@ -7,7 +7,7 @@ use lb_common::service::Real;
 
 use crate::{
     api::status::{
-        CheckStatus, FloodDefence, RealStatus, ReasonCount, ServiceStatus, State, Status,
+        CheckStatus, FloodDefence, Readiness, RealStatus, ReasonCount, ServiceStatus, State, Status,
     },
     dataplane::{counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
@@ -158,6 +158,9 @@ pub fn build(
             untracked_packets: snapshot.untracked,
         },
         policy_fingerprint: crate::policy::fingerprint(policy),
+        nat_flows_adopted: snapshot.nat_adopted,
+        // The controller fills it in (controller/readiness.rs).
+        readiness: Readiness::default(),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub untracked: u64,
     /// The last clock tick any CPU was under a flood (0: never).
     pub flooded_at: u32,
+    /// NAT flows adopted from a real's reply (flows this node never saw open: a pair peer's).
+    pub nat_adopted: u64,
 }
 
 impl Snapshot {
@@ -91,5 +93,6 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
             snapshot.flooded_at = cpu.flooded_at;
         }
     }
+    snapshot.nat_adopted = maps.nat_adopted.get(&0, 0)?.iter().sum();
     Ok(snapshot)
 }

@@ -22,8 +22,8 @@ use aya::{
 use lb_common::{
     LAYOUT_VERSION,
     maps::{
-        CLOCK_PROGRAM, ICMP_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, PROGRAM_ICMP,
-        PROGRAM_NAME,
+        CLOCK_PROGRAM, ICMP_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, NAT_REPLY_PROGRAM,
+        PROGRAM_ICMP, PROGRAM_NAME, PROGRAM_NAT_REPLY,
     },
 };
 use tracing::{debug, info};
@@ -88,21 +88,30 @@ pub fn load(pin_dir: &Path) -> Result<Loaded> {
 /// Loads the programs the main one tail-calls and puts them in its `PROGRAMS` map, before the
 /// main program is attached: a missing entry would leave that traffic to the kernel.
 fn load_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
-    let icmp: &mut Xdp = ebpf
-        .program_mut(ICMP_PROGRAM)
-        .context("ICMP program missing from object")?
-        .try_into()?;
-    icmp.load()
-        .context("the kernel verifier rejected the ICMP program")?;
-    let fd = icmp.fd()?.try_clone()?;
+    let mut fds = Vec::new();
+    for (name, slot, what) in [
+        (ICMP_PROGRAM, PROGRAM_ICMP, "ICMP"),
+        (NAT_REPLY_PROGRAM, PROGRAM_NAT_REPLY, "NAT reply"),
+    ] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{what} program missing from object"))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("the kernel verifier rejected the {what} program"))?;
+        fds.push((slot, program.fd()?.try_clone()?, what));
+    }
     let mut programs: ProgramArray<MapData> = ProgramArray::try_from(
         ebpf.take_map(MAP_PROGRAMS)
             .context("map PROGRAMS missing from the program")?,
     )?;
-    programs
-        .set(PROGRAM_ICMP, &fd, 0)
-        .context("registering the ICMP program")?;
-    // The map is pinned: its entry outlives this process, as the attached program does.
+    for (slot, fd, what) in &fds {
+        programs
+            .set(*slot, fd, 0)
+            .with_context(|| format!("registering the {what} program"))?;
+    }
+    // The map is pinned: its entries outlive this process, as the attached program does.
     Ok(())
 }
 

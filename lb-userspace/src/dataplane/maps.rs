@@ -10,7 +10,7 @@ use aya::{
 use lb_common::{
     counters::TrafficCounters,
     flood::FloodState,
-    flow::{FlowKey, FlowValue, NatReverse, PersistKey, PersistValue},
+    flow::{FlowKey, FlowValue, NatOrigin, NatReverse, PersistKey, PersistValue, ReplySource},
     interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::*,
     service::{Real, Service, VipKey},
@@ -26,6 +26,10 @@ pub struct Maps {
     pub real_filter: Array<MapData, u64>,
     /// NAT reply 5-tuple -> VIP:port to restore (an LRU hash in the kernel).
     pub nat_reverse: HashMap<MapData, FlowKey, NatReverse>,
+    /// NAT reals' reply sources -> the one VIP:port each serves, for adopting flows.
+    pub nat_origins: HashMap<MapData, ReplySource, NatOrigin>,
+    /// Per CPU, entry 0: NAT flows adopted from a real's reply.
+    pub nat_adopted: PerCpuArray<MapData, u64>,
     pub reals: Array<MapData, Real>,
     pub maglev: Array<MapData, u32>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
@@ -138,6 +142,8 @@ impl Maps {
             vip_filter: map(MAP_VIP_FILTER)?.try_into()?,
             real_filter: map(MAP_REAL_FILTER)?.try_into()?,
             nat_reverse: map(MAP_NAT_REVERSE)?.try_into()?,
+            nat_origins: map(MAP_NAT_ORIGINS)?.try_into()?,
+            nat_adopted: map(MAP_NAT_ADOPTED)?.try_into()?,
             reals: map(MAP_REALS)?.try_into()?,
             maglev: map(MAP_MAGLEV)?.try_into()?,
             flows: map(MAP_FLOWS)?.try_into()?,

@@ -286,7 +286,14 @@ impl Collector for Traffic {
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(flood.active as i64).encode(metric)
+        ConstGauge::new(flood.active as i64).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "nat_flows_adopted",
+            "NAT flows taken over from a real's reply, never seen open here (a pair's failover)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.nat_flows_adopted).encode(metric)
     }
 }
 

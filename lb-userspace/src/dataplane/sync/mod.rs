@@ -6,26 +6,28 @@
 //! Ids (service ids, real ids) are adopted from the maps when the controller restarts, so
 //! connection-table entries written by an earlier controller keep pointing at the same reals.
 
+mod ids;
+mod leaving;
+mod nat_origins;
+mod reals;
+mod services;
+
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use lb_common::{
-    clock::ticks_from_secs,
-    flow::entry_alive,
-    maps::{MAGLEV_TABLE_SIZE, MAX_REALS, MAX_SERVICES},
-    service::{
-        FORWARD_DR, FORWARD_NAT, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real,
-        SERVICE_PERSISTENT, SERVICE_SOURCE_HASH, Service, VipKey,
-    },
+    flow::{NatOrigin, ReplySource},
+    maps::{MAGLEV_TABLE_SIZE, MAX_REALS},
+    service::{Real, Service, VipKey},
 };
 
 use super::{
     filter::{self, Filter},
-    maglev::{self, Backend},
-    maps::{Maps, VIP_ADDR_ADDED},
+    maglev,
+    maps::Maps,
 };
 use crate::policy::{self, Forwarding, Policy, RealRef, Scheduler};
 
@@ -86,6 +88,10 @@ pub struct Sync {
     /// Reals removed from a service that still exists, kept usable (but out of the table)
     /// until their established flows end; `retire_idle` retires them.
     leaving: HashMap<u32, LeavingReal>,
+    /// `NAT_ORIGINS` as last written.
+    nat_origins: HashMap<ReplySource, NatOrigin>,
+    /// NAT reply sources that serve several VIP:ports (warned about once).
+    ambiguous_origins: BTreeSet<String>,
     /// The kernel's jiffies per second, to turn timeouts into data-plane ticks.
     hz: u32,
 }
@@ -125,6 +131,10 @@ impl Sync {
             let (addr, flags) = entry?;
             sync.vips.insert(addr, flags);
         }
+        for entry in maps.nat_origins.iter() {
+            let (source, origin) = entry?;
+            sync.nat_origins.insert(source, origin);
+        }
         Ok(sync)
     }
 
@@ -133,431 +143,30 @@ impl Sync {
         self.service_ids.get(name).copied()
     }
 
-    /// Service id an earlier controller gave this service, found through any of its VIP:ports.
-    fn adopted_service_id(&self, service: &policy::Service) -> Option<u32> {
-        service
-            .ports
-            .iter()
-            .find_map(|&port| self.vip_ports.get(&vip_key(service, port)).map(|s| s.id))
-    }
-
+    /// Writes what `policy` and `observed` ask for, in named steps whose order is the point:
+    /// nothing the data plane can reach ever refers to something not yet written.
     pub fn apply(&mut self, maps: &mut Maps, policy: &Policy, observed: &Observed) -> Result<()> {
-        // 1. Ids: keep existing ones, adopt ones found in the maps, give new ones the lowest free.
-        let mut service_ids = HashMap::new();
-        for service in &policy.services {
-            let id = self
-                .service_ids
-                .get(&service.name)
-                .copied()
-                .or_else(|| self.adopted_service_id(service))
-                .filter(|id| !service_ids.values().any(|v| *v == Some(*id)));
-            service_ids.insert(service.name.clone(), id);
-        }
-        let mut used: HashSet<u32> = service_ids.values().flatten().copied().collect();
-        // New services get the lowest free ids in policy order, so ids are reproducible.
-        let mut assigned = HashMap::new();
-        for service in &policy.services {
-            let id = service_ids[&service.name].unwrap_or_else(|| {
-                let free = (0..MAX_SERVICES)
-                    .find(|i| !used.contains(i))
-                    .expect("policy validation caps services");
-                used.insert(free);
-                free
-            });
-            assigned.insert(service.name.clone(), id);
-        }
-        let service_ids = assigned;
-
-        let mut real_ids = HashMap::new();
-        let mut taken: HashSet<u32> = HashSet::new();
-        let mut wanted_reals = Vec::new();
-        let members: Vec<Vec<policy::Real>> = policy.services.iter().map(|s| s.members()).collect();
-        for (service, members) in policy.services.iter().zip(&members) {
-            let sid = service_ids[&service.name];
-            for real in members {
-                let key = RealKey {
-                    service: sid,
-                    address: real.address,
-                    port: real.port,
-                };
-                let existing = self.real_ids.get(&key).copied().or_else(|| {
-                    self.written_reals
-                        .iter()
-                        .find(|(_, r)| {
-                            r.service == sid && r.addr == u32::from_ne_bytes(real.address.octets())
-                        })
-                        .map(|(&id, _)| id)
-                });
-                if let Some(id) = existing.filter(|id| !taken.contains(id)) {
-                    taken.insert(id);
-                    real_ids.insert(key.clone(), id);
-                }
-                wanted_reals.push((service, real, key));
-            }
-        }
-        for (_, _, key) in &wanted_reals {
-            if !real_ids.contains_key(key) {
-                let Some(id) = (0..MAX_REALS)
-                    .find(|i| !taken.contains(i) && !self.written_reals.contains_key(i))
-                else {
-                    bail!("no free real id: at most {MAX_REALS} reals");
-                };
-                taken.insert(id);
-                self.generations[id as usize] = self.generations[id as usize].wrapping_add(1);
-                real_ids.insert(key.clone(), id);
-            }
-        }
-
-        // 2. Reals: written before any table can point at them.
-        let mut view = Vec::new();
+        let service_ids = self.assign_service_ids(policy);
+        let wanted = self.assign_real_ids(policy, &service_ids)?;
         let new_flows: HashMap<&str, Vec<policy::Real>> = policy
             .services
             .iter()
             .map(|s| (s.name.as_str(), new_flow_reals(s, observed)))
             .collect();
-        for (service, real, key) in &wanted_reals {
-            let id = real_ids[key];
-            let mac = observed.macs.get(&real.address);
-            let nat = if service.forwarding == Forwarding::Nat {
-                REAL_NAT
-            } else {
-                0
-            };
-            let up = usable(service, real, observed);
-            let mut flags = nat;
-            if up {
-                flags |= REAL_UP;
-            }
-            if new_flows[service.name.as_str()].contains(real) {
-                flags |= REAL_NEW_FLOWS;
-            }
-            if service.persistence.is_some() {
-                flags |= REAL_PERSISTENT;
-            }
-            let entry = Real {
-                mac: mac.copied().unwrap_or_default(),
-                flags,
-                addr: u32::from_ne_bytes(real.address.octets()),
-                generation: self.generations[id as usize],
-                service: key.service,
-                port: real.port.unwrap_or(0).to_be(),
-                _pad: 0,
-                idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs(), self.hz),
-                closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs(), self.hz),
-                persist_mask: persist_mask(service),
-            };
-            if self.written_reals.get(&id) != Some(&entry) {
-                maps.reals
-                    .set(id, entry, 0)
-                    .with_context(|| format!("writing real {}", real.address))?;
-                self.written_reals.insert(id, entry);
-            }
-            view.push(RealView {
-                service: service.name.clone(),
-                service_id: key.service,
-                address: real.address,
-                port: real.port,
-                id,
-                up,
-                in_table: flags & REAL_NEW_FLOWS != 0,
-                weight: real.weight,
-                fallback: service.is_fallback(real),
-            });
-        }
-
-        // 3. Tables and service entries.
-        let mut wanted_vip_ports = HashMap::new();
-        for service in &policy.services {
-            let sid = service_ids[&service.name];
-            let backends: Vec<Backend> = new_flows[service.name.as_str()]
-                .iter()
-                .map(|r| {
-                    let id = real_ids[&RealKey {
-                        service: sid,
-                        address: r.address,
-                        port: r.port,
-                    }];
-                    Backend {
-                        address: r.address,
-                        port: r.port.unwrap_or(0),
-                        weight: r.weight,
-                        id,
-                    }
-                })
-                .collect();
-            let table = maglev::build(&backends, MAGLEV_TABLE_SIZE);
-            let live = self.active_table.get(&sid).copied();
-            let table_no = match live {
-                Some(t) if self.tables.get(&t) == Some(&table) => t,
-                _ => {
-                    // Write the standby table, then switch to it below.
-                    let standby = match live {
-                        Some(t) if t == sid * 2 => sid * 2 + 1,
-                        _ => sid * 2,
-                    };
-                    self.write_table(maps, standby, table)?;
-                    standby
-                }
-            };
-            let value = Service {
-                id: sid,
-                table_base: table_no * MAGLEV_TABLE_SIZE,
-                forwarding: match service.forwarding {
-                    Forwarding::Dr => FORWARD_DR,
-                    Forwarding::Nat => FORWARD_NAT,
-                },
-                flags: match service.scheduler {
-                    Scheduler::SourceHash => SERVICE_SOURCE_HASH,
-                    _ => 0,
-                } | if service.persistence.is_some() {
-                    SERVICE_PERSISTENT
-                } else {
-                    0
-                },
-                _pad: 0,
-                persist_timeout: service
-                    .persistence
-                    .map(|p| ticks_from_secs(p.timeout.as_secs().max(1), self.hz))
-                    .unwrap_or(0),
-                persist_mask: persist_mask(service),
-            };
-            for &port in &service.ports {
-                wanted_vip_ports.insert(vip_key(service, port), value);
-            }
-            self.active_table.insert(sid, table_no);
-        }
-        // Filter bits go on before the entries they stand for, and come off after (filter.rs).
-        let vip_bits = filter::words(wanted_vip_ports.keys().map(|k| (k.addr, k.port, k.proto)));
-        let real_bits = filter::words(nat_reply_sources(policy));
-        self.vip_filter.add(&mut maps.vip_filter, &vip_bits)?;
-        self.real_filter.add(&mut maps.real_filter, &real_bits)?;
-        for (key, value) in &wanted_vip_ports {
-            if self.vip_ports.get(key) != Some(value) {
-                maps.services
-                    .insert(key, value, 0)
-                    .context("writing a service entry")?;
-            }
-        }
-        let removed: Vec<VipKey> = self
-            .vip_ports
-            .keys()
-            .filter(|k| !wanted_vip_ports.contains_key(k))
-            .copied()
-            .collect();
-        for key in &removed {
-            maps.services
-                .remove(key)
-                .context("removing a service entry")?;
-        }
-        purge_flows(maps, &removed)?;
-        self.vip_filter.write(&mut maps.vip_filter, vip_bits)?;
-        self.vip_ports = wanted_vip_ports;
-
-        let wanted_vips: HashMap<u32, u32> = policy
-            .services
-            .iter()
-            .map(|s| {
-                let flags = if observed.announced_vips.contains(&s.vip) {
-                    VIP_ADDR_ADDED
-                } else {
-                    0
-                };
-                (u32::from_ne_bytes(s.vip.octets()), flags)
-            })
-            .collect();
-        for (addr, flags) in &wanted_vips {
-            if self.vips.get(addr) != Some(flags) {
-                maps.vip_addrs.insert(addr, flags, 0)?;
-            }
-        }
-        for addr in self
-            .vips
-            .keys()
-            .filter(|a| !wanted_vips.contains_key(a))
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            maps.vip_addrs.remove(&addr)?;
-        }
-        self.vips = wanted_vips;
-
-        // 4. Reals that left the policy: out of every table now. One whose service stays and
-        //    that was up keeps its established flows (graceful removal, like IPVS) until
-        //    `retire_idle` finds them ended; the others are retired at once.
-        let live_ids: HashSet<u32> = real_ids.values().copied().collect();
-        let live_services: HashSet<u32> = service_ids.values().copied().collect();
-        self.leaving.retain(|id, _| !live_ids.contains(id));
-        for id in self
-            .written_reals
-            .keys()
-            .filter(|id| !live_ids.contains(id))
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            let old = self.written_reals[&id];
-            if live_services.contains(&old.service) && old.flags & REAL_UP != 0 {
-                if !self.leaving.contains_key(&id) {
-                    let leaving = Real {
-                        flags: old.flags & !(REAL_NEW_FLOWS | REAL_PERSISTENT),
-                        ..old
-                    };
-                    maps.reals.set(id, leaving, 0)?;
-                    self.written_reals.insert(id, leaving);
-                    self.leaving.insert(
-                        id,
-                        LeavingReal {
-                            port: (old.port != 0).then(|| u16::from_be(old.port)),
-                            service: old.service,
-                            since: std::time::Instant::now(),
-                        },
-                    );
-                }
-            } else {
-                self.leaving.remove(&id);
-                self.retire(maps, id)?;
-            }
-        }
-        // Leaving NAT reals' replies must still be recognised.
-        let mut real_bits = real_bits;
-        let leaving_sources = self.leaving_reply_sources(policy, &service_ids);
-        for (word, bits) in filter::words(leaving_sources).into_iter().enumerate() {
-            real_bits[word] |= bits;
-        }
-        self.real_filter.write(&mut maps.real_filter, real_bits)?;
+        // Reals are written before any table can point at them.
+        let view = self.write_reals(maps, &wanted, &new_flows, observed)?;
+        let real_bits = self.write_services(maps, policy, &wanted, &new_flows)?;
+        self.write_vip_addresses(maps, policy, observed)?;
+        self.write_nat_origins(maps, policy, &wanted)?;
+        self.retire_departed(maps, &wanted)?;
+        self.write_real_filter(maps, policy, &wanted.service_ids, real_bits)?;
+        let live_services: HashSet<u32> = wanted.service_ids.values().copied().collect();
         self.active_table
             .retain(|sid, _| live_services.contains(sid));
-        self.service_ids = service_ids;
-        self.real_ids = real_ids;
+        self.service_ids = wanted.service_ids;
+        self.real_ids = wanted.real_ids;
         self.reals_view = view;
         maps.void_flow_cache()
-    }
-
-    fn retire(&mut self, maps: &mut Maps, id: u32) -> Result<()> {
-        let retired = Real {
-            mac: [0; 6],
-            flags: 0,
-            addr: 0,
-            generation: self.generations[id as usize],
-            service: 0,
-            port: 0,
-            _pad: 0,
-            idle_timeout: 0,
-            closing_timeout: 0,
-            persist_mask: 0,
-        };
-        maps.reals.set(id, retired, 0)?;
-        self.written_reals.remove(&id);
-        Ok(())
-    }
-
-    /// Reply sources (address, port, protocol) of leaving NAT reals.
-    fn leaving_reply_sources(
-        &self,
-        policy: &Policy,
-        service_ids: &HashMap<String, u32>,
-    ) -> Vec<(u32, u16, u8)> {
-        let mut out = Vec::new();
-        for (id, leaving) in &self.leaving {
-            let real = self.written_reals[id];
-            if real.flags & REAL_NAT == 0 {
-                continue;
-            }
-            let Some(service) = policy
-                .services
-                .iter()
-                .find(|s| service_ids.get(&s.name) == Some(&leaving.service))
-            else {
-                continue;
-            };
-            let ports = match leaving.port {
-                Some(port) => vec![port],
-                None => service.ports.clone(),
-            };
-            out.extend(
-                ports
-                    .into_iter()
-                    .map(|p| (real.addr, p.to_be(), service.protocol.number())),
-            );
-        }
-        out
-    }
-
-    /// Retires leaving reals that no live flow uses any more (walks the connection tables;
-    /// call it every few seconds, not per packet) at clock tick `now`. Returns the addresses retired, so the
-    /// caller re-applies the policy (the NAT reply filter loses their bits).
-    pub fn retire_idle(
-        &mut self,
-        maps: &mut Maps,
-        now: u32,
-    ) -> Result<Vec<(Ipv4Addr, std::time::Duration)>> {
-        if self.leaving.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut busy = HashSet::new();
-        let alive = |seen: u32, flags: u32, real: &Real| entry_alive(seen, flags, real, now);
-        for entry in maps.flows.iter() {
-            let Ok((_, flow)) = entry else { continue };
-            if let Some(real) = self
-                .leaving
-                .get(&flow.real)
-                .map(|_| self.written_reals[&flow.real])
-                && real.generation == flow.generation
-                && alive(flow.seen, flow.flags, &real)
-            {
-                busy.insert(flow.real);
-            }
-        }
-        for entry in maps.nat_reverse.iter() {
-            let Ok((_, back)) = entry else { continue };
-            if let Some(real) = self
-                .leaving
-                .get(&back.real)
-                .map(|_| self.written_reals[&back.real])
-                && real.generation == back.generation
-                && alive(back.seen, back.flags, &real)
-            {
-                busy.insert(back.real);
-            }
-        }
-        let mut retired = Vec::new();
-        for (id, leaving) in self
-            .leaving
-            .iter()
-            .filter(|(id, _)| !busy.contains(id))
-            .map(|(id, l)| (*id, *l))
-            .collect::<Vec<_>>()
-        {
-            let addr = Ipv4Addr::from(self.written_reals[&id].addr.to_ne_bytes());
-            self.leaving.remove(&id);
-            self.retire(maps, id)?;
-            retired.push((addr, leaving.since.elapsed()));
-        }
-        Ok(retired)
-    }
-
-    /// Writes `table` into table number `table_no`, only the entries that differ from what it
-    /// is known to hold.
-    fn write_table(&mut self, maps: &mut Maps, table_no: u32, table: Vec<u32>) -> Result<()> {
-        let base = table_no * MAGLEV_TABLE_SIZE;
-        let old = self.tables.get(&table_no);
-        for (i, &id) in table.iter().enumerate() {
-            if old.map(|o| o[i]) != Some(id) {
-                maps.maglev
-                    .set(base + i as u32, id, 0)
-                    .context("writing a Maglev table")?;
-            }
-        }
-        self.tables.insert(table_no, table);
-        Ok(())
-    }
-}
-
-fn vip_key(service: &policy::Service, port: u16) -> VipKey {
-    VipKey {
-        addr: u32::from_ne_bytes(service.vip.octets()),
-        port: port.to_be(),
-        proto: service.protocol.number(),
-        _pad: 0,
     }
 }
 
@@ -566,7 +175,7 @@ fn vip_key(service: &policy::Service, port: u16) -> VipKey {
 /// Whether a real may receive packets at all: reachable (NAT: through the FIB; DR: its MAC is
 /// known) and not failing its health check. Established flows of a real that is not usable
 /// are rescheduled.
-fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
+pub(super) fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
     (service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address))
         && !observed.unhealthy.contains(&RealRef::of(service, real))
 }
@@ -575,7 +184,7 @@ fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -
 /// (weight 0 is drained), non-backup ones while any is usable, else the backups; with
 /// `scheduler: failover` only the first of those in policy order; the fallback server when
 /// none at all is usable.
-fn new_flow_reals(service: &policy::Service, observed: &Observed) -> Vec<policy::Real> {
+pub(super) fn new_flow_reals(service: &policy::Service, observed: &Observed) -> Vec<policy::Real> {
     let candidates: Vec<&policy::Real> = service
         .reals
         .iter()
@@ -607,7 +216,7 @@ fn new_flow_reals(service: &policy::Service, observed: &Observed) -> Vec<policy:
 }
 
 /// The persistence netmask as an address mask in network byte order.
-fn persist_mask(service: &policy::Service) -> u32 {
+pub(super) fn persist_mask(service: &policy::Service) -> u32 {
     let bits = service.persistence.map(|p| p.netmask).unwrap_or(32) as u32;
     let host_order = if bits == 0 {
         0
@@ -615,60 +224,4 @@ fn persist_mask(service: &policy::Service) -> u32 {
         u32::MAX << (32 - bits)
     };
     host_order.to_be()
-}
-
-/// Where NAT reals' replies come from: their address and the port they serve on (the
-/// translated port, or each service port).
-fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
-    let mut out = Vec::new();
-    for service in policy
-        .services
-        .iter()
-        .filter(|s| s.forwarding == Forwarding::Nat)
-    {
-        for real in service.members() {
-            let addr = u32::from_ne_bytes(real.address.octets());
-            let ports = match real.port {
-                Some(port) => vec![port],
-                None => service.ports.clone(),
-            };
-            out.extend(
-                ports
-                    .into_iter()
-                    .map(|p| (addr, p.to_be(), service.protocol.number())),
-            );
-        }
-    }
-    out
-}
-
-/// Forgets the flows of VIP:ports that left the policy, so they are not forwarded from the
-/// connection table after their service entry is gone, nor their replies translated.
-fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
-    if removed.is_empty() {
-        return Ok(());
-    }
-    let gone: HashSet<(u32, u16, u8)> = removed.iter().map(|k| (k.addr, k.port, k.proto)).collect();
-    let stale: Vec<_> = maps
-        .flows
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| gone.contains(&(k.dst, k.dport, k.proto)))
-        .collect();
-    for key in stale {
-        // An entry the LRU evicted meanwhile is already gone.
-        let _ = maps.flows.remove(&key);
-    }
-    // NAT replies are keyed by the real's side; their value names the VIP:port they restore.
-    let stale_replies: Vec<_> = maps
-        .nat_reverse
-        .iter()
-        .filter_map(|e| e.ok())
-        .filter(|(k, back)| gone.contains(&(back.vip, back.vip_port, k.proto)))
-        .map(|(k, _)| k)
-        .collect();
-    for key in stale_replies {
-        let _ = maps.nat_reverse.remove(&key);
-    }
-    Ok(())
 }
