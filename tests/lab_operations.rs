@@ -456,8 +456,30 @@ fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
     lab.balancer.kill()?;
     let (ok, said) = ready(&lab)?;
     ensure!(!ok && said.contains("no controller"), "{said}");
-    // Stopping the balancer leaves keepalived's address alone too.
-    lab.balancer.stop();
+    // `xdplb down` on the node holding keepalived's VIP is refused: its kernel would reset
+    // the VIP's connections until keepalived moved it. Nothing is detached.
+    let pins = lab.balancer.pin_dir.to_string_lossy().to_string();
+    let out = lab.balancer.ctl(&["down", "--pin-dir", &pins])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && said.contains(&VIP.to_string())
+            && said.contains("Stop keepalived first"),
+        "down on the active node: {said}"
+    );
+    ensure!(
+        ready(&lab)?.1.contains("no controller"),
+        "the data plane was detached"
+    );
+    // Forced, it goes down, and leaves keepalived's address alone.
+    let out = lab.balancer.ctl(&["down", "--force", "--pin-dir", &pins])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(has_vip(&lab)?, "`xdplb down` removed keepalived's VIP");
+    let (_, said) = ready(&lab)?;
+    ensure!(said.contains("no data plane attached"), "{said}");
     Ok(())
 }

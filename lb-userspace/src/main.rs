@@ -98,8 +98,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Detach the data plane and remove its pinned state.
+    /// Detach the data plane and remove its pinned state. Refused while this node holds a
+    /// VIP someone else put here (keepalived: the active node of a pair), because its kernel
+    /// would answer that VIP's flows with resets until the VIP moves: stop keepalived first.
     Down {
+        /// Detach even while this node holds a VIP it did not add.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -298,7 +303,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Stats { common } => print_stats(&common.pin_dir)?,
-        Command::Down { common } => controller::down(&common.pin_dir).await?,
+        Command::Down { force, common } => controller::down(&common.pin_dir, force).await?,
         Command::Generate { what } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = std::io::stdout();

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -383,6 +383,18 @@ fn outside_interface(policy: &Policy) -> Result<String> {
         .context("the policy has no client-facing interface")
 }
 
+/// The data plane's VIPs that xdplb did not put on an interface itself.
+fn foreign_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
+    let mut out = HashSet::new();
+    for entry in maps.vip_addrs.iter() {
+        let (addr, flags) = entry?;
+        if flags & VIP_ADDR_ADDED == 0 {
+            out.insert(Ipv4Addr::from(addr.to_ne_bytes()));
+        }
+    }
+    Ok(out)
+}
+
 fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
     let mut out = HashSet::new();
     for entry in maps.vip_addrs.iter() {
@@ -462,8 +474,30 @@ fn report_reals(sync: &Sync) {
     }
 }
 
-/// `xdplb down`: stop a running controller, remove the VIPs it added, detach, unpin.
-pub async fn down(pin_dir: &Path) -> Result<()> {
+/// `xdplb down`: stop a running controller, remove the VIPs it added, detach, unpin. Refused
+/// (unless `force`) while this host holds a VIP of the data plane that xdplb did not add.
+pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
+    if !force && let Ok(maps) = Maps::open_pinned(pin_dir) {
+        let held = netconf::address::local_ipv4()?;
+        let mut active: Vec<Ipv4Addr> = foreign_vips(&maps)?
+            .into_iter()
+            .filter(|vip| held.contains(vip))
+            .collect();
+        active.sort();
+        if !active.is_empty() {
+            let list = active
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            bail!(
+                "this node holds {list}, which xdplb did not add (keepalived's: this is the active \
+                 node of a pair). Taken down now, its kernel would answer those VIPs' connections \
+                 with resets until the VIP moves. Stop keepalived first (the peer takes over at \
+                 once), then run `xdplb down`; or `xdplb down --force`"
+            );
+        }
+    }
     if let Some(pid) = lock::holder(pin_dir) {
         println!("stopping the running controller (pid {pid})");
         let _ = nix::sys::signal::kill(

@@ -240,7 +240,7 @@ impl Balancer {
             let _ = self
                 .ns
                 .command(xdplb.to_str().unwrap())
-                .args(["down", "--pin-dir"])
+                .args(["down", "--force", "--pin-dir"])
                 .arg(&self.pin_dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
