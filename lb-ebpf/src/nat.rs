@@ -49,20 +49,16 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
     // the flow's later packets are established and would never make it, and the real's
     // replies would leave untranslated for the whole idle timeout.
     if chosen.new_flow {
-        let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
-        zero::fill(&mut back);
-        let b = back.as_mut_ptr();
-        // SAFETY: writing fields of the zeroed value, then reading it whole.
-        let back = unsafe {
-            (*b).vip = flow.dst;
-            (*b).vip_port = flow.dport;
-            (*b).real = chosen.id;
-            (*b).generation = real.generation;
-            (*b).seen = chosen.now;
-            (*b).flags = if packet.closes { FLOW_CLOSING } else { 0 };
-            back.assume_init_ref()
-        };
-        let _ = NAT_REVERSE.insert(reply_key(flow, real), back, 0);
+        let flags = if packet.closes { FLOW_CLOSING } else { 0 };
+        let to = (flow.dst, flow.dport);
+        enter_reply(
+            &reply_key(flow, real),
+            to,
+            chosen.id,
+            real.generation,
+            chosen.now,
+            flags,
+        );
     }
     ttl_allows_forwarding(packet)?;
     let route = next_hop(
@@ -86,6 +82,33 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
             Ok(send(ctx, packet.eth, &hop))
         }
     }
+}
+
+/// Makes (or overwrites) the reverse entry of a NAT flow: replies `reply` get `to` (VIP,
+/// port) back as their source; the flow is on real `id` of `generation`.
+#[inline(always)]
+pub fn enter_reply(
+    reply: &FlowKey,
+    to: (u32, u16),
+    id: u32,
+    generation: u32,
+    now: u32,
+    flags: u32,
+) {
+    let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
+    zero::fill(&mut back);
+    let b = back.as_mut_ptr();
+    // SAFETY: writing fields of the zeroed value, then reading it whole.
+    let back = unsafe {
+        (*b).vip = to.0;
+        (*b).vip_port = to.1;
+        (*b).real = id;
+        (*b).generation = generation;
+        (*b).seen = now;
+        (*b).flags = flags;
+        back.assume_init_ref()
+    };
+    let _ = NAT_REVERSE.insert(reply, back, 0);
 }
 
 /// The real's destination port for a flow: its translation, or the client's port.

@@ -21,7 +21,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     counters::Reason,
-    flow::{FLOW_CLOSING, FlowKey, FlowValue, NatReverse, ReplySource},
+    flow::{FLOW_CLOSING, FlowKey, FlowValue, ReplySource},
     service::REAL_UP,
 };
 
@@ -75,22 +75,10 @@ fn adopt(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
     flood::count_new_flow(now);
     let flags = if packet.closes { FLOW_CLOSING } else { 0 };
 
-    let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
-    zero::fill(&mut back);
-    let b = back.as_mut_ptr();
-    // SAFETY: writing fields of the zeroed value, then reading it whole.
-    let back = unsafe {
-        (*b).vip = origin.vip;
-        (*b).vip_port = origin.vip_port;
-        (*b).real = origin.real;
-        (*b).generation = origin.generation;
-        (*b).seen = now;
-        (*b).flags = flags;
-        back.assume_init_ref()
-    };
     // A stale entry (expired, or of a replaced real) is overwritten: the real answers, so the
     // flow lives.
-    let _ = NAT_REVERSE.insert(flow, back, 0);
+    let to = (origin.vip, origin.vip_port);
+    nat::enter_reply(flow, to, origin.real, origin.generation, now, flags);
 
     let mut forward = core::mem::MaybeUninit::<FlowValue>::uninit();
     zero::fill(&mut forward);
@@ -113,11 +101,7 @@ fn adopt(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
         _pad2: 0,
     };
     // A client entry that exists (only its reverse twin was evicted) is kept.
-    let _ = FLOWS.insert(
-        &client_side,
-        forward,
-        aya_ebpf::bindings::BPF_NOEXIST as u64,
-    );
+    let _ = FLOWS.insert(client_side, forward, aya_ebpf::bindings::BPF_NOEXIST as u64);
 
     if let Some(adopted) = NAT_ADOPTED.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
