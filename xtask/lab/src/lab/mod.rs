@@ -16,6 +16,7 @@ mod remote;
 mod router;
 mod switch;
 mod tcp;
+mod traffic;
 
 pub use balancer::{Balancer, xdplb_binary};
 pub use daemon::Daemon;
@@ -31,3 +32,4 @@ pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
 pub use switch::Switch;
 pub use tcp::{Conversation, EchoServer, UdpNameServer, download, http_get, udp_who, who};
+pub use traffic::{Download, Fresh, LongLived, Traffic, TrafficConfig, TrafficReport};
