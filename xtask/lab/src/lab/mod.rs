@@ -12,6 +12,7 @@ mod flood;
 mod keepalived;
 mod nat;
 pub mod netns;
+mod pair;
 mod remote;
 mod router;
 mod switch;
@@ -28,6 +29,9 @@ pub use keepalived::{
 };
 pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
+pub use pair::{
+    CHECK_INTERVAL_MS, NAT_REAL_PORT, PAIR_CLIENT, PAIR_GATEWAY, PAIR_VIP, PairLab, PairMode,
+};
 pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
 pub use switch::Switch;
