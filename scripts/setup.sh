@@ -22,6 +22,7 @@ declare -A debs=(
   [Orthanc]=orthanc
   [nginx]=nginx-light
   [haproxy]=haproxy
+  [keepalived]=keepalived
 )
 # Packages without a command of their own (file -> package). Tests run Debian's python as
 # /usr/bin/python3: a python3 earlier on PATH (pyenv) does not see Debian's modules.

@@ -2,26 +2,38 @@
 //!
 //! Everything is named with a per-run prefix (`xdplb-PID-N-`), so parallel runs never collide,
 //! and deleted when the lab drops, also when a test panics. Namespaces and pins left by a run
-//! that was killed are swept when the next lab starts (their PID is dead).
+//! that was killed are swept when the next lab starts (their PID is dead), and so are its
+//! keepalived processes.
 
 mod balancer;
 mod daemon;
 mod dr;
 mod flood;
+mod keepalived;
 mod nat;
 pub mod netns;
+mod pair;
 mod remote;
 mod router;
 mod switch;
 mod tcp;
+mod traffic;
 
 pub use balancer::{Balancer, xdplb_binary};
 pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
 pub use flood::{FLOOD_INTERFACE, FLOOD_SOURCES, SynFlood};
+pub use keepalived::{
+    ADVERT_INT, Keepalived, KeepalivedConfig, NOT_READY_WEIGHT, Node, PREEMPT_DELAY_S,
+    PRIORITY_PREFERRED, PRIORITY_STANDBY, VrrpInstance, XdplbPaths,
+};
 pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
 pub use netns::{Netns, mac_text};
+pub use pair::{
+    CHECK_INTERVAL_MS, NAT_REAL_PORT, PAIR_CLIENT, PAIR_GATEWAY, PAIR_VIP, PairLab, PairMode,
+};
 pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
 pub use switch::Switch;
 pub use tcp::{Conversation, EchoServer, UdpNameServer, download, http_get, udp_who, who};
+pub use traffic::{Download, Fresh, LongLived, Traffic, TrafficConfig, TrafficReport};

@@ -121,8 +121,10 @@ pub fn threaded_napi(ns: &Netns, dev: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes namespaces and pins left by lab runs whose process is gone.
+/// Deletes namespaces and pins left by lab runs whose process is gone, and ends their
+/// keepalived processes.
 pub fn sweep_leftovers() {
+    super::keepalived::sweep_leftovers();
     let dead = |name: &str| {
         name.strip_prefix("xdplb-")
             .and_then(|rest| rest.split('-').next())

@@ -17,6 +17,8 @@ pub struct Switch {
     /// Keep `lab_pass` attached to the ports (one object per `attach_pass`).
     pass: Vec<Ebpf>,
     ports: Vec<String>,
+    /// Each port's host end: (namespace, interface), in `ports` order.
+    hosts: Vec<(String, String)>,
     /// Ports `attach_pass` has done.
     attached: usize,
     pub ns: Netns,
@@ -32,6 +34,7 @@ impl Switch {
         Ok(Switch {
             pass: Vec::new(),
             ports: Vec::new(),
+            hosts: Vec::new(),
             attached: 0,
             ns,
         })
@@ -62,6 +65,25 @@ impl Switch {
         host.ip(&["link", "set", host_if, "up"])?;
         run(host.command("ethtool").args(["-K", host_if, "tx", "off"]))?;
         self.ports.push(port);
+        self.hosts.push((host.name.clone(), host_if.to_string()));
+        Ok(())
+    }
+
+    /// The switch-side port that `host`'s interface `host_if` is plugged into.
+    pub fn port_of(&self, host: &Netns, host_if: &str) -> Result<&str> {
+        self.hosts
+            .iter()
+            .position(|(ns, interface)| *ns == host.name && interface == host_if)
+            .map(|i| self.ports[i].as_str())
+            .with_context(|| format!("{} {host_if} is not plugged in", host.name))
+    }
+
+    /// Sets the switch port of `host`'s `host_if` down (a pulled cable: the host loses
+    /// carrier, as a NIC does) or up again.
+    pub fn set_port(&self, host: &Netns, host_if: &str, up: bool) -> Result<()> {
+        let port = self.port_of(host, host_if)?.to_string();
+        self.ns
+            .ip(&["link", "set", &port, if up { "up" } else { "down" }])?;
         Ok(())
     }
 

@@ -128,6 +128,11 @@ impl Conversation {
         })
     }
 
+    /// The connection itself (any bytes read ahead are dropped: use between exchanges).
+    pub fn into_stream(self) -> TcpStream {
+        self.reader.into_inner()
+    }
+
     pub fn who(&mut self) -> Result<String> {
         writeln!(self.reader.get_mut(), "who")?;
         let mut answer = String::new();
