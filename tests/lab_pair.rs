@@ -17,18 +17,15 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use xdplb_lab::lab::{
-    Daemon, KeepalivedConfig, Node, PAIR_CLIENT, PAIR_VIP, PairLab, Traffic, TrafficConfig,
-    XdplbPaths, netns::run,
+    Daemon, KeepalivedConfig, Node, PAIR_VIP, PairLab, Traffic, TrafficConfig, XdplbPaths,
+    netns::run,
 };
 
 /// The lab tests here run one at a time even when the harness runs tests in parallel: with
@@ -86,49 +83,6 @@ fn wait_for_failback(lab: &PairLab, node: Node, timeout: Duration) -> Result<Dur
     }
 }
 
-/// For diagnosis only (`XDPLB_PAIR_RESOLVE_CLIENT=1`): both nodes ping the client every 100 ms,
-/// so each always has the client's MAC. That takes one failure of a newly active NAT node out
-/// of the picture (it has no neighbour entry for the client, and the kernel drops the
-/// translated replies passed to it for resolution, their source being the node's own VIP),
-/// leaving the other (no reverse entries for the flows established through its peer).
-struct ResolveClient {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl ResolveClient {
-    fn start_if_asked(lab: &PairLab) -> Option<ResolveClient> {
-        std::env::var_os("XDPLB_PAIR_RESOLVE_CLIENT")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = Node::BOTH
-            .into_iter()
-            .map(|node| {
-                let mut ping = lab.node(node).ns.command("ping");
-                ping.args(["-c1", "-W1", &PAIR_CLIENT.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let _ = ping.status();
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                })
-            })
-            .collect();
-        Some(ResolveClient { stop, threads })
-    }
-}
-
-impl Drop for ResolveClient {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 struct Gaps {
     takeover: Duration,
     failback: Duration,
@@ -144,7 +98,6 @@ fn cable_pull_failback_and_stop(lab: &mut PairLab, mode: &str) -> Result<Gaps> {
         "the two nodes run different policies"
     );
     ensure!(vip_held(lab, Node::A)? && !vip_held(lab, Node::B)?);
-    let _resolve_client = ResolveClient::start_if_asked(lab);
     let traffic = Traffic::start(&lab.client, TrafficConfig::to(lab.vip()))?;
     std::thread::sleep(Duration::from_millis(1500));
     let a_before = lab.forwarded(Node::A)?;
@@ -163,6 +116,19 @@ fn cable_pull_failback_and_stop(lab: &mut PairLab, mode: &str) -> Result<Gaps> {
         lab.diagnosis()
     );
     ensure!(vip_held(lab, Node::B)?, "B's status does not show the VIP");
+    if mode == "nat" {
+        // The downloads' next segments come from the reals, before any client packet: B
+        // must have taken those flows over from the replies.
+        let adopted = status(lab, Node::B)?["nat_flows_adopted"]
+            .as_u64()
+            .unwrap_or(0);
+        println!("pair: nat flows B adopted from the reals' replies at takeover: {adopted}");
+        ensure!(
+            adopted > 0,
+            "B adopted no flow from a real's reply\n{}",
+            lab.diagnosis()
+        );
+    }
 
     // A's cable is back: A takes over again once its checks have risen (and preempt_delay).
     let plugged = Instant::now();
@@ -317,17 +283,15 @@ fn dr_pair_survives_a_keepalived_crash() -> Result<()> {
     Ok(())
 }
 
-/// Fails with the data plane as it is (found with this lab), for two reasons:
-/// - A newly active node often has no neighbour entry for the client: the client never ARPs
-///   for the VIP again (keepalived's gratuitous ARPs move it), so the node never learned its
-///   MAC. The data plane then passes translated replies (`no_neighbour`) for the kernel to
-///   resolve, and the kernel drops them, their source being the VIP, one of its own
-///   addresses: nothing new gets through that node until something else resolves the client.
-/// - It has no NAT reverse entries for the flows established through its peer, and a real's
-///   segment (a download's retransmission) can reach it before any packet of the client's
-///   does: it goes to the client untranslated, and the connection breaks. The long-lived
-///   `who` conversations mostly survive this, since the client speaks first.
-///   `XDPLB_PAIR_RESOLVE_CLIENT=1` keeps the first out of the way, to see this one alone.
+/// Two-arm NAT. Two things a newly active node has to get right, both found with this lab:
+/// - It has no neighbour entry for the client (the client never ARPs for the VIP again:
+///   keepalived's gratuitous ARPs moved it), so its first translated replies go to the kernel
+///   for resolution with the VIP, one of its own addresses, as source: xdplb sets
+///   `accept_local` for NAT, else the kernel drops them.
+/// - It has no NAT entries for the flows established through its peer, and a real's segment
+///   (a download's next one) reaches it before any packet of the client's: the flow is
+///   adopted from the reply (lb-ebpf/src/nat_reply.rs), else it would leave untranslated and
+///   the connection break.
 #[test]
 fn nat_pair_survives_cable_pull_and_failback() -> Result<()> {
     let _one = one_lab();

@@ -53,7 +53,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     }
     let handle = netconf::connect()?;
     let outside = outside_interface(&policy)?;
-    enable_forwarding_for_nat(&policy)?;
+    prepare_kernel_for_nat(&policy)?;
     let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
     let previously = owned_vips(&loaded.maps)?;
     let observed = Observed {
@@ -265,7 +265,7 @@ impl Controller {
             }
             self.observed.announced_vips =
                 announce::follow(&self.handle, &new, &self.observed.announced_vips).await?;
-            enable_forwarding_for_nat(&new)?;
+            prepare_kernel_for_nat(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
             // Admin drains of reals that left the policy end with them.
@@ -358,7 +358,7 @@ impl Controller {
 
 /// A NAT balancer is its reals' gateway: it routes their replies (the fallback path when a
 /// neighbour is not resolved yet) and their other traffic, so IPv4 forwarding must be on.
-fn enable_forwarding_for_nat(policy: &Policy) -> Result<()> {
+fn prepare_kernel_for_nat(policy: &Policy) -> Result<()> {
     if !policy
         .services
         .iter()
@@ -370,6 +370,26 @@ fn enable_forwarding_for_nat(policy: &Policy) -> Result<()> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .context("enabling net.ipv4.ip_forward for NAT")?;
         info!("net.ipv4.ip_forward=1: NAT services route through this host");
+    }
+    // A translated packet whose next hop's MAC is unknown is handed to the kernel to resolve
+    // it. A reply then carries the VIP as its source, an address of this host, which the
+    // kernel drops unless the interface accepts local sources. That happens on every node
+    // that has just become active in a pair (clients learnt the VIP's move from gratuitous ARP
+    // and never ARP for it, so this node has no neighbour entry for them), and whenever a
+    // client's entry has gone.
+    for interface in &policy.interfaces {
+        if netconf::sysctl::get(&interface.name, "accept_local")? != 1 {
+            netconf::sysctl::set(&interface.name, "accept_local", 1).with_context(|| {
+                format!(
+                    "setting net.ipv4.conf.{}.accept_local=1 for NAT",
+                    interface.name
+                )
+            })?;
+            info!(
+                interface = %interface.name,
+                "accept_local=1: NAT replies handed to the kernel (client MAC not yet known) carry the VIP as source"
+            );
+        }
     }
     Ok(())
 }
