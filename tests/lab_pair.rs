@@ -51,6 +51,13 @@ fn status(lab: &PairLab, node: Node) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// NAT flows `node` has adopted from the reals' replies.
+fn adopted(lab: &PairLab, node: Node) -> Result<u64> {
+    Ok(status(lab, node)?["nat_flows_adopted"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
 /// Whether `node`'s controller says it holds the service's VIP.
 fn vip_held(lab: &PairLab, node: Node) -> Result<bool> {
     Ok(status(lab, node)?["services"][0]["vip_held"] == true)
@@ -105,6 +112,7 @@ fn cable_pull_failback_and_stop(lab: &mut PairLab, mode: &str) -> Result<Gaps> {
 
     // A's cable is pulled: B takes over.
     let b_before = lab.forwarded(Node::B)?;
+    let adopted_before = adopted(lab, Node::B)?;
     let pulled = Instant::now();
     lab.cable_pull(Node::A)?;
     let vrrp_takeover = lab.wait_for_master(Node::B, Duration::from_secs(5))?;
@@ -119,9 +127,7 @@ fn cable_pull_failback_and_stop(lab: &mut PairLab, mode: &str) -> Result<Gaps> {
     if mode == "nat" {
         // The downloads' next segments come from the reals, before any client packet: B
         // must have taken those flows over from the replies.
-        let adopted = status(lab, Node::B)?["nat_flows_adopted"]
-            .as_u64()
-            .unwrap_or(0);
+        let adopted = adopted(lab, Node::B)? - adopted_before;
         println!("pair: nat flows B adopted from the reals' replies at takeover: {adopted}");
         ensure!(
             adopted > 0,

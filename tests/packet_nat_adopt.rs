@@ -79,19 +79,15 @@ fn ends(frame: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     )
 }
 
-fn adopted(dp: &Dataplane) -> u64 {
-    xdplb::dataplane::counters::snapshot(dp.maps())
-        .unwrap()
-        .nat_adopted
-}
-
 #[test]
 fn a_reply_of_a_flow_the_peer_opened_is_translated_and_the_flow_kept_on_its_real() {
     let r = router();
     // Node B's table differs (a real drained there): the adopted flow must still stay on the
     // real that answered, not follow B's table.
     let a = Dataplane::on_router(&policy(100), &[], &r);
-    let b = Dataplane::on_router(&policy(0), &[], &r);
+    let mut b = Dataplane::on_router(&policy(0), &[], &r);
+    // B is the standby: its controller keeps adoption open.
+    b.set_nat_adoption(true);
 
     // Flows opened through A, on both reals.
     let mut opened = Vec::new();
@@ -119,7 +115,7 @@ fn a_reply_of_a_flow_the_peer_opened_is_translated_and_the_flow_kept_on_its_real
         assert_eq!(ends(&by_b.frame), ((VIP, 443), (CLIENT, sport)));
         assert_eq!(by_b.frame, by_a.frame, "B's translation differs from A's");
     }
-    assert_eq!(adopted(&b), opened.len() as u64);
+    assert_eq!(b.adopted(), opened.len() as u64);
 
     // The clients' next packets stay on the real that answered, although B's own table would
     // send them all to the first real; later replies need no adoption.
@@ -130,7 +126,7 @@ fn a_reply_of_a_flow_the_peer_opened_is_translated_and_the_flow_kept_on_its_real
         let out = b.run_in(&r.ns, "in0", &reply(&r, real, sport, b""));
         assert_eq!(out.action, XDP_REDIRECT);
     }
-    assert_eq!(adopted(&b), opened.len() as u64, "a flow was adopted twice");
+    assert_eq!(b.adopted(), opened.len() as u64, "a flow was adopted twice");
 }
 
 #[test]
@@ -143,6 +139,7 @@ fn replies_the_policy_cannot_place_are_left_to_the_kernel() {
         policy(100)
     );
     let mut dp = Dataplane::on_router(&ambiguous, &[], &r);
+    dp.set_nat_adoption(true);
     let stray = reply(&r, REALS[0].0, 40000, b"");
     let out = dp.run_in(&r.ns, "in0", &stray);
     assert_eq!((out.action, &out.frame), (XDP_PASS, &stray));
@@ -167,5 +164,135 @@ fn replies_the_policy_cannot_place_are_left_to_the_kernel() {
     );
     let out = dp.run_in(&r.ns, "in0", &other_port);
     assert_eq!((out.action, &out.frame), (XDP_PASS, &other_port));
-    assert_eq!(adopted(&dp), 0);
+    assert_eq!(dp.adopted(), 0);
+}
+
+/// Not every packet from a real's service port is a reply of a VIP flow: someone may talk to
+/// the real directly through this host, the host's own health checks get answers, a packet
+/// may be forged. Each is left to the kernel untouched, and nothing is adopted.
+#[test]
+fn only_replies_that_can_be_a_vip_flows_are_adopted() {
+    let r = router();
+    let mut dp = Dataplane::on_router(&policy(100), &[], &r);
+    let real = REALS[0].0;
+    let passes = |dp: &Dataplane, interface: &str, frame: &[u8], what: &str| {
+        let out = dp.run_in(&r.ns, interface, frame);
+        assert_eq!(
+            (out.action, out.frame.as_slice()),
+            (XDP_PASS, frame),
+            "{what}"
+        );
+    };
+
+    // A balancer on its own (adoption closed): a real answering a host that reached it
+    // directly, routed through this host.
+    let direct = reply(&r, real, 40000, b"");
+    passes(&dp, "in0", &direct, "adoption closed");
+
+    dp.set_nat_adoption(true);
+    // The answer to this host's own health check (to its inside address).
+    let check = frames::tcp(
+        &Flow::new(real, 8443, Ipv4Addr::new(198, 19, 0, 1), 40001),
+        &Shape {
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    passes(&dp, "in0", &check, "a health check's answer");
+    // A real opening a connection of its own from its service port.
+    let syn = frames::tcp(
+        &Flow::new(real, 8443, CLIENT, 40002),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.in_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    passes(&dp, "in0", &syn, "a SYN from the real");
+    // Forged on the client side: the real is not there.
+    let forged = frames::tcp(
+        &Flow::new(real, 8443, CLIENT, 40003),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    passes(
+        &dp,
+        "out0",
+        &forged,
+        "a reply arriving where the real is not",
+    );
+    // A "reply" from another real of the service to a client whose flow is live on the
+    // first: the flow stays where it is.
+    let out = dp.run_in(&r.ns, "out0", &client_packet(&r, 40005, true));
+    let owner = ends(&out.frame).1.0;
+    let other = REALS.iter().map(|(a, _)| *a).find(|a| *a != owner).unwrap();
+    passes(
+        &dp,
+        "in0",
+        &reply(&r, other, 40005, b""),
+        "a reply from another real",
+    );
+    let out = dp.run_in(&r.ns, "out0", &client_packet(&r, 40005, false));
+    assert_eq!(ends(&out.frame).1.0, owner, "the client's flow moved");
+    // A VIP:port on its way out of the policy: its service entry is gone, its origins not
+    // yet (a reload removes them in a later step).
+    let key = lb_common::service::VipKey {
+        addr: u32::from_ne_bytes(VIP.octets()),
+        port: 443u16.to_be(),
+        proto: lb_common::IPPROTO_TCP,
+        _pad: 0,
+    };
+    dp.loaded.maps.services.remove(&key).unwrap();
+    passes(
+        &dp,
+        "in0",
+        &reply(&r, real, 40004, b""),
+        "a VIP:port being removed",
+    );
+    assert_eq!(dp.adopted(), 0);
+}
+
+/// UDP too, with and without a checksum (0 stays 0).
+#[test]
+fn a_udp_reply_is_adopted_with_its_checksum_kept_right() {
+    let r = router();
+    let policy = "interfaces:\n  - name: out0\n  - name: in0\n    role: inside\nservices:\n  \
+                  - name: dns\n    vip: 198.18.0.100\n    ports: [53]\n    protocol: udp\n    \
+                  forwarding: nat\n    reals:\n      - address: 198.19.0.11\n        port: 5353\n";
+    let mut dp = Dataplane::on_router(policy, &[], &r);
+    dp.set_nat_adoption(true);
+    for (sport, checksum) in [(40000, true), (40001, false)] {
+        let mut frame = frames::udp(
+            &Flow::new(REALS[0].0, 5353, CLIENT, sport),
+            &Shape {
+                dst_mac: Some(r.in_mac),
+                ..Default::default()
+            },
+            b"answer",
+        );
+        if !checksum {
+            let check_at = 14 + 20 + 6;
+            frame[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+        }
+        let out = dp.run_in(&r.ns, "in0", &frame);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_checksums_valid(&out.frame);
+        let p = SlicedPacket::from_ethernet(&out.frame).unwrap();
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(u))) = (&p.net, &p.transport)
+        else {
+            panic!("not UDP over IPv4")
+        };
+        assert_eq!((ip.header().source_addr(), u.source_port()), (VIP, 53));
+        assert_eq!(
+            u.checksum() == 0,
+            !checksum,
+            "a checksum of 0 (none) stays 0"
+        );
+    }
+    assert_eq!(dp.adopted(), 2);
 }

@@ -35,6 +35,14 @@ pub const MAP_NAT_REVERSE: &str = "NAT_REVERSE";
 pub const MAP_NAT_ORIGINS: &str = "NAT_ORIGINS";
 /// Per CPU, one u64: NAT flows adopted from a real's reply (`flow::NatOrigin`).
 pub const MAP_NAT_ADOPTED: &str = "NAT_ADOPTED";
+/// One u32: the clock tick until which NAT flows may be adopted (`NAT_ADOPT_ALWAYS`: no end;
+/// 0: closed). The controller keeps it open while this node is a pair's standby and for
+/// `ADOPTION_WINDOW_SECS` after it took its VIPs over.
+pub const MAP_NAT_ADOPT_UNTIL: &str = "NAT_ADOPT_UNTIL";
+pub const NAT_ADOPT_ALWAYS: u32 = u32::MAX;
+/// How long after taking the VIPs over a node adopts flows from the reals' replies: long
+/// enough for any reply a real was retransmitting, or sending on a flow that was quiet.
+pub const ADOPTION_WINDOW_SECS: u64 = 120;
 pub const MAP_REALS: &str = "REALS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";

@@ -55,6 +55,10 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse> = LruHashMap::pinned(MAX
 #[map]
 pub static NAT_ORIGINS: HashMap<ReplySource, NatOrigin> = HashMap::pinned(MAX_NAT_ORIGINS, 0);
 
+/// Entry 0: the clock tick until which NAT flows may be adopted (written by the controller).
+#[map]
+pub static NAT_ADOPT_UNTIL: Array<u32> = Array::pinned(1, 0);
+
 /// Per CPU, entry 0: NAT flows adopted from a real's reply.
 #[map]
 pub static NAT_ADOPTED: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

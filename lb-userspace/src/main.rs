@@ -202,18 +202,8 @@ async fn ready(common: &Common) -> anyhow::Result<ExitCode> {
         Ok(other) => return not_ready(format!("the controller answered {other:?}")),
         Err(e) => return not_ready(format!("no controller answers: {e:#}")),
     };
-    let empty = status.services_without_reals();
-    if !empty.is_empty() {
-        return not_ready(format!("no real in the table of {}", empty.join(", ")));
-    }
-    let readiness = &status.readiness;
-    let serving_for = readiness.serving_for_ms.unwrap_or(0);
-    if serving_for < readiness.settle_ms {
-        return not_ready(format!(
-            "serving for {:.1} s only: the checks of reals still coming back need {:.1} s              (rise x interval + timeout) before this node's tables can be trusted",
-            serving_for as f64 / 1000.0,
-            readiness.settle_ms as f64 / 1000.0
-        ));
+    if let Some(why) = &status.readiness.not_ready {
+        return not_ready(why.clone());
     }
     println!(
         "ready: {} services, each with a real in its table; policy fingerprint {}",

@@ -325,13 +325,47 @@ impl Oracle {
                 Mode::Nat if tot > MTU => pass("NAT: over the egress MTU"),
                 Mode::Nat => Verdict::NatIn { svc, t, l },
             }
-        } else if let Some(reply) = self.replies.get(&t).copied().or_else(|| self.origin(&t)) {
+        } else if let Some(reply) = self.replies.get(&t).copied() {
             if ttl <= 1 {
                 return pass("NAT reply: TTL would expire");
             }
             match self.route(dst, tot) {
                 Route::None => pass("NAT reply: no route to the client"),
                 route => Verdict::NatReply { reply, t, l, route },
+            }
+        } else if let Some(origin) = self.origin(&t) {
+            // Adopted (README, "Running a pair"; adoption is open in this run) unless it
+            // cannot be a reply of a VIP flow: a SYN, the client's flow on another real, not
+            // from where the real is, or not routed on to a client.
+            let syn_only = proto == TCP && f[l4 + 13] & 0x12 == 0x02;
+            // The client's flow open on another real: not its reply (flows never expire here).
+            let client = Tuple {
+                src: t.dst,
+                sport: t.dport,
+                dst: origin.vip,
+                dport: origin.vip_port,
+                proto,
+            };
+            let elsewhere = self
+                .nat_real
+                .get(&client)
+                .is_some_and(|&real| real != t.src);
+            let from_real = matches!(
+                self.route(t.src, tot),
+                Route::Resolved { side: real_side, .. } if real_side == side
+            );
+            match self.route(dst, tot) {
+                route @ (Route::Resolved { .. } | Route::Unresolved)
+                    if !syn_only && !elsewhere && from_real && ttl > 1 =>
+                {
+                    Verdict::NatReply {
+                        reply: origin,
+                        t,
+                        l,
+                        route,
+                    }
+                }
+                _ => pass("from a NAT real's service port, but no reply to adopt"),
             }
         } else {
             pass("not for a VIP:port:protocol, nor from a NAT real's service address:port")

@@ -131,6 +131,28 @@ impl Dataplane {
         dp
     }
 
+    /// Opens NAT flow adoption (closed unless a controller opens it: a pair's standby, and
+    /// just after a takeover), or closes it again.
+    pub fn set_nat_adoption(&mut self, open: bool) {
+        let until = if open {
+            lb_common::maps::NAT_ADOPT_ALWAYS
+        } else {
+            0
+        };
+        self.loaded
+            .maps
+            .nat_adopt_until
+            .set(0, until, 0)
+            .expect("write the adoption window");
+    }
+
+    /// NAT flows adopted from a real's reply so far.
+    pub fn adopted(&self) -> u64 {
+        xdplb::dataplane::counters::snapshot(self.maps())
+            .expect("read the counters")
+            .nat_adopted
+    }
+
     /// Packets the program counted under `reason` so far.
     pub fn reason_count(&self, reason: lb_common::counters::Reason) -> u64 {
         xdplb::dataplane::counters::snapshot(self.maps())

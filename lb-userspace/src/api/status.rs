@@ -36,6 +36,9 @@ pub struct Readiness {
     /// Milliseconds the slowest health check needs to bring a real up (`rise` × `interval` +
     /// `timeout`).
     pub settle_ms: u64,
+    /// Why this node may not take mastership now; absent when it may.
+    #[serde(default)]
+    pub not_ready: Option<String>,
 }
 
 /// The flood defence: while a CPU schedules more new flows per second than it allows, new DR
@@ -126,15 +129,6 @@ pub struct CheckStatus {
 
 impl Status {
     /// An aligned table, one line per real, grouped by service.
-    /// Services with no real (nor fallback) in their table: this node could not serve them.
-    pub fn services_without_reals(&self) -> Vec<&str> {
-        self.services
-            .iter()
-            .filter(|s| !s.reals.iter().any(|r| r.in_table))
-            .map(|s| s.name.as_str())
-            .collect()
-    }
-
     pub fn table(&self) -> String {
         let mut rows = vec![
             [

@@ -1,5 +1,6 @@
 //! The `xdplb run` daemon and `xdplb down`.
 
+mod adoption;
 mod announce;
 pub mod lock;
 mod readiness;

@@ -16,7 +16,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use super::{announce, lock, readiness::Serving, status};
+use super::{adoption::AdoptionWindow, announce, lock, readiness::Serving, status};
 use crate::{
     api::{
         self,
@@ -25,7 +25,7 @@ use crate::{
     },
     dataplane::{
         loader,
-        maps::{Maps, VIP_ADDR_ADDED},
+        maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_KEEPALIVED},
         sync::{Observed, Sync},
     },
     health::monitor::{Monitor, Report},
@@ -55,6 +55,9 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     let outside = outside_interface(&policy)?;
     prepare_kernel_for_nat(&policy)?;
     let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
+    // A serving data plane in the pins: this is a restart (its first checks run before the
+    // maps are written), and keepalived must not see it as a node coming back.
+    let restarted = sync.found_services();
     let previously = owned_vips(&loaded.maps)?;
     let observed = Observed {
         announced_vips: announce::follow(&handle, &policy, &previously).await?,
@@ -72,7 +75,8 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         monitor,
         metrics: Metrics::default(),
         interface_problems: HashMap::new(),
-        serving: Serving::default(),
+        serving: Serving::new(restarted),
+        adoption: AdoptionWindow::default(),
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -82,6 +86,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     first_checks(&mut c, &mut reports).await;
     c.refresh_macs().await?;
     c.apply()?;
+    c.follow_adoption_window();
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
     let _api = api::server::serve(&endpoints.socket, calls_tx)?;
@@ -101,6 +106,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
             _ = tick.tick() => {
                 let before = c.observed.macs.clone();
                 c.refresh_interface_macs();
+                c.follow_adoption_window();
                 c.refresh_macs().await?;
                 let now = c.loaded.now_tick()?;
                 let retired = c.sync.retire_idle(&mut c.loaded.maps, now)?;
@@ -156,6 +162,8 @@ struct Controller {
     interface_problems: HashMap<String, String>,
     /// Since when this node can serve (`xdplb ready`).
     serving: Serving,
+    /// When this node adopts NAT flows from the reals' replies.
+    adoption: AdoptionWindow,
 }
 
 impl Controller {
@@ -166,6 +174,30 @@ impl Controller {
         self.serving.update(&self.policy, &self.sync.reals_view);
         report_reals(&self.sync);
         Ok(())
+    }
+
+    /// Opens or closes NAT flow adoption as this node's VIPs come and go (controller/adoption.rs).
+    /// A failure is logged, not fatal: adoption only matters at a pair's takeover.
+    fn follow_adoption_window(&mut self) {
+        let held = match netconf::address::local_ipv4() {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot read this host's addresses");
+                return;
+            }
+        };
+        let result = self.loaded.now_tick().and_then(|now| {
+            self.adoption.follow(
+                &mut self.loaded.maps,
+                &self.policy,
+                &held,
+                now,
+                self.loaded.hz,
+            )
+        });
+        if let Err(e) = result {
+            warn!(error = %format!("{e:#}"), "cannot set the NAT adoption window");
+        }
     }
 
     /// Follows a change of an attached interface's own MAC or bond members (the data plane
@@ -373,21 +405,42 @@ fn prepare_kernel_for_nat(policy: &Policy) -> Result<()> {
     }
     // A translated packet whose next hop's MAC is unknown is handed to the kernel to resolve
     // it. A reply then carries the VIP as its source, an address of this host, which the
-    // kernel drops unless the interface accepts local sources. That happens on every node
-    // that has just become active in a pair (clients learnt the VIP's move from gratuitous ARP
-    // and never ARP for it, so this node has no neighbour entry for them), and whenever a
-    // client's entry has gone.
-    for interface in &policy.interfaces {
-        if netconf::sysctl::get(&interface.name, "accept_local")? != 1 {
-            netconf::sysctl::set(&interface.name, "accept_local", 1).with_context(|| {
-                format!(
-                    "setting net.ipv4.conf.{}.accept_local=1 for NAT",
-                    interface.name
-                )
+    // kernel drops unless the interface it came in on accepts local sources. That happens on
+    // every node that has just become active in a pair (clients learnt the VIP's move from
+    // gratuitous ARP and never ARP for it, so this node has no neighbour entry for them), and
+    // whenever a client's entry has gone. Only the interfaces replies come in on: the inside
+    // ones (two-arm), else the one interface (one-arm).
+    let inside: Vec<&str> = policy
+        .interfaces
+        .iter()
+        .filter(|i| i.role == Role::Inside)
+        .map(|i| i.name.as_str())
+        .collect();
+    let reply_side: Vec<&str> = if inside.is_empty() {
+        policy.interfaces.iter().map(|i| i.name.as_str()).collect()
+    } else {
+        inside
+    };
+    for interface in reply_side {
+        if netconf::sysctl::get(interface, "accept_local")? != 1 {
+            netconf::sysctl::set(interface, "accept_local", 1).with_context(|| {
+                format!("setting net.ipv4.conf.{interface}.accept_local=1 for NAT")
             })?;
             info!(
-                interface = %interface.name,
+                interface,
                 "accept_local=1: NAT replies handed to the kernel (client MAC not yet known) carry the VIP as source"
+            );
+        }
+        // Strict reverse-path filtering drops them all the same: the VIP's route is elsewhere.
+        let strict = [interface, "all"]
+            .iter()
+            .filter_map(|i| netconf::sysctl::get(i, "rp_filter").ok())
+            .max()
+            == Some(1);
+        if strict {
+            warn!(
+                interface,
+                "rp_filter=1 (strict) here drops NAT replies handed to the kernel while a client's MAC is unknown (their source is the VIP): use rp_filter=2 (loose) or 0 on this interface"
             );
         }
     }
@@ -403,16 +456,37 @@ fn outside_interface(policy: &Policy) -> Result<String> {
         .context("the policy has no client-facing interface")
 }
 
-/// The data plane's VIPs that xdplb did not put on an interface itself.
-fn foreign_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
-    let mut out = HashSet::new();
-    for entry in maps.vip_addrs.iter() {
+/// Fails while this host holds a VIP that the pinned data plane's policy leaves to keepalived:
+/// the active node of a pair, whose kernel would answer those VIPs' connections with resets
+/// once the data plane is gone, until keepalived moved them.
+fn refuse_on_the_active_node(pin_dir: &Path) -> Result<()> {
+    let vip_addrs = Maps::open_pinned_vip_addrs(pin_dir).context(
+        "cannot tell whether this node holds a pair's VIPs (`xdplb down --force` takes it down anyway)",
+    )?;
+    let held = netconf::address::local_ipv4()?;
+    let mut active = Vec::new();
+    for entry in vip_addrs.iter() {
         let (addr, flags) = entry?;
-        if flags & VIP_ADDR_ADDED == 0 {
-            out.insert(Ipv4Addr::from(addr.to_ne_bytes()));
+        let vip = Ipv4Addr::from(addr.to_ne_bytes());
+        if flags & VIP_ADDR_KEEPALIVED != 0 && held.contains(&vip) {
+            active.push(vip);
         }
     }
-    Ok(out)
+    active.sort();
+    if !active.is_empty() {
+        let list = active
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        bail!(
+            "this node holds {list}, which keepalived moves (vip_announcement: none): it is the \
+             active node of a pair. Taken down now, its kernel would answer those VIPs' \
+             connections with resets until keepalived moved them. Stop keepalived first (the \
+             peer takes over at once), then run `xdplb down`; or `xdplb down --force`"
+        );
+    }
+    Ok(())
 }
 
 fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
@@ -495,28 +569,10 @@ fn report_reals(sync: &Sync) {
 }
 
 /// `xdplb down`: stop a running controller, remove the VIPs it added, detach, unpin. Refused
-/// (unless `force`) while this host holds a VIP of the data plane that xdplb did not add.
+/// (unless `force`) while this host holds a VIP the policy leaves to keepalived.
 pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
-    if !force && let Ok(maps) = Maps::open_pinned(pin_dir) {
-        let held = netconf::address::local_ipv4()?;
-        let mut active: Vec<Ipv4Addr> = foreign_vips(&maps)?
-            .into_iter()
-            .filter(|vip| held.contains(vip))
-            .collect();
-        active.sort();
-        if !active.is_empty() {
-            let list = active
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            bail!(
-                "this node holds {list}, which xdplb did not add (keepalived's: this is the active \
-                 node of a pair). Taken down now, its kernel would answer those VIPs' connections \
-                 with resets until the VIP moves. Stop keepalived first (the peer takes over at \
-                 once), then run `xdplb down`; or `xdplb down --force`"
-            );
-        }
+    if !force && pin_dir.exists() {
+        refuse_on_the_active_node(pin_dir)?;
     }
     if let Some(pid) = lock::holder(pin_dir) {
         println!("stopping the running controller (pid {pid})");

@@ -30,6 +30,8 @@ pub struct Maps {
     pub nat_origins: HashMap<MapData, ReplySource, NatOrigin>,
     /// Per CPU, entry 0: NAT flows adopted from a real's reply.
     pub nat_adopted: PerCpuArray<MapData, u64>,
+    /// Entry 0: the clock tick until which NAT flows may be adopted (`NAT_ADOPT_ALWAYS`).
+    pub nat_adopt_until: Array<MapData, u32>,
     pub reals: Array<MapData, Real>,
     pub maglev: Array<MapData, u32>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
@@ -54,6 +56,8 @@ pub struct Maps {
 
 /// `VIP_ADDRS` value bit: the controller added this VIP to the interface, `down` removes it.
 pub const VIP_ADDR_ADDED: u32 = 1;
+/// `VIP_ADDRS` value bit: the policy leaves this VIP to keepalived (`vip_announcement: none`).
+pub const VIP_ADDR_KEEPALIVED: u32 = 2;
 
 impl Maps {
     /// Takes the maps out of a loaded object.
@@ -121,6 +125,15 @@ impl Maps {
         Ok(())
     }
 
+    /// Opens only the pinned `VIP_ADDRS` map, whose layout has never changed: `xdplb down`
+    /// reads it also from a data plane of another layout version.
+    pub fn open_pinned_vip_addrs(pin_dir: &Path) -> Result<HashMap<MapData, u32, u32>> {
+        let path = pin_dir.join(MAP_VIP_ADDRS);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Map::from_map_data(data)?.try_into()?)
+    }
+
     /// Opens the maps a running (or crashed) balancer pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Maps> {
         Maps::from_source(|name| {
@@ -144,6 +157,7 @@ impl Maps {
             nat_reverse: map(MAP_NAT_REVERSE)?.try_into()?,
             nat_origins: map(MAP_NAT_ORIGINS)?.try_into()?,
             nat_adopted: map(MAP_NAT_ADOPTED)?.try_into()?,
+            nat_adopt_until: map(MAP_NAT_ADOPT_UNTIL)?.try_into()?,
             reals: map(MAP_REALS)?.try_into()?,
             maglev: map(MAP_MAGLEV)?.try_into()?,
             flows: map(MAP_FLOWS)?.try_into()?,

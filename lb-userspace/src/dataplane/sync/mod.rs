@@ -138,6 +138,12 @@ impl Sync {
         Ok(sync)
     }
 
+    /// Whether `adopt` found service entries in the maps (an earlier controller's data plane);
+    /// meaningful before the first `apply`.
+    pub fn found_services(&self) -> bool {
+        !self.vip_ports.is_empty()
+    }
+
     /// The data plane's id of a service (its counters' index).
     pub fn service_id(&self, name: &str) -> Option<u32> {
         self.service_ids.get(name).copied()

@@ -17,8 +17,8 @@ use super::{
     persist_mask,
 };
 use crate::{
-    dataplane::maps::{Maps, VIP_ADDR_ADDED},
-    policy::{self, Forwarding, Policy, Scheduler},
+    dataplane::maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_KEEPALIVED},
+    policy::{self, Forwarding, Policy, Scheduler, VipAnnouncement},
 };
 
 pub(super) fn vip_key(service: &policy::Service, port: u16) -> VipKey {
@@ -147,11 +147,14 @@ impl Sync {
             .services
             .iter()
             .map(|s| {
-                let flags = if observed.announced_vips.contains(&s.vip) {
+                let mut flags = if observed.announced_vips.contains(&s.vip) {
                     VIP_ADDR_ADDED
                 } else {
                     0
                 };
+                if policy.vip_announcement == VipAnnouncement::Unmanaged {
+                    flags |= VIP_ADDR_KEEPALIVED;
+                }
                 (u32::from_ne_bytes(s.vip.octets()), flags)
             })
             .collect();

@@ -228,8 +228,10 @@ impl KeepalivedConfig {
              }\n\n",
         );
         w.push_str(
-            "# Can this node serve? Its data plane is attached, its controller answers, and every\n\
-             # service has a real in its table (a node cut off from its servers has none).\n\
+            "# Can this node serve? Its data plane is attached, its controller answers, every\n\
+             # service has a real in its table (a node cut off from its servers has none), and\n\
+             # it has had for the settle time (the slowest check's rise x interval + timeout),\n\
+             # so a node coming back waits until its checks could bring every real back.\n\
              vrrp_script xdplb_ready {\n",
         );
         let _ = writeln!(w, "    script \"{}\"", self.ready_command);

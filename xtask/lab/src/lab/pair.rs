@@ -354,6 +354,15 @@ impl PairLab {
         if let Some(mut keepalived) = self.keepalived[node.index()].take() {
             keepalived.stop()?;
         }
+        // The recipe's plain `xdplb down`: with keepalived stopped, the node holds no VIP and
+        // it is not refused.
+        let balancer = self.node(node);
+        let out = balancer.ctl(&["down", "--pin-dir", balancer.pin_dir.to_str().unwrap()])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "xdplb down on {node} after keepalived stopped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.node_mut(node).stop();
         Ok(())
     }
