@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use xdplb_lab::lab::FibRouter;
 use xdplb_tests::{
-    fixture::{Dataplane, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    fixture::{Dataplane, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     frames::{self, CLIENT_MAC, Flow, Shape, assert_checksums_valid, macs},
 };
 
@@ -435,4 +435,51 @@ fn a_nat_port_removed_from_the_policy_stops_both_directions() {
             "on {interface}"
         );
     }
+}
+
+/// The NAT firewall's part in the data plane (README, "NAT firewall"): on a guarded
+/// (client-side) interface, frames routed straight to a real's service address:port, not
+/// through a VIP, are dropped; the same from the inside, and VIP flows, are not.
+#[test]
+fn a_guarded_interface_drops_routed_frames_to_a_reals_service_port() {
+    let r = router();
+    let mut dp = dataplane(&r);
+    let out0 = xdplb_lab::lab::in_netns(&r.ns, || xdplb::netconf::if_index("out0")).unwrap();
+    dp.loaded.maps.set_interface_guard(out0, true).unwrap();
+    let direct = |dst_mac| {
+        frames::tcp(
+            &Flow::new(CLIENT, 50020, REAL, 8443),
+            &Shape {
+                syn: true,
+                dst_mac: Some(dst_mac),
+                ..Default::default()
+            },
+            b"",
+        )
+    };
+    let out = dp.run_in(&r.ns, "out0", &direct(r.out_mac));
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(
+        dp.reason_count(lb_common::counters::Reason::DirectToReal),
+        1
+    );
+    // Not guarded: the inside.
+    let frame = direct(r.in_mac);
+    let out = dp.run_in(&r.ns, "in0", &frame);
+    assert_eq!((out.action, out.frame), (XDP_PASS, frame));
+    // Another station's frame is not ours to judge.
+    let frame = direct([0x02, 0, 0, 0, 0x77, 0x77]);
+    let out = dp.run_in(&r.ns, "out0", &frame);
+    assert_eq!((out.action, out.frame), (XDP_PASS, frame));
+    // Through the VIP, as ever.
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50021, VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &request).action, XDP_REDIRECT);
 }

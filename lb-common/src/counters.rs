@@ -45,10 +45,13 @@ pub enum Reason {
     /// An ICMP error (destination unreachable, time exceeded) about no flow of a VIP, or
     /// quoting a packet too short to tell: passed.
     IcmpUnmatched = 12,
+    /// Routed through the balancer from the client side straight to a NAT real's service
+    /// address:port, not through its VIP (`nat_routing: closed`): dropped.
+    DirectToReal = 13,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// Entries of `REASON_COUNTERS`: room for reasons to come without a new layout.
     pub const SLOTS: u32 = 32;
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -65,6 +68,7 @@ impl Reason {
         Reason::OtherHost,
         Reason::Martian,
         Reason::IcmpUnmatched,
+        Reason::DirectToReal,
     ];
 
     /// Label used in status output and metrics.
@@ -83,6 +87,7 @@ impl Reason {
             Reason::OtherHost => "other_host",
             Reason::Martian => "martian_source",
             Reason::IcmpUnmatched => "icmp_unmatched",
+            Reason::DirectToReal => "direct_to_real",
         }
     }
 }

@@ -12,8 +12,15 @@
 pub struct InterfaceMac {
     pub ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad: u16,
+    /// `INTERFACE_GUARDS_REALS`.
+    pub flags: u16,
 }
+
+/// `InterfaceMac::flags`: frames routed in through this interface to a NAT real's service
+/// address:port that belong to no VIP flow are dropped (`Reason::DirectToReal`): the policy
+/// keeps the server side closed to the client side (`nat_routing: closed`). Set on every
+/// interface but the inside ones.
+pub const INTERFACE_GUARDS_REALS: u16 = 1;
 
 /// Entries of `INTERFACE_MACS`.
 pub const INTERFACE_SLOTS: u32 = 1024;

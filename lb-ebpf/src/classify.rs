@@ -9,7 +9,11 @@
 use core::ptr::read_unaligned;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{counters::Reason, hash::vip_filter_bit, interface::INTERFACE_SLOTS};
+use lb_common::{
+    counters::Reason,
+    hash::vip_filter_bit,
+    interface::{INTERFACE_GUARDS_REALS, INTERFACE_SLOTS},
+};
 
 use crate::{
     csum,
@@ -19,16 +23,27 @@ use crate::{
 
 #[inline(always)]
 fn bit_set(filter: &aya_ebpf::maps::Array<u64>, addr: u32, port: u16, proto: u8) -> bool {
-    let bit = vip_filter_bit(addr, port, proto);
+    is_set(filter, vip_filter_bit(addr, port, proto))
+}
+
+#[inline(always)]
+fn is_set(filter: &aya_ebpf::maps::Array<u64>, bit: u32) -> bool {
     let word = filter.get(bit / 64).copied().unwrap_or(0);
     word & (1u64 << (bit % 64)) != 0
 }
 
-/// Whether the destination may be a VIP:port.
+/// The filter bit of the packet's destination address:port:protocol, for `maybe_to_vip` and
+/// `maybe_to_nat_real` (one hash for both).
 #[inline(always)]
-pub fn maybe_to_vip(packet: &Packet) -> bool {
+pub fn destination_bit(packet: &Packet) -> u32 {
     let flow = &packet.flow;
-    bit_set(&VIP_FILTER, flow.dst, flow.dport, flow.proto)
+    vip_filter_bit(flow.dst, flow.dport, flow.proto)
+}
+
+/// Whether the destination (its `destination_bit`) may be a VIP:port.
+#[inline(always)]
+pub fn maybe_to_vip(destination_bit: u32) -> bool {
+    is_set(&VIP_FILTER, destination_bit)
 }
 
 /// Whether the source may be a NAT real's service address:port.
@@ -36,6 +51,24 @@ pub fn maybe_to_vip(packet: &Packet) -> bool {
 pub fn maybe_from_nat_real(packet: &Packet) -> bool {
     let flow = &packet.flow;
     bit_set(&REAL_FILTER, flow.src, flow.sport, flow.proto)
+}
+
+/// Whether the destination (its `destination_bit`) may be a NAT real's service address:port.
+#[inline(always)]
+pub fn maybe_to_nat_real(destination_bit: u32) -> bool {
+    is_set(&REAL_FILTER, destination_bit)
+}
+
+/// Whether the interface the frame arrived on keeps the NAT reals' service ports closed to
+/// routed traffic (`INTERFACE_GUARDS_REALS`).
+#[inline(always)]
+pub fn guards_reals(ctx: &XdpContext) -> bool {
+    // SAFETY: reading the context's ingress interface.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    match INTERFACE_MACS.get(ifindex % INTERFACE_SLOTS) {
+        Some(own) => own.ifindex == ifindex && own.flags & INTERFACE_GUARDS_REALS != 0,
+        None => false,
+    }
 }
 
 /// A packet may be forwarded only if its frame was addressed to the interface it arrived on,

@@ -65,7 +65,7 @@ fn action(verdict: Result<u32, Reason>) -> u32 {
         Err(reason) => {
             stats::count_reason(reason);
             match reason {
-                Reason::Fragment | Reason::NoReal => xdp_action::XDP_DROP,
+                Reason::Fragment | Reason::NoReal | Reason::DirectToReal => xdp_action::XDP_DROP,
                 _ => xdp_action::XDP_PASS,
             }
         }
@@ -132,7 +132,8 @@ fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
             return Ok(Path::ToReal(chosen));
         }
     }
-    if classify::maybe_to_vip(packet) {
+    let destination = classify::destination_bit(packet);
+    if classify::maybe_to_vip(destination) {
         classify::for_us(ctx, packet)?;
         match schedule::pick_real(packet, now) {
             Ok(chosen) => return Ok(Path::ToReal(chosen)),
@@ -144,6 +145,16 @@ fn route(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<Path, Reason> {
     if classify::maybe_from_nat_real(packet) {
         classify::for_us(ctx, packet)?;
         return Ok(Path::UncachedReply);
+    }
+    // Routed through this host straight to a NAT real's service port, not through a VIP:
+    // refused where the policy keeps the server side closed (controller/firewall.rs has the
+    // rest of the rules; these tuples it lets through, for the translated packets this
+    // program hands to the kernel while a next hop is unresolved).
+    if classify::maybe_to_nat_real(destination) {
+        classify::addressed_here(ctx, packet.eth as *const u8)?;
+        if classify::guards_reals(ctx) {
+            return Err(Reason::DirectToReal);
+        }
     }
     Err(Reason::NotForVip)
 }

@@ -284,6 +284,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config, common: _ } => {
             let policy = policy::load(&config)?;
+            for warning in policy::warnings(&policy) {
+                eprintln!("{}: warning: {warning}", config.display());
+            }
             let reals: usize = policy.services.iter().map(|s| s.reals.len()).sum();
             println!(
                 "{}: ok ({} services, {} reals)",

@@ -25,6 +25,18 @@ pub struct Status {
     /// Whether this node may take mastership of a pair (`xdplb ready`).
     #[serde(default)]
     pub readiness: Readiness,
+    /// The NAT firewall (`nat_routing: closed` with NAT services).
+    #[serde(default)]
+    pub nat_firewall: NatFirewall,
+}
+
+/// What the NAT firewall keeps out of the server side (controller/firewall.rs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NatFirewall {
+    pub active: bool,
+    /// Packets from the client side to the server side dropped: by the nftables table, and
+    /// by the data plane for the reals' service ports (`direct_to_real`).
+    pub dropped_packets: u64,
 }
 
 /// How long this node has been able to serve, against how long it must have been before
@@ -228,6 +240,13 @@ impl Status {
                 flood.untracked_packets
             );
         }
+        if self.nat_firewall.active {
+            let _ = writeln!(
+                out,
+                "\nNAT firewall: only the VIPs' services reach the server side; {} packets dropped",
+                self.nat_firewall.dropped_packets
+            );
+        }
         if self.nat_flows_adopted > 0 {
             let _ = writeln!(
                 out,
@@ -308,6 +327,7 @@ mod tests {
             policy_fingerprint: String::new(),
             nat_flows_adopted: 0,
             readiness: Readiness::default(),
+            nat_firewall: NatFirewall::default(),
         };
         let table = status.table();
         let lines: Vec<&str> = table.lines().collect();

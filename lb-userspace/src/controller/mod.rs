@@ -2,6 +2,7 @@
 
 mod adoption;
 mod announce;
+mod firewall;
 pub mod lock;
 mod readiness;
 mod run;

@@ -16,7 +16,9 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use super::{adoption::AdoptionWindow, announce, lock, readiness::Serving, status};
+use super::{
+    adoption::AdoptionWindow, announce, firewall::Firewall, lock, readiness::Serving, status,
+};
 use crate::{
     api::{
         self,
@@ -46,6 +48,9 @@ pub struct Endpoints {
 
 pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result<()> {
     let policy = policy::load(config)?;
+    for warning in policy::warnings(&policy) {
+        warn!("{warning}");
+    }
     let _lock = lock::acquire(pin_dir)?;
     let mut loaded = loader::load(pin_dir)?;
     for interface in &policy.interfaces {
@@ -77,6 +82,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         interface_problems: HashMap::new(),
         serving: Serving::new(restarted),
         adoption: AdoptionWindow::default(),
+        firewall: Firewall::default(),
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -164,6 +170,8 @@ struct Controller {
     serving: Serving,
     /// When this node adopts NAT flows from the reals' replies.
     adoption: AdoptionWindow,
+    /// The NAT firewall (nftables table and interface guards).
+    firewall: Firewall,
 }
 
 impl Controller {
@@ -172,6 +180,7 @@ impl Controller {
         self.sync
             .apply(&mut self.loaded.maps, &self.policy, &self.observed)?;
         self.serving.update(&self.policy, &self.sync.reals_view);
+        self.firewall.follow(&self.policy, &mut self.loaded.maps)?;
         report_reals(&self.sync);
         Ok(())
     }
@@ -280,7 +289,12 @@ impl Controller {
 
     async fn try_reload(&mut self) -> Response {
         let new = match policy::load(&self.config) {
-            Ok(new) => new,
+            Ok(new) => {
+                for warning in policy::warnings(&new) {
+                    warn!("{warning}");
+                }
+                new
+            }
             Err(e) => {
                 return Response::Invalid {
                     message: e.to_string(),
@@ -598,6 +612,9 @@ pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
                 println!("removed VIP {vip}");
             }
         }
+    }
+    if let Err(e) = super::firewall::remove() {
+        warn!(error = %format!("{e:#}"), "could not remove the NAT firewall's nftables table");
     }
     loader::remove_pins(pin_dir)?;
     let _ = std::fs::remove_file(lock::path_for(pin_dir));

@@ -7,7 +7,8 @@ use lb_common::service::Real;
 
 use crate::{
     api::status::{
-        CheckStatus, FloodDefence, Readiness, RealStatus, ReasonCount, ServiceStatus, State, Status,
+        CheckStatus, FloodDefence, NatFirewall, Readiness, RealStatus, ReasonCount, ServiceStatus,
+        State, Status,
     },
     dataplane::{counters, maps::Maps, sync::Sync},
     health::monitor::Monitor,
@@ -161,7 +162,28 @@ pub fn build(
         nat_flows_adopted: snapshot.nat_adopted,
         // The controller fills it in (controller/readiness.rs).
         readiness: Readiness::default(),
+        nat_firewall: nat_firewall(policy, &snapshot),
     })
+}
+
+fn nat_firewall(policy: &Policy, snapshot: &counters::Snapshot) -> NatFirewall {
+    let active = policy.nat_routing == crate::policy::NatRouting::Closed
+        && policy
+            .services
+            .iter()
+            .any(|s| s.forwarding == Forwarding::Nat);
+    if !active {
+        return NatFirewall::default();
+    }
+    let in_xdp = snapshot
+        .reasons
+        .iter()
+        .find(|(r, _)| *r == lb_common::counters::Reason::DirectToReal)
+        .map_or(0, |(_, n)| *n);
+    NatFirewall {
+        active,
+        dropped_packets: in_xdp + super::firewall::dropped_packets().unwrap_or(0),
+    }
 }
 
 fn check_name(kind: CheckKind) -> &'static str {

@@ -11,7 +11,7 @@ use lb_common::{
     counters::TrafficCounters,
     flood::FloodState,
     flow::{FlowKey, FlowValue, NatOrigin, NatReverse, PersistKey, PersistValue, ReplySource},
-    interface::{INTERFACE_SLOTS, InterfaceMac},
+    interface::{INTERFACE_GUARDS_REALS, INTERFACE_SLOTS, InterfaceMac},
     maps::*,
     service::{Real, Service, VipKey},
 };
@@ -86,15 +86,43 @@ impl Maps {
                 held.ifindex
             );
         }
+        // The flags are the controller's (`set_interface_guard`): kept.
+        let flags = if held.ifindex == ifindex {
+            held.flags
+        } else {
+            0
+        };
         let entry = InterfaceMac {
             ifindex,
             mac,
-            _pad: 0,
+            flags,
         };
         if held != entry {
             self.interface_macs
                 .set(slot, entry, 0)
                 .context("recording the interface's MAC address")?;
+        }
+        Ok(())
+    }
+
+    /// Sets whether routed frames arriving on `ifindex` may reach the NAT reals' service ports
+    /// other than through a VIP (`INTERFACE_GUARDS_REALS`). The interface must be recorded.
+    pub fn set_interface_guard(&mut self, ifindex: u32, guarded: bool) -> Result<()> {
+        let slot = ifindex % INTERFACE_SLOTS;
+        let mut entry = self.interface_macs.get(&slot, 0)?;
+        if entry.ifindex != ifindex {
+            bail!("interface {ifindex} is not recorded");
+        }
+        let flags = if guarded {
+            entry.flags | INTERFACE_GUARDS_REALS
+        } else {
+            entry.flags & !INTERFACE_GUARDS_REALS
+        };
+        if flags != entry.flags {
+            entry.flags = flags;
+            self.interface_macs
+                .set(slot, entry, 0)
+                .context("recording the interface's guard")?;
         }
         Ok(())
     }

@@ -293,7 +293,14 @@ impl Collector for Traffic {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(self.0.nat_flows_adopted).encode(metric)
+        ConstCounter::new(self.0.nat_flows_adopted).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "nat_firewall_dropped_packets",
+            "Packets from the client side to the server side the NAT firewall dropped (nat_routing: closed)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.nat_firewall.dropped_packets).encode(metric)
     }
 }
 

@@ -9,6 +9,7 @@ mod fingerprint;
 pub mod model;
 mod schema;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ use std::{fmt, path::Path};
 
 pub use fingerprint::fingerprint;
 pub use model::*;
+pub use warnings::warnings;
 
 /// A policy that cannot be used, with where in the file the problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]

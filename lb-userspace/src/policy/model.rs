@@ -5,6 +5,7 @@ use std::{net::Ipv4Addr, time::Duration};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub vip_announcement: VipAnnouncement,
+    pub nat_routing: NatRouting,
     pub interfaces: Vec<Interface>,
     pub services: Vec<Service>,
 }
@@ -19,6 +20,18 @@ pub enum VipAnnouncement {
     /// `none`: xdplb never adds or removes a VIP address; keepalived (VRRP) moves them between
     /// the two balancers of a pair.
     Unmanaged,
+}
+
+/// What a NAT balancer lets through from the client side to the server side (`nat_routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NatRouting {
+    /// `closed` (default): only the VIPs' services; anything else from the client side to the
+    /// server network (reals' own addresses, any port) is dropped, replies to connections the
+    /// inside opened excepted (controller/firewall.rs).
+    #[default]
+    Closed,
+    /// `open`: this host routes between the sides like a plain router.
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

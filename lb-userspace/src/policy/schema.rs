@@ -13,6 +13,8 @@ use super::duration::DurationSpec;
 pub struct PolicyFile {
     #[serde(default)]
     pub vip_announcement: Option<Spanned<VipAnnouncementSpec>>,
+    #[serde(default)]
+    pub nat_routing: Option<NatRoutingSpec>,
     pub interfaces: Spanned<Vec<Spanned<InterfaceSpec>>>,
     #[serde(default)]
     pub services: Vec<Spanned<ServiceSpec>>,
@@ -25,6 +27,14 @@ pub enum VipAnnouncementSpec {
     Arp,
     None,
     Bgp,
+}
+
+/// Whether a NAT balancer routes between the client side and the server side beyond the VIPs.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum NatRoutingSpec {
+    Closed,
+    Open,
 }
 
 #[derive(Debug, Deserialize)]

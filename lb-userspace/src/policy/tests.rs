@@ -259,3 +259,18 @@ fn vip_announcement_says_who_holds_the_vips() {
     let e = error(&format!("vip_announcement: vrrp\n{GOOD}"));
     assert_eq!(e.line, 1, "{e}");
 }
+
+#[test]
+fn nat_routing_is_closed_unless_opened_and_open_is_warned_about() {
+    let nat = GOOD.replace("forwarding: dr", "forwarding: nat");
+    let closed = parse("p.yaml", &nat).unwrap();
+    assert_eq!(closed.nat_routing, NatRouting::Closed);
+    assert!(crate::policy::warnings(&closed).is_empty());
+    let open = parse("p.yaml", &format!("nat_routing: open\n{nat}")).unwrap();
+    assert_eq!(open.nat_routing, NatRouting::Open);
+    let warnings = crate::policy::warnings(&open);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].starts_with("nat_routing: open"), "{warnings:?}");
+    let e = error(&format!("nat_routing: firewalled\n{GOOD}"));
+    assert_eq!(e.line, 1, "{e}");
+}

@@ -95,8 +95,13 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
         }
         services.push(service);
     }
+    let nat_routing = match raw.nat_routing {
+        None | Some(NatRoutingSpec::Closed) => NatRouting::Closed,
+        Some(NatRoutingSpec::Open) => NatRouting::Open,
+    };
     Ok(Policy {
         vip_announcement,
+        nat_routing,
         interfaces,
         services,
     })

@@ -577,7 +577,7 @@ fn compare(pin_dir: &std::path::Path, baseline: &std::path::Path) -> Result<()> 
             let entry = lb_common::interface::InterfaceMac {
                 ifindex,
                 mac: LB_MAC,
-                _pad: 0,
+                flags: 0,
             };
             macs.set(ifindex % lb_common::interface::INTERFACE_SLOTS, entry, 0)?;
         }

@@ -1,0 +1,191 @@
+//! The NAT firewall (`nat_routing: closed`, the default): a NAT balancer is its reals' gateway
+//! and has IP forwarding on, so without rules it would route anything from the client side into
+//! the server network. Only the VIPs' services may reach it; replies to connections the server
+//! side opened, and the server side's own traffic, pass.
+//!
+//! Two parts, each where it can see what it needs:
+//! - nftables, a table of xdplb's own (`ip xdplb`, forward hook), for everything the kernel
+//!   routes: a new connection from the client side to the server side is dropped and counted
+//!   (counter `direct`), unless it is to a NAT real's service address:port; established and
+//!   related traffic, and whatever comes in on an inside interface, passes. The server side is
+//!   the inside interfaces (two-arm), or the reals' own addresses (one-arm).
+//! - The XDP program, for those service address:ports: the translated first packet of a VIP
+//!   flow whose next hop is not resolved yet is handed to the kernel and must pass the
+//!   nftables rules, and nftables cannot tell it from a client's direct connection to the same
+//!   real:port. The data plane can: it drops routed frames to a NAT real's service
+//!   address:port that arrive on a guarded interface (all but the inside ones) and belong to
+//!   no VIP flow (`direct_to_real`), before the kernel sees them.
+//!
+//! The table is replaced atomically when the policy changes and removed by `xdplb down`; the
+//! controller stopping leaves it (the data plane keeps forwarding too).
+
+use std::{io::Write, process::Stdio};
+
+use anyhow::{Context, Result, bail};
+use tracing::info;
+
+use crate::{
+    dataplane::maps::Maps,
+    netconf,
+    policy::{Forwarding, NatRouting, Policy, Role},
+};
+
+const TABLE: &str = "ip xdplb";
+
+#[derive(Debug, Default)]
+pub struct Firewall {
+    /// The ruleset as last applied (`None`: no table).
+    applied: Option<Option<String>>,
+}
+
+impl Firewall {
+    /// Makes the table and the interfaces' guards what `policy` asks for.
+    pub fn follow(&mut self, policy: &Policy, maps: &mut Maps) -> Result<()> {
+        let wanted = ruleset(policy);
+        for interface in &policy.interfaces {
+            let guarded = wanted.is_some() && interface.role != Role::Inside;
+            let mut indexes = vec![netconf::if_index(&interface.name)?];
+            for member in netconf::bond_members(&interface.name) {
+                indexes.push(netconf::if_index(&member)?);
+            }
+            for index in indexes {
+                maps.set_interface_guard(index, guarded)?;
+            }
+        }
+        if self.applied.as_ref() == Some(&wanted) {
+            return Ok(());
+        }
+        // Created empty (so the delete cannot fail), deleted and made anew: one transaction.
+        let mut script = format!("table {TABLE} {{}}\ndelete table {TABLE}\n");
+        if let Some(rules) = &wanted {
+            script += rules;
+        }
+        nft(&script).context("writing xdplb's nftables table")?;
+        match &wanted {
+            Some(_) => info!(
+                "NAT firewall: only the VIPs' services reach the server side (nft table `{TABLE}`)"
+            ),
+            None if self.applied.is_some() => info!("NAT firewall removed"),
+            None => {}
+        }
+        self.applied = Some(wanted);
+        Ok(())
+    }
+}
+
+/// Removes xdplb's table, if there is one (`xdplb down`).
+pub fn remove() -> Result<()> {
+    nft(&format!("table {TABLE} {{}}\ndelete table {TABLE}\n"))
+}
+
+/// Packets the table dropped (`None` if there is no table or nft cannot say).
+pub fn dropped_packets() -> Option<u64> {
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "counter", "ip", "xdplb", "direct"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|item| item["counter"]["packets"].as_u64())
+}
+
+/// The table's text for `policy`, or `None` when it wants none (no NAT service, or
+/// `nat_routing: open`).
+fn ruleset(policy: &Policy) -> Option<String> {
+    let nat: Vec<_> = policy
+        .services
+        .iter()
+        .filter(|s| s.forwarding == Forwarding::Nat)
+        .collect();
+    if nat.is_empty() || policy.nat_routing == NatRouting::Open {
+        return None;
+    }
+    let mut services = Vec::new();
+    let mut reals = Vec::new();
+    for service in &nat {
+        for real in service.members() {
+            reals.push(real.address.to_string());
+            for &port in &service.ports {
+                let port = real.port.unwrap_or(port);
+                services.push(format!(
+                    "{} . {} . {port}",
+                    real.address,
+                    service.protocol.name()
+                ));
+            }
+        }
+    }
+    services.sort();
+    services.dedup();
+    reals.sort();
+    reals.dedup();
+    let inside: Vec<String> = policy
+        .interfaces
+        .iter()
+        .filter(|i| i.role == Role::Inside)
+        .map(|i| format!("\"{}\"", i.name))
+        .collect();
+    let elements = |items: &[String]| {
+        if items.is_empty() {
+            String::new()
+        } else {
+            format!("\t\telements = {{ {} }}\n", items.join(", "))
+        }
+    };
+    let server_side = if inside.is_empty() {
+        // One-arm: the server side is the reals themselves.
+        "\t\tip daddr @reals counter name \"direct\" drop\n".to_string()
+    } else {
+        format!(
+            "\t\tiifname {{ {0} }} accept\n\t\toifname {{ {0} }} counter name \"direct\" drop\n",
+            inside.join(", ")
+        )
+    };
+    Some(format!(
+        "table {TABLE} {{\n\
+         \tcounter direct {{ }}\n\
+         \tset real_services {{\n\
+         \t\ttype ipv4_addr . inet_proto . inet_service\n{}\
+         \t}}\n\
+         \tset reals {{\n\
+         \t\ttype ipv4_addr\n{}\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tct state established,related accept\n\
+         \t\tip daddr . meta l4proto . th dport @real_services accept\n\
+         {server_side}\
+         \t}}\n\
+         }}\n",
+        elements(&services),
+        elements(&reals),
+    ))
+}
+
+/// Runs `nft -f -` with `script`.
+fn nft(script: &str) -> Result<()> {
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (Debian package nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft's stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

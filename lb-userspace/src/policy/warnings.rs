@@ -1,0 +1,23 @@
+//! Policies that are valid but probably not what the operator wants: `xdplb validate` prints
+//! them, `xdplb run` and reloads log them.
+
+use super::model::{Forwarding, NatRouting, Policy};
+
+/// One line per suspicious setting, in the policy's own words.
+pub fn warnings(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    let nat = policy
+        .services
+        .iter()
+        .any(|s| s.forwarding == Forwarding::Nat);
+    if nat && policy.nat_routing == NatRouting::Open {
+        out.push(
+            "nat_routing: open: this balancer routes anything from the client side to the server \
+             side, so every port of every real (and of any host behind it) is reachable by whoever \
+             can route through it; `closed` (the default) lets through only the VIPs' services and \
+             replies to connections the server side opened"
+                .to_string(),
+        );
+    }
+    out
+}
