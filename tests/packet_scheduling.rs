@@ -1,6 +1,7 @@
 //! Scheduling semantics in the data plane, packet by packet (DR, BPF_PROG_TEST_RUN):
 //! persistence across a service's ports, drained and down reals (also for flows the per-CPU
-//! flow cache holds), source hashing without flow entries, and the fallback server.
+//! flow cache holds), source hashing (established connections kept through changes), and the
+//! fallback server.
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
@@ -143,23 +144,42 @@ fn a_flow_cached_this_tick_still_moves_at_once_when_its_real_goes_down() {
 }
 
 #[test]
-fn source_hash_sends_a_clients_flows_to_one_real_without_flow_entries() {
-    let dp = dataplane("    scheduler: source-hash\n");
+fn source_hash_sends_a_clients_flows_to_one_real_and_keeps_established_ones_through_changes() {
+    let mut dp = dataplane("    scheduler: source-hash\n");
     let c = Ipv4Addr::new(198, 18, 9, 9);
     let first = sent_to(&dp, &frame(c, 40000, 104, true));
     for i in 1..30 {
         let port = if i % 2 == 0 { 104 } else { 11112 };
         assert_eq!(sent_to(&dp, &frame(c, 40000 + i, port, true)), first);
     }
-    assert_eq!(
-        dp.maps().flows.keys().count(),
-        0,
-        "no connection-table entries"
-    );
     let seen: HashSet<[u8; 6]> = (0..60)
         .map(|i| sent_to(&dp, &frame(client(i), 40000, 104, true)))
         .collect();
     assert_eq!(seen.len(), 3, "clients spread over every real");
+
+    // Like IPVS's `sh`, established connections keep their real when the reals change: the
+    // client's real drained, another real removed, a new one added.
+    let index = REALS.iter().position(|(_, mac)| *mac == first).unwrap();
+    dp.policy.services[0].reals[index].weight = 0;
+    dp.apply();
+    let other = (index + 1) % 3;
+    dp.policy.services[0].reals.remove(other);
+    let added = xdplb::policy::Real {
+        address: FALLBACK.0,
+        ..dp.policy.services[0].reals[0].clone()
+    };
+    dp.policy.services[0].reals.push(added);
+    dp.apply();
+    for i in 0..30 {
+        let port = if i % 2 == 0 { 104 } else { 11112 };
+        assert_eq!(
+            sent_to(&dp, &frame(c, 40000 + i, port, false)),
+            first,
+            "established connection {i} moved"
+        );
+    }
+    // New connections of the client go to a real still in the table.
+    assert_ne!(sent_to(&dp, &frame(c, 41000, 104, true)), first);
 }
 
 #[test]

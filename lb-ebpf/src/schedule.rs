@@ -133,10 +133,6 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         flood::count_untracked();
         return Ok(Chosen::new_flow(id, real, now));
     }
-    // Source hashing needs no flow entry, except that NAT keeps one for its reverse path.
-    if service.flags & SERVICE_SOURCE_HASH != 0 && real.flags & REAL_NAT == 0 {
-        return Ok(Chosen::new_flow(id, real, now));
-    }
     if !packet.opens {
         flood::count_new_flow(now);
     }
