@@ -90,3 +90,49 @@ fn man_page_and_completions_are_generated_from_the_cli() {
     let bash = run(&["generate", "completions", "bash"]);
     assert!(bash.contains("complete") && bash.contains("undrain"));
 }
+
+/// `ip netns exec` gives the command a mount namespace of its own and remounts /sys: a BPF
+/// filesystem mounted there dies with the controller, and with it the data plane. `xdplb run`
+/// says so and what to do, instead of silently losing its restart guarantee.
+#[test]
+fn run_under_ip_netns_exec_refuses_pins_that_would_die_with_it() {
+    struct Namespace(String);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let ns = Namespace(format!("xdplb-cli-{}", std::process::id()));
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = std::env::temp_dir().join(&ns.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.yaml");
+    std::fs::write(&file, GOOD.replace("eth0", "lo")).unwrap();
+    // `timeout`: were it not refused, it would run until killed.
+    let out = Command::new("timeout")
+        .args(["20", "ip", "netns", "exec", &ns.0])
+        .arg(xdplb_binary().unwrap())
+        .args(["run", "--metrics-listen", "off", "--config"])
+        .arg(&file)
+        .arg("--pin-dir")
+        .arg(format!("/sys/fs/bpf/{}", ns.0))
+        .arg("--socket")
+        .arg(dir.join("xdplb.sock"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it ran: {said}");
+    assert!(
+        said.contains("ip netns exec")
+            && said.contains("nsenter --net")
+            && said.contains("--ephemeral-pins"),
+        "{said}"
+    );
+}

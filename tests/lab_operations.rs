@@ -485,3 +485,106 @@ fn with_vip_announcement_none_the_vip_is_left_to_keepalived() -> Result<()> {
     ensure!(said.contains("no data plane attached"), "{said}");
     Ok(())
 }
+
+/// Operators' drains, halts and runtime weights are kept in the state file: they last across
+/// reloads and a controller restart until undone, status says who and when, and the messages
+/// say what the real does now.
+#[test]
+fn admin_state_lasts_across_restarts_until_undone() -> Result<()> {
+    let mut lab = DrLab::build(&LabConfig {
+        reals: 2,
+        ports: vec![104],
+    })?;
+    // real-1 also serves a second service, for `--all`.
+    let two = format!(
+        "{}  - name: viewer\n    vip: 198.18.0.101\n    ports: [104]\n    protocol: tcp\n    forwarding: dr\n    reals:\n      - address: {}\n      - address: {}\n",
+        policy(&lab, &[0, 1]),
+        lab.reals[0].1,
+        lab.reals[1].1
+    );
+    lab.balancer.start(&two)?;
+    let (r1, r2) = (lab.reals[0].1.to_string(), lab.reals[1].1.to_string());
+    let state_of = |lab: &DrLab, service: usize, address: &str| -> Result<(String, String)> {
+        let s = status(lab)?;
+        let real = s["services"][service]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == address)
+            .cloned()
+            .context("no such real")?;
+        Ok((
+            real["state"].as_str().unwrap_or_default().to_string(),
+            real["reason"].as_str().unwrap_or_default().to_string(),
+        ))
+    };
+
+    // A connection on real-1, then real-1 drained in every service it serves.
+    let mut held = loop {
+        let mut c = Conversation::open(&lab.client, lab.vip(104))?;
+        if c.who()? == "real-1" {
+            break c;
+        }
+    };
+    let said = ctl(&lab, &["drain", "--all", &r1])?;
+    ensure!(
+        said.contains("dicom/") && said.contains("viewer/") && said.contains("drained"),
+        "{said}"
+    );
+    // Halt real-2 in viewer; weight 7 for real-2 in dicom.
+    ctl(&lab, &["halt", "viewer", &r2])?;
+    let said = ctl(&lab, &["weight", "dicom", &r2, "7"])?;
+    ensure!(said.contains("weight 7"), "{said}");
+
+    // A controller restart (kill -9 and start) keeps all of it.
+    lab.balancer.kill()?;
+    lab.balancer.start_synced(&two)?;
+    let (state, reason) = state_of(&lab, 0, &r1)?;
+    ensure!(
+        state == "drained" && reason.contains("by operator"),
+        "{state}: {reason}"
+    );
+    ensure!(state_of(&lab, 1, &r1)?.0 == "drained");
+    let (state, reason) = state_of(&lab, 1, &r2)?;
+    ensure!(
+        state == "halted" && reason.contains("unhalt"),
+        "{state}: {reason}"
+    );
+    let s = status(&lab)?;
+    ensure!(real(&s, &r2)["weight"] == 7, "{s}");
+    // The drained real keeps its connection; new ones go to real-2.
+    ensure!(
+        held.who()? == "real-1",
+        "the drained real's connection moved"
+    );
+    for _ in 0..10 {
+        ensure!(who(&lab.client, lab.vip(104))? == "real-2");
+    }
+    // A reload keeps it too.
+    lab.balancer.reload(&format!("# reloaded\n{two}"))?;
+    ensure!(state_of(&lab, 0, &r1)?.0 == "drained");
+
+    // Undone: the messages say the truth.
+    let said = ctl(&lab, &["undrain", "dicom", &r1])?;
+    ensure!(said.contains("takes new flows"), "{said}");
+    let said = ctl(&lab, &["unhalt", "viewer", &r2])?;
+    ensure!(!said.contains("halted"), "{said}");
+    ctl(&lab, &["weight", "dicom", &r2, "policy"])?;
+    let s = status(&lab)?;
+    ensure!(real(&s, &r2)["weight"] == 100, "{s}");
+    // Mistakes are refused in the command's words.
+    let out = lab.balancer.ctl(&["weight", "dicom", &r2, "70000"])?;
+    ensure!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("whole number from 0 to 65535")
+    );
+    let out = lab.balancer.ctl(&["drain", "--all", "dicom", &r1])?;
+    ensure!(!out.status.success());
+    let state_file = lab.balancer.work_dir.join("admin-state.json");
+    let kept: Value = serde_json::from_slice(&std::fs::read(&state_file)?)?;
+    ensure!(
+        kept["reals"].as_array().map(|a| a.len()) == Some(1),
+        "only viewer/{r1}'s drain is left: {kept}"
+    );
+    Ok(())
+}

@@ -8,8 +8,12 @@ use xdplb::{
         client,
         protocol::{Request, Response},
     },
-    controller,
-    dataplane::{counters, loader::DEFAULT_PIN_DIR, maps::Maps},
+    controller::{self, admin::AdminChange},
+    dataplane::{
+        counters,
+        loader::{DEFAULT_PIN_DIR, Pins},
+        maps::Maps,
+    },
     policy::{self, PolicyError},
     realserver,
 };
@@ -44,6 +48,13 @@ enum Command {
         /// Prometheus metrics listen address, or `off`.
         #[arg(long, default_value = "127.0.0.1:9475")]
         metrics_listen: String,
+        /// Where operators' drains, halts and weights are kept across restarts.
+        #[arg(long, default_value = xdplb::controller::admin::DEFAULT_STATE_FILE)]
+        state_file: PathBuf,
+        /// Accept pins that die with this process (a BPF filesystem private to its mount
+        /// namespace, as under `ip netns exec`): the data plane then stops with the controller.
+        #[arg(long)]
+        ephemeral_pins: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -73,17 +84,23 @@ enum Command {
         common: Common,
     },
     /// Take a real out of service for maintenance: no new flows or clients, established flows
-    /// continue. Lasts across reloads until `undrain`.
-    Drain {
-        service: String,
-        address: Ipv4Addr,
-        #[command(flatten)]
-        common: Common,
-    },
+    /// continue. Kept in the state file: lasts across reloads and restarts until `undrain`.
+    /// `drain SERVICE ADDRESS`, or `drain --all ADDRESS` for every service it serves.
+    Drain(AdminTarget),
     /// Put a drained real back into service.
-    Undrain {
+    Undrain(AdminTarget),
+    /// Take a real out of its table now, its established flows moved to other reals (as if its
+    /// health check failed). Kept until `unhalt`.
+    Halt(AdminTarget),
+    /// End a halt.
+    Unhalt(AdminTarget),
+    /// Set a real's weight at run time (`weight SERVICE ADDRESS N`, 0 to 65535), or go back to
+    /// the policy's (`weight SERVICE ADDRESS policy`). Kept until changed.
+    Weight {
         service: String,
         address: Ipv4Addr,
+        /// A whole number from 0 to 65535, or `policy`.
+        weight: String,
         #[command(flatten)]
         common: Common,
     },
@@ -139,6 +156,43 @@ enum RealserverAction {
     Check(RealserverArgs),
 }
 
+/// `SERVICE ADDRESS`, or `--all ADDRESS`.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Every service that has ADDRESS as a real.
+    #[arg(long)]
+    all: bool,
+    /// SERVICE ADDRESS (or ADDRESS with --all).
+    #[arg(required = true, num_args = 1..=2)]
+    target: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+impl AdminTarget {
+    /// (service, address), or an error in the command's words.
+    fn parse(&self) -> anyhow::Result<(Option<String>, Ipv4Addr)> {
+        let address = |text: &str| {
+            text.parse::<Ipv4Addr>()
+                .map_err(|_| anyhow::anyhow!("`{text}` is not an IPv4 address"))
+        };
+        match (self.all, self.target.as_slice()) {
+            (true, [a]) => Ok((None, address(a)?)),
+            (false, [service, a]) => Ok((Some(service.clone()), address(a)?)),
+            (true, _) => anyhow::bail!("with --all, give the real's address alone"),
+            (false, _) => anyhow::bail!("give SERVICE ADDRESS, or --all ADDRESS"),
+        }
+    }
+}
+
+/// Who runs this command, for the admin state's record.
+fn operator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "an operator".to_string())
+}
+
 #[derive(clap::Args)]
 struct RealserverArgs {
     #[arg(long, num_args = 1.., required = true)]
@@ -176,6 +230,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends an admin change for `target` to the controller.
+async fn admin(target: &AdminTarget, change: AdminChange) -> anyhow::Result<ExitCode> {
+    let (service, address) = target.parse()?;
+    let request = Request::Admin {
+        service,
+        address,
+        change,
+        by: operator(),
+    };
+    answer(client::ask(&target.common.socket, &request).await?)
 }
 
 /// Prints a controller's answer; failure exit status for an error.
@@ -237,6 +303,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             metrics_listen,
+            ephemeral_pins,
+            state_file,
             common,
         } => {
             let metrics = match metrics_listen.as_str() {
@@ -248,6 +316,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let endpoints = controller::Endpoints {
                 socket: common.socket,
                 metrics,
+                pins: if ephemeral_pins {
+                    Pins::MayDieWithProcess
+                } else {
+                    Pins::OutliveProcess
+                },
+                state_file,
             };
             controller::run(&config, &common.pin_dir, &endpoints).await?;
         }
@@ -261,23 +335,31 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Ready { common } => return ready(&common).await,
-        Command::Drain {
+        Command::Drain(target) => return admin(&target, AdminChange::Drain).await,
+        Command::Undrain(target) => return admin(&target, AdminChange::Undrain).await,
+        Command::Halt(target) => return admin(&target, AdminChange::Halt).await,
+        Command::Unhalt(target) => return admin(&target, AdminChange::Unhalt).await,
+        Command::Weight {
             service,
             address,
+            weight,
             common,
         } => {
-            return answer(
-                client::ask(&common.socket, &Request::Drain { service, address }).await?,
-            );
-        }
-        Command::Undrain {
-            service,
-            address,
-            common,
-        } => {
-            return answer(
-                client::ask(&common.socket, &Request::Undrain { service, address }).await?,
-            );
+            let weight = match weight.as_str() {
+                "policy" => None,
+                n => Some(n.parse::<u16>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "weight must be a whole number from 0 to 65535, or `policy`; got `{n}`"
+                    )
+                })?),
+            };
+            let request = Request::Admin {
+                service: Some(service),
+                address,
+                change: AdminChange::Weight(weight),
+                by: operator(),
+            };
+            return answer(client::ask(&common.socket, &request).await?);
         }
         Command::Reload { common } => {
             return answer(client::ask(&common.socket, &Request::Reload).await?);

@@ -8,8 +8,7 @@ use super::status::Status;
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    /// Runtime admin state: no new flows or clients for this real, until `undrain`; it
-    /// survives reloads (not controller restarts).
+    /// As `Admin` with `drain` (the form earlier clients send).
     Drain {
         service: String,
         address: std::net::Ipv4Addr,
@@ -20,6 +19,15 @@ pub enum Request {
     },
     /// Re-read the policy file, as SIGHUP does.
     Reload,
+    /// Runtime admin state of `address` in `service` (every service that has it if none):
+    /// kept in the state file until undone.
+    Admin {
+        service: Option<String>,
+        address: std::net::Ipv4Addr,
+        change: crate::controller::admin::AdminChange,
+        /// Who asks (the operator's login).
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -97,6 +97,8 @@ pub enum State {
     Down,
     /// Weight 0 or drained by an operator: keeps its flows, takes no new ones.
     Drained,
+    /// Halted by an operator: out of the table, its flows moved to other reals.
+    Halted,
 }
 
 impl State {
@@ -105,6 +107,7 @@ impl State {
             State::Up => "up",
             State::Down => "down",
             State::Drained => "drained",
+            State::Halted => "halted",
         }
     }
 }

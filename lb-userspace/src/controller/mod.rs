@@ -1,5 +1,6 @@
 //! The `xdplb run` daemon and `xdplb down`.
 
+pub mod admin;
 mod adoption;
 mod announce;
 mod firewall;

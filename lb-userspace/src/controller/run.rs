@@ -17,7 +17,13 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use super::{
-    adoption::AdoptionWindow, announce, firewall::Firewall, lock, readiness::Serving, status,
+    admin::{AdminChange, AdminState},
+    adoption::AdoptionWindow,
+    announce,
+    firewall::Firewall,
+    lock,
+    readiness::Serving,
+    status,
 };
 use crate::{
     api::{
@@ -33,7 +39,7 @@ use crate::{
     health::monitor::{Monitor, Report},
     metrics::{self, Metrics, server::Scrape},
     netconf::{self, neighbour},
-    policy::{self, Forwarding, Policy, RealRef, Role},
+    policy::{self, Forwarding, Policy, Role},
 };
 
 /// How often reals' MACs are re-read from the neighbour table.
@@ -44,6 +50,10 @@ pub struct Endpoints {
     pub socket: PathBuf,
     /// None: metrics off.
     pub metrics: Option<SocketAddr>,
+    /// Whether the pins may die with this process (`--ephemeral-pins`).
+    pub pins: loader::Pins,
+    /// Where operators' admin state is kept (`--state-file`).
+    pub state_file: PathBuf,
 }
 
 pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result<()> {
@@ -52,7 +62,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         warn!("{warning}");
     }
     let _lock = lock::acquire(pin_dir)?;
-    let mut loaded = loader::load(pin_dir)?;
+    let mut loaded = loader::load_with(pin_dir, endpoints.pins)?;
     for interface in &policy.interfaces {
         loaded.attach(&interface.name, interface.xdp_mode)?;
     }
@@ -60,6 +70,8 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     let outside = outside_interface(&policy)?;
     prepare_kernel_for_nat(&policy)?;
     let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
+    let mut admin = AdminState::load(&endpoints.state_file)?;
+    admin.prune(&policy)?;
     // A serving data plane in the pins: this is a restart (its first checks run before the
     // maps are written), and keepalived must not see it as a node coming back.
     let restarted = sync.found_services();
@@ -83,6 +95,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         serving: Serving::new(restarted),
         adoption: AdoptionWindow::default(),
         firewall: Firewall::default(),
+        admin,
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -172,13 +185,17 @@ struct Controller {
     adoption: AdoptionWindow,
     /// The NAT firewall (nftables table and interface guards).
     firewall: Firewall,
+    /// Operators' drains, halts and weights (kept in the state file).
+    admin: AdminState,
 }
 
 impl Controller {
     /// Writes the maps from the policy and what was observed; logs the reals.
     fn apply(&mut self) -> Result<()> {
+        (self.observed.drained, self.observed.halted) = self.admin.drained_and_halted(&self.policy);
+        let effective = self.admin.effective(&self.policy);
         self.sync
-            .apply(&mut self.loaded.maps, &self.policy, &self.observed)?;
+            .apply(&mut self.loaded.maps, &effective, &self.observed)?;
         self.serving.update(&self.policy, &self.sync.reals_view);
         self.firewall.follow(&self.policy, &mut self.loaded.maps)?;
         report_reals(&self.sync);
@@ -314,12 +331,8 @@ impl Controller {
             prepare_kernel_for_nat(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
-            // Admin drains of reals that left the policy end with them.
-            self.observed.drained.retain(|r| {
-                new.services
-                    .iter()
-                    .any(|s| s.name == r.service && s.reals.iter().any(|x| RealRef::of(s, x) == *r))
-            });
+            // Admin state of reals that left the policy ends with them.
+            self.admin.prune(&new)?;
             self.policy = new;
             self.refresh_macs().await?;
             self.apply()?;
@@ -341,7 +354,7 @@ impl Controller {
             &self.policy,
             &self.sync,
             &self.monitor,
-            &self.observed.drained,
+            &self.admin,
             &self.loaded.maps,
             self.loaded.now_tick()?,
         )?;
@@ -358,33 +371,62 @@ impl Controller {
                 },
             },
             Request::Reload => self.reload().await,
-            Request::Drain { service, address } => self.set_drain(&service, address, true),
-            Request::Undrain { service, address } => self.set_drain(&service, address, false),
+            Request::Drain { service, address } => {
+                self.admin(Some(&service), address, AdminChange::Drain, "unknown")
+            }
+            Request::Undrain { service, address } => {
+                self.admin(Some(&service), address, AdminChange::Undrain, "unknown")
+            }
+            Request::Admin {
+                service,
+                address,
+                change,
+                by,
+            } => self.admin(service.as_deref(), address, change, &by),
         }
     }
 
-    fn set_drain(&mut self, service: &str, address: Ipv4Addr, drain: bool) -> Response {
-        let Some(s) = self.policy.services.iter().find(|s| s.name == service) else {
-            return Response::Error {
-                message: format!("no service `{service}` in the policy"),
-            };
+    /// An operator's admin change to `address` in `service` (every service that has it, if
+    /// none); says what the real does now.
+    fn admin(
+        &mut self,
+        service: Option<&str>,
+        address: Ipv4Addr,
+        change: AdminChange,
+        by: &str,
+    ) -> Response {
+        let services: Vec<String> = match service {
+            Some(name) => {
+                let Some(s) = self.policy.services.iter().find(|s| s.name == name) else {
+                    return Response::Error {
+                        message: format!("no service `{name}` in the policy"),
+                    };
+                };
+                if !s.reals.iter().any(|r| r.address == address) {
+                    return Response::Error {
+                        message: format!("service `{name}` has no real {address}"),
+                    };
+                }
+                vec![name.to_string()]
+            }
+            None => self
+                .policy
+                .services
+                .iter()
+                .filter(|s| s.reals.iter().any(|r| r.address == address))
+                .map(|s| s.name.clone())
+                .collect(),
         };
-        let reals: Vec<RealRef> = s
-            .reals
-            .iter()
-            .filter(|r| r.address == address)
-            .map(|r| RealRef::of(s, r))
-            .collect();
-        if reals.is_empty() {
+        if services.is_empty() {
             return Response::Error {
-                message: format!("service `{service}` has no real {address}"),
+                message: format!("no service has a real {address}"),
             };
         }
-        for real in reals {
-            if drain {
-                self.observed.drained.insert(real);
-            } else {
-                self.observed.drained.remove(&real);
+        for name in &services {
+            if let Err(e) = self.admin.change(name, address, change, by) {
+                return Response::Error {
+                    message: format!("{e:#}"),
+                };
             }
         }
         if let Err(e) = self.apply() {
@@ -392,13 +434,42 @@ impl Controller {
                 message: format!("writing the maps: {e:#}"),
             };
         }
-        let message = if drain {
-            format!("{service}/{address} drained: no new flows or clients; its flows continue")
-        } else {
-            format!("{service}/{address} takes new flows again")
-        };
-        info!("{message}");
+        let lines: Vec<String> = services
+            .iter()
+            .map(|name| format!("{name}/{address}: {}", self.real_now(name, address)))
+            .collect();
+        let message = lines.join("\n");
+        info!(by, change = ?change, "{}", lines.join("; "));
         Response::Done { message }
+    }
+
+    /// What a real does now, in words (after an admin change).
+    fn real_now(&self, service: &str, address: Ipv4Addr) -> String {
+        let Some(view) = self
+            .sync
+            .reals_view
+            .iter()
+            .find(|v| v.service == service && v.address == address)
+        else {
+            return "not in the data plane".into();
+        };
+        let admin = self.admin.entry(service, address);
+        if !view.up {
+            if admin.is_some_and(|a| a.halted) {
+                "halted: out of the table, its flows moved to other reals (`xdplb unhalt` ends it)"
+                    .into()
+            } else {
+                "down (its health check fails, or it is unreachable): takes no flows".into()
+            }
+        } else if view.in_table {
+            format!("up, weight {}: takes new flows", view.weight)
+        } else if admin.is_some_and(|a| a.drained) {
+            "drained: no new flows or clients; its flows continue (`xdplb undrain` ends it)".into()
+        } else if view.weight == 0 {
+            "weight 0: takes no new flows; its flows continue".into()
+        } else {
+            "up, standing by (backup, or behind an earlier real with `failover`)".into()
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub fn build(
     policy: &Policy,
     sync: &Sync,
     monitor: &Monitor,
-    drained: &std::collections::HashSet<RealRef>,
+    admin: &super::admin::AdminState,
     maps: &Maps,
     now: u32,
 ) -> Result<Status> {
@@ -54,7 +54,16 @@ pub fn build(
                 .iter()
                 .find(|r| r.address == view.address && r.port == view.port);
             let backup = policy_real.is_some_and(|r| r.backup);
-            let (state, reason) = if !view.up {
+            let operator = admin.entry(&service.name, view.address);
+            let (state, reason) = if operator.is_some_and(|a| a.halted) {
+                (
+                    State::Halted,
+                    format!(
+                        "{} (`xdplb unhalt` ends it)",
+                        operator.map(|a| a.describe()).unwrap_or_default()
+                    ),
+                )
+            } else if !view.up {
                 let why = match &last {
                     Some(outcome) if !outcome.up => outcome.reason.clone(),
                     Some(_) | None if service.forwarding == Forwarding::Dr => {
@@ -63,13 +72,20 @@ pub fn build(
                     _ => "not checked yet".into(),
                 };
                 (State::Down, why)
-            } else if drained.contains(&key) {
+            } else if operator.is_some_and(|a| a.drained) {
                 (
                     State::Drained,
-                    "drained by an operator (`xdplb undrain` ends it)".into(),
+                    format!(
+                        "{} (`xdplb undrain` ends it)",
+                        operator.map(|a| a.describe()).unwrap_or_default()
+                    ),
                 )
             } else if !view.fallback && view.weight == 0 {
-                (State::Drained, "weight 0 in the policy".into())
+                let why = match operator {
+                    Some(a) if a.weight.is_some() => a.describe(),
+                    _ => "weight 0 in the policy".into(),
+                };
+                (State::Drained, why)
             } else if !view.in_table {
                 let why = if view.fallback {
                     "fallback: takes new flows only when no real is up"

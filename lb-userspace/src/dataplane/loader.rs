@@ -46,9 +46,23 @@ fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
     pin_dir.join(format!("link-{interface}"))
 }
 
+/// How long the pins must live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pins {
+    /// Beyond this process: a restarted controller adopts them, forwarding never stops.
+    OutliveProcess,
+    /// They may die with this process (`xdplb run --ephemeral-pins`).
+    MayDieWithProcess,
+}
+
 /// Loads the program with its maps pinned under `pin_dir` (reusing pinned maps if present).
 pub fn load(pin_dir: &Path) -> Result<Loaded> {
-    ensure_bpffs(pin_dir)?;
+    load_with(pin_dir, Pins::OutliveProcess)
+}
+
+/// As `load`; refuses pins that cannot outlive this process unless `pins` allows it.
+pub fn load_with(pin_dir: &Path, pins: Pins) -> Result<Loaded> {
+    ensure_bpffs(pin_dir, pins)?;
     fs::create_dir_all(pin_dir)
         .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
     check_pinned_layout(pin_dir)?;
@@ -253,7 +267,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
 }
 
 /// The pin directory must be on a BPF filesystem; mount one at /sys/fs/bpf if none is there.
-fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
+fn ensure_bpffs(pin_dir: &Path, pins: Pins) -> Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let root = Path::new("/sys/fs/bpf");
     if !pin_dir.starts_with(root) {
@@ -262,6 +276,17 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
     let is_bpffs = nix::sys::statfs::statfs(root)
         .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false);
+    if !is_bpffs && pins == Pins::OutliveProcess && in_private_mount_namespace() {
+        bail!(
+            "/sys/fs/bpf here is not the host's BPF filesystem: this process runs in a mount \
+             namespace of its own (`ip netns exec` makes one and remounts /sys), so pins made here \
+             would die with it, and a crash or restart of the controller would detach the data \
+             plane and drop every flow. Start it with `nsenter --net=/run/netns/NAME xdplb run ...` \
+             (which keeps the host's mounts), or mount bpffs on /sys/fs/bpf in this namespace in a \
+             way that outlives the process; or pass --ephemeral-pins to accept that the data plane \
+             stops with this process"
+        );
+    }
     if !is_bpffs {
         let status = std::process::Command::new("mount")
             .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
@@ -271,4 +296,21 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether this process runs in a mount namespace of its own: not its parent's, nor PID 1's
+/// (where readable). A BPF filesystem it mounts would be private to it, and gone with it.
+/// `ip netns exec` makes such a namespace for the command it runs.
+fn in_private_mount_namespace() -> bool {
+    let Ok(own) = fs::read_link("/proc/self/ns/mnt") else {
+        return false;
+    };
+    let parent = nix::unistd::getppid();
+    [
+        format!("/proc/{parent}/ns/mnt"),
+        "/proc/1/ns/mnt".to_string(),
+    ]
+    .iter()
+    .filter_map(|other| fs::read_link(other).ok())
+    .any(|other| other != own)
 }

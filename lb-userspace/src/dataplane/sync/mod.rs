@@ -42,6 +42,8 @@ pub struct Observed {
     pub unhealthy: HashSet<RealRef>,
     /// Reals an operator drained at run time (`xdplb drain`): as weight 0.
     pub drained: HashSet<RealRef>,
+    /// Reals an operator halted at run time (`xdplb halt`): as if their check failed.
+    pub halted: HashSet<RealRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -184,6 +186,7 @@ impl Sync {
 pub(super) fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
     (service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address))
         && !observed.unhealthy.contains(&RealRef::of(service, real))
+        && !observed.halted.contains(&RealRef::of(service, real))
 }
 
 /// The reals a service's table holds, the ones new flows go to: usable, weight above 0

@@ -59,6 +59,16 @@ impl Balancer {
     /// Writes `policy` and starts `xdplb run`; returns once this controller has synced and
     /// every configured real is up in the live tables.
     pub fn start(&mut self, policy: &str) -> Result<()> {
+        self.start_until(policy, true)
+    }
+
+    /// As `start`, but returns once the controller has synced, whatever the reals' state (an
+    /// operator may have halted some).
+    pub fn start_synced(&mut self, policy: &str) -> Result<()> {
+        self.start_until(policy, false)
+    }
+
+    fn start_until(&mut self, policy: &str, all_reals_up: bool) -> Result<()> {
         let config = self.work_dir.join("policy.yaml");
         fs::write(&config, policy)?;
         let started_before = self.log().matches(READY_LINE).count();
@@ -77,6 +87,8 @@ impl Balancer {
             .arg(self.work_dir.join("xdplb.sock"))
             .arg("--metrics-listen")
             .arg(&self.metrics_listen)
+            .arg("--state-file")
+            .arg(self.work_dir.join("admin-state.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -90,7 +102,7 @@ impl Balancer {
             // A restarted controller finds complete tables in the pins before it has started,
             // so its own "running" line counts too.
             let running = self.log().matches(READY_LINE).count() > started_before;
-            if running && self.all_reals_in_live_tables().unwrap_or(false) {
+            if running && (!all_reals_up || self.all_reals_in_live_tables().unwrap_or(false)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
