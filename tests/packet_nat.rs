@@ -483,3 +483,40 @@ fn a_guarded_interface_drops_routed_frames_to_a_reals_service_port() {
     );
     assert_eq!(dp.run_in(&r.ns, "out0", &request).action, XDP_REDIRECT);
 }
+
+/// `fallback: ADDRESS:PORT` (NAT): with no real up, new flows go to the sorry server, its
+/// port translated like a real's.
+#[test]
+fn a_nat_fallback_with_a_port_takes_new_flows_when_no_real_is_up() {
+    let r = router();
+    let policy = POLICY.replace(
+        "      - address: 198.18.0.21\n        port: 8080\n",
+        "      - address: 198.18.0.21\n        port: 8080\n    fallback: 198.19.0.11:9443\n",
+    );
+    let mut dp = Dataplane::on_router(&policy, &[], &r);
+    let service = dp
+        .policy
+        .services
+        .iter()
+        .find(|s| s.name == "one-arm")
+        .unwrap()
+        .clone();
+    dp.observed
+        .unhealthy
+        .insert(xdplb::policy::RealRef::of(&service, &service.reals[0]));
+    dp.apply();
+    let vip = Ipv4Addr::new(198, 18, 0, 102);
+    let request = frames::tcp(
+        &Flow::new(CLIENT, 50030, vip, 17035),
+        &Shape {
+            syn: true,
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    let out = dp.run_in(&r.ns, "out0", &request);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let s = seen(&out.frame);
+    assert_eq!((s.dst, s.dport), (REAL, 9443));
+}

@@ -103,7 +103,7 @@ pub struct Service {
     pub scheduler: Scheduler,
     pub persistence: Option<Persistence>,
     pub health: HealthCheck,
-    pub fallback: Option<Ipv4Addr>,
+    pub fallback: Option<Fallback>,
     pub timeouts: Timeouts,
     pub reals: Vec<Real>,
 }
@@ -113,11 +113,11 @@ impl Service {
     /// server (if any) as a real of weight 1 that takes new flows only when no real is up.
     pub fn members(&self) -> Vec<Real> {
         let mut members = self.reals.clone();
-        if let Some(address) = self.fallback {
+        if let Some(fallback) = self.fallback {
             members.push(Real {
-                address,
+                address: fallback.address,
                 weight: 1,
-                port: None,
+                port: fallback.port,
                 backup: true,
             });
         }
@@ -125,8 +125,17 @@ impl Service {
     }
 
     pub fn is_fallback(&self, real: &Real) -> bool {
-        self.fallback == Some(real.address) && real.port.is_none()
+        self.fallback
+            .is_some_and(|f| f.address == real.address && f.port == real.port)
     }
+}
+
+/// The "sorry server" (`fallback: ADDRESS` or `ADDRESS:PORT`): takes new flows only when no
+/// real is up. A port (NAT only) translates the destination port, as a real's `port` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    pub address: Ipv4Addr,
+    pub port: Option<u16>,
 }
 
 /// How long the connection table remembers a flow without packets. Defaults are those of

@@ -77,7 +77,8 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
-    pub fallback: Option<Spanned<Ipv4Addr>>,
+    /// `ADDRESS` or `ADDRESS:PORT`.
+    pub fallback: Option<Spanned<String>>,
     #[serde(default)]
     pub timeouts: Option<Spanned<TimeoutsSpec>>,
     pub reals: Vec<Spanned<RealSpec>>,

@@ -77,7 +77,13 @@ fn full_example_parses() {
         ("ORTHANC", 3)
     );
     assert_eq!(dicom.reals[1].weight, 0);
-    assert_eq!(dicom.fallback, Some(Ipv4Addr::new(198, 18, 0, 99)));
+    assert_eq!(
+        dicom.fallback,
+        Some(Fallback {
+            address: Ipv4Addr::new(198, 18, 0, 99),
+            port: None
+        })
+    );
     let viewer = &p.services[1];
     assert_eq!(
         (
@@ -273,4 +279,27 @@ fn nat_routing_is_closed_unless_opened_and_open_is_warned_about() {
     assert!(warnings[0].starts_with("nat_routing: open"), "{warnings:?}");
     let e = error(&format!("nat_routing: firewalled\n{GOOD}"));
     assert_eq!(e.line, 1, "{e}");
+}
+
+#[test]
+fn a_fallback_may_have_a_port_in_nat() {
+    let nat = GOOD.replace("forwarding: dr", "forwarding: nat");
+    let p = parse(
+        "p.yaml",
+        &nat.replace("fallback: 198.18.0.99", "fallback: 198.18.0.99:8443"),
+    )
+    .unwrap();
+    let fallback = p.services[0].fallback.unwrap();
+    assert_eq!(fallback.port, Some(8443));
+    let member = p.services[0].members().pop().unwrap();
+    assert!(p.services[0].is_fallback(&member) && member.port == Some(8443));
+    // DR cannot change a port; a port must be a port; an address must be an address.
+    let e = error(&GOOD.replace("fallback: 198.18.0.99", "fallback: 198.18.0.99:8443"));
+    assert!(e.message.contains("needs `forwarding: nat`"), "{e}");
+    let line = GOOD.lines().position(|l| l.contains("fallback")).unwrap() + 1;
+    assert_eq!(e.line as usize, line, "{e}");
+    let e = error(&nat.replace("fallback: 198.18.0.99", "fallback: 198.18.0.99:99999"));
+    assert!(e.message.contains("from 1 to 65535"), "{e}");
+    let e = error(&nat.replace("fallback: 198.18.0.99", "fallback: sorry.example"));
+    assert!(e.message.contains("ADDRESS or ADDRESS:PORT"), "{e}");
 }

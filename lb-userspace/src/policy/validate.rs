@@ -1,7 +1,10 @@
 //! Checks a parsed policy file and turns it into the model. Rejects what would be ambiguous or
 //! impossible at run time, pointing at the offending value.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use lb_common::maps::{MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS};
 use serde_saphyr::{Location, Spanned};
@@ -284,22 +287,61 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             Some(h) => validate_health(h)?,
         },
         fallback: match &spec.fallback {
-            Some(f) if reals.iter().any(|r| r.address == f.value) => {
-                return Err(at(
-                    f,
-                    format!("fallback {} is also a real of this service", f.value),
-                ));
-            }
-            Some(f)
-                if f.value.is_unspecified() || f.value.is_broadcast() || f.value.is_multicast() =>
-            {
-                return Err(at(f, format!("{} cannot be a fallback address", f.value)));
-            }
-            other => other.as_ref().map(|f| f.value),
+            None => None,
+            Some(f) => Some(validate_fallback(f, forwarding, &reals)?),
         },
         timeouts,
         reals,
     })
+}
+
+/// `fallback: ADDRESS` or `ADDRESS:PORT` (NAT only: DR cannot change a port).
+fn validate_fallback(
+    f: &Spanned<String>,
+    forwarding: Forwarding,
+    reals: &[Real],
+) -> Result<Fallback, Invalid> {
+    let text = f.value.trim();
+    let (address, port) = match text.split_once(':') {
+        Some((address, port)) => (address, Some(port)),
+        None => (text, None),
+    };
+    let address: Ipv4Addr = address.parse().map_err(|_| {
+        at(
+            f,
+            format!("fallback `{text}` is not ADDRESS or ADDRESS:PORT (e.g. 198.18.0.99:8080)"),
+        )
+    })?;
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port > 0 => Some(port),
+            _ => {
+                return Err(at(
+                    f,
+                    format!(
+                        "the fallback's port must be a whole number from 1 to 65535; got `{p}`"
+                    ),
+                ));
+            }
+        },
+    };
+    if port.is_some() && forwarding != Forwarding::Nat {
+        return Err(at(
+            f,
+            "a fallback port needs `forwarding: nat` (DR forwards to the same port; give the address alone)",
+        ));
+    }
+    if reals.iter().any(|r| r.address == address) {
+        return Err(at(
+            f,
+            format!("fallback {address} is also a real of this service"),
+        ));
+    }
+    if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+        return Err(at(f, format!("{address} cannot be a fallback address")));
+    }
+    Ok(Fallback { address, port })
 }
 
 fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
