@@ -141,7 +141,7 @@ pub enum CheckSpec {
 pub struct HealthSpec {
     pub check: CheckSpec,
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<Spanned<u16>>,
     #[serde(default)]
     pub interval: Option<DurationSpec>,
     #[serde(default)]

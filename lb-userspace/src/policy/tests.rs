@@ -181,7 +181,12 @@ fn other_rejections() {
             27,
             "listed twice",
         ),
-        ("check: dicom-echo", "check: exec", 15, "command"),
+        (
+            "check: dicom-echo",
+            "check: exec",
+            15,
+            "`called_ae` applies to `check: dicom-echo`",
+        ),
     ] {
         assert!(GOOD.contains(from), "{from}");
         let e = error(&GOOD.replacen(from, to, 1));
@@ -302,4 +307,110 @@ fn a_fallback_may_have_a_port_in_nat() {
     assert!(e.message.contains("from 1 to 65535"), "{e}");
     let e = error(&nat.replace("fallback: 198.18.0.99", "fallback: sorry.example"));
     assert!(e.message.contains("ADDRESS or ADDRESS:PORT"), "{e}");
+}
+
+/// What `validate` used to accept although it takes a service down or checks nothing.
+#[test]
+fn policies_that_would_take_a_service_down_are_refused() {
+    let line_of = |text: &str, needle: &str| {
+        text.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1
+    };
+    for (from, to, at, needle) in [
+        (
+            "      port: 104",
+            "      port: 0",
+            "port: 0",
+            "from 1 to 65535",
+        ),
+        (
+            "      interval: 2s",
+            "      interval: 1ms",
+            "check:",
+            "from 100ms to 1h",
+        ),
+        (
+            "      timeout: 1s",
+            "      timeout: 5s",
+            "check:",
+            "no longer than its interval",
+        ),
+        (
+            "      rise: 2",
+            "      rise: 4294967295",
+            "check:",
+            "from 1 to 100",
+        ),
+        (
+            "      - address: 198.18.0.11",
+            "      - address: 198.18.0.100",
+            "198.18.0.100\n",
+            "own VIP",
+        ),
+        (
+            "      - address: 198.18.0.11",
+            "      - address: 127.0.0.1",
+            "127.0.0.1",
+            "cannot be a real",
+        ),
+        (
+            "    vip: 198.18.0.100",
+            "    vip: 127.0.0.1",
+            "127.0.0.1",
+            "cannot be a VIP",
+        ),
+        (
+            "    fallback: 198.18.0.99",
+            "    fallback: 198.18.0.100",
+            "fallback:",
+            "cannot be a fallback",
+        ),
+        (
+            "      timeout: 3600s",
+            "      timeout: 720h",
+            "timeout: 720h",
+            "at most 7 days",
+        ),
+    ] {
+        assert!(GOOD.contains(from), "{from}");
+        let bad = GOOD.replacen(from, to, 1);
+        let e = error(&bad);
+        assert!(e.message.contains(needle), "{from} -> {to}: {e}");
+        let expected = if at.ends_with('\n') {
+            // The real's line, not the VIP's.
+            line_of(&bad, &format!("- address: {}", at.trim_end()))
+        } else {
+            line_of(&bad, at)
+        };
+        assert_eq!(e.line, expected, "{from} -> {to}: {e}");
+    }
+    // Options of another check are not silently ignored.
+    let e = error(&GOOD.replace("check: dicom-echo", "check: tcp"));
+    assert!(
+        e.message
+            .contains("`called_ae` applies to `check: dicom-echo` only; this check is `tcp`"),
+        "{e}"
+    );
+    // A service without reals, and a real that is another service's VIP.
+    let single = "interfaces:\n  - name: eth0\nservices:\n  - name: a\n    vip: 198.18.0.100\n    ports: [80]\n    protocol: tcp\n    forwarding: dr\n    reals: []\n";
+    let e = error(single);
+    assert!(e.message.contains("at least one real"), "{e}");
+    let looped = format!(
+        "{}    reals:\n      - address: 198.18.0.101\n  - name: b\n    vip: 198.18.0.101\n    ports: [80]\n    protocol: tcp\n    forwarding: dr\n    reals:\n      - address: 198.18.0.11\n",
+        single.replace("    reals: []\n", "")
+    );
+    let e = error(&looped);
+    assert!(e.message.contains("is a VIP of this balancer"), "{e}");
+    assert_eq!(e.line, 10, "{e}");
+    // Legal but suspicious: a warning.
+    let all_zero = GOOD.replacen(
+        "      - address: 198.18.0.11\n        weight: 100\n",
+        "      - address: 198.18.0.11\n        weight: 0\n",
+        1,
+    );
+    let p = parse("p.yaml", &all_zero).unwrap();
+    assert!(
+        crate::policy::warnings(&p)
+            .iter()
+            .any(|w| w.contains("every real has weight 0"))
+    );
 }

@@ -98,6 +98,21 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
         }
         services.push(service);
     }
+    // A real that is another service's VIP would send that service's traffic round again.
+    let vips: HashSet<std::net::Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+    for (spec, service) in raw.services.iter().zip(&services) {
+        for real in &spec.value.reals {
+            if vips.contains(&real.value.address.value) {
+                return Err(at(
+                    &real.value.address,
+                    format!(
+                        "real {} of `{}` is a VIP of this balancer: its packets would be balanced again",
+                        real.value.address.value, service.name
+                    ),
+                ));
+            }
+        }
+    }
     let nat_routing = match raw.nat_routing {
         None | Some(NatRoutingSpec::Closed) => NatRouting::Closed,
         Some(NatRoutingSpec::Open) => NatRouting::Open,
@@ -178,8 +193,15 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
     if spec.vip.value.is_unspecified()
         || spec.vip.value.is_broadcast()
         || spec.vip.value.is_multicast()
+        || spec.vip.value.is_loopback()
     {
         return Err(at(&spec.vip, format!("{} cannot be a VIP", spec.vip.value)));
+    }
+    if spec.reals.is_empty() {
+        return Err(at(
+            &spec.name,
+            "a service needs at least one real (`reals:` with an `address:` each)",
+        ));
     }
 
     let mut reals = Vec::new();
@@ -200,10 +222,20 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
         if r.address.value.is_unspecified()
             || r.address.value.is_broadcast()
             || r.address.value.is_multicast()
+            || r.address.value.is_loopback()
         {
             return Err(at(
                 &r.address,
                 format!("{} cannot be a real server address", r.address.value),
+            ));
+        }
+        if r.address.value == spec.vip.value {
+            return Err(at(
+                &r.address,
+                format!(
+                    "real {} is the service's own VIP: packets would loop",
+                    r.address.value
+                ),
             ));
         }
         if !seen.insert((r.address.value, r.port.as_ref().map(|p| p.value))) {
@@ -230,6 +262,9 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             };
             if p.value.timeout.0.is_zero() {
                 return Err(at(p, "persistence timeout must be longer than 0"));
+            }
+            if p.value.timeout.0.as_secs() > MAX_FLOW_TIMEOUT_SECS {
+                return Err(at(p, "persistence timeout is at most 7 days"));
             }
             Some(Persistence {
                 timeout: p.value.timeout.0,
@@ -288,7 +323,7 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
         },
         fallback: match &spec.fallback {
             None => None,
-            Some(f) => Some(validate_fallback(f, forwarding, &reals)?),
+            Some(f) => Some(validate_fallback(f, forwarding, &reals, spec.vip.value)?),
         },
         timeouts,
         reals,
@@ -300,6 +335,7 @@ fn validate_fallback(
     f: &Spanned<String>,
     forwarding: Forwarding,
     reals: &[Real],
+    vip: Ipv4Addr,
 ) -> Result<Fallback, Invalid> {
     let text = f.value.trim();
     let (address, port) = match text.split_once(':') {
@@ -338,10 +374,67 @@ fn validate_fallback(
             format!("fallback {address} is also a real of this service"),
         ));
     }
-    if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+    if address.is_unspecified()
+        || address.is_broadcast()
+        || address.is_multicast()
+        || address.is_loopback()
+        || address == vip
+    {
         return Err(at(f, format!("{address} cannot be a fallback address")));
     }
     Ok(Fallback { address, port })
+}
+
+const MIN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+const MAX_RISE_FALL: u32 = 100;
+
+/// Options that belong to another kind of check are refused: silently ignored, they would
+/// make the operator believe something is checked that is not.
+fn refuse_options_of_other_checks(spec: &Spanned<HealthSpec>) -> Result<(), Invalid> {
+    let h = &spec.value;
+    let kind = match h.check {
+        CheckSpec::Tcp => "tcp",
+        CheckSpec::Http => "http",
+        CheckSpec::Https => "https",
+        CheckSpec::DicomEcho => "dicom-echo",
+        CheckSpec::Hl7Mllp => "hl7-mllp",
+        CheckSpec::Exec => "exec",
+        CheckSpec::None => "none",
+    };
+    let http = ["http", "https"];
+    let options: [(&str, bool, &[&str]); 8] = [
+        ("called_ae", h.called_ae.is_some(), &["dicom-echo"]),
+        ("calling_ae", h.calling_ae.is_some(), &["dicom-echo"]),
+        ("path", h.path.is_some(), &http),
+        ("host", h.host.is_some(), &http),
+        ("expect_status", h.expect_status.is_some(), &http),
+        ("expect_body", h.expect_body.is_some(), &http),
+        (
+            "verify_certificate",
+            h.verify_certificate.is_some(),
+            &["https"],
+        ),
+        ("command", h.command.is_some(), &["exec"]),
+    ];
+    for (option, given, kinds) in options {
+        if given && !kinds.contains(&kind) {
+            return Err(at(
+                spec,
+                format!(
+                    "`{option}` applies to `check: {}` only; this check is `{kind}`",
+                    kinds.join("` or `check: ")
+                ),
+            ));
+        }
+    }
+    if kind == "none" && (h.port.is_some() || h.interval.is_some() || h.timeout.is_some()) {
+        return Err(at(
+            spec,
+            "`check: none` runs no check: port, interval and timeout do not apply",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
@@ -356,25 +449,46 @@ fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
             CheckSpec::Exec => CheckKind::Exec,
             CheckSpec::None => CheckKind::None,
         },
-        port: h.port,
+        port: h.port.as_ref().map(|p| p.value),
         ..HealthCheck::default()
     };
+    if let Some(port) = &h.port
+        && port.value == 0
+    {
+        return Err(at(
+            port,
+            "health port must be a whole number from 1 to 65535",
+        ));
+    }
+    refuse_options_of_other_checks(spec)?;
     if let Some(i) = h.interval {
         check.interval = i.0;
     }
     if let Some(t) = h.timeout {
         check.timeout = t.0;
     }
-    if check.interval.is_zero() || check.timeout.is_zero() {
+    if check.interval < MIN_CHECK_INTERVAL || check.interval > MAX_CHECK_INTERVAL {
         return Err(at(
             spec,
-            "health interval and timeout must be longer than 0",
+            "health interval must be from 100ms to 1h (a check every few milliseconds would flood the reals)",
+        ));
+    }
+    if check.timeout.is_zero() || check.timeout > check.interval {
+        return Err(at(
+            spec,
+            format!(
+                "health timeout must be longer than 0 and no longer than its interval ({:?})",
+                check.interval
+            ),
         ));
     }
     check.rise = h.rise.unwrap_or(check.rise);
     check.fall = h.fall.unwrap_or(check.fall);
-    if check.rise == 0 || check.fall == 0 {
-        return Err(at(spec, "health rise and fall must be at least 1"));
+    if !(1..=MAX_RISE_FALL).contains(&check.rise) || !(1..=MAX_RISE_FALL).contains(&check.fall) {
+        return Err(at(
+            spec,
+            format!("health rise and fall must be whole numbers from 1 to {MAX_RISE_FALL}"),
+        ));
     }
     for (ae, slot) in [
         (&h.called_ae, &mut check.called_ae),

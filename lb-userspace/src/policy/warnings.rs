@@ -19,5 +19,18 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
                 .to_string(),
         );
     }
+    for service in &policy.services {
+        if service.reals.iter().all(|r| r.weight == 0) {
+            out.push(format!(
+                "service `{}`: every real has weight 0, so no real takes new flows{}",
+                service.name,
+                if service.fallback.is_some() {
+                    " (only the fallback does, while no real is up)"
+                } else {
+                    ": new connections to it fail"
+                }
+            ));
+        }
+    }
     out
 }
