@@ -136,3 +136,42 @@ fn run_under_ip_netns_exec_refuses_pins_that_would_die_with_it() {
         "{said}"
     );
 }
+
+/// Files that are not a policy are refused before anything is parsed: a device, a missing
+/// file (no made-up position), text that is not UTF-8 (at the byte's line).
+#[test]
+fn validate_refuses_what_is_no_policy_file_and_says_where() {
+    let run = |path: &std::path::Path| {
+        let out = Command::new(xdplb_binary().unwrap())
+            .args(["validate", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, said) = run(std::path::Path::new("/dev/zero"));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("/dev/zero: the policy must be a regular file"),
+        "{said}"
+    );
+    let (code, said) = run(std::path::Path::new("/nonexistent/policy.yaml"));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("/nonexistent/policy.yaml: cannot read") && !said.contains(":0:0"),
+        "{said}"
+    );
+    let file = std::env::temp_dir().join(format!("xdplb-cli-latin1-{}.yaml", std::process::id()));
+    let mut bytes = GOOD.as_bytes().to_vec();
+    // A Latin-1 "é" in a comment on line 3.
+    let line3 = GOOD.lines().take(2).map(|l| l.len() + 1).sum::<usize>();
+    bytes.splice(line3..line3, b"# caf\xe9\n".iter().copied());
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, said) = run(&file);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains(":3:6: not UTF-8"), "{said}");
+}

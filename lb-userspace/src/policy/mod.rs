@@ -31,6 +31,10 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // About the file as a whole: no position to give.
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -41,14 +45,42 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// The largest policy file read: thousands of services fit in far less; a device or a
+/// runaway file is refused before it is read into memory.
+const MAX_POLICY_BYTES: u64 = 4 << 20;
+
 /// Reads and validates a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+    let whole = |message: String| PolicyError {
         file: file.clone(),
         line: 0,
         column: 0,
-        message: format!("cannot read the policy: {e}"),
+        message,
+    };
+    let meta =
+        std::fs::metadata(path).map_err(|e| whole(format!("cannot read the policy: {e}")))?;
+    if !meta.is_file() {
+        return Err(whole("the policy must be a regular file".into()));
+    }
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(whole(format!(
+            "the policy is {} bytes; at most {MAX_POLICY_BYTES} are read",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read the policy: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Where the first byte that is not UTF-8 is, so the operator can find it.
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let column = good.iter().rev().take_while(|&&b| b != b'\n').count() as u64 + 1;
+        PolicyError {
+            file: file.clone(),
+            line,
+            column,
+            message: "not UTF-8 text (save the policy as UTF-8)".into(),
+        }
     })?;
     parse(&file, &text)
 }
