@@ -61,7 +61,18 @@ fn entries(dp: &Dataplane) -> usize {
 
 #[test]
 fn during_a_flood_no_new_flow_gets_an_entry_whatever_its_first_packet() {
+    // The detector is per CPU: every run must see the same CPU's state.
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus).unwrap();
     let dp = Dataplane::new(POLICY, &REALS);
+    // Start at the beginning of a clock tick, so the flood below begins and is detected in
+    // one tick, and stays known through the next (more than a second for what follows).
+    let start = dp.loaded.now_tick().unwrap();
+    while dp.loaded.now_tick().unwrap() == start {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let flood_tick = dp.loaded.now_tick().unwrap();
     // An established connection, entered before the flood.
     let held = dp
         .run(&tcp(Ipv4Addr::new(198, 18, 0, 1), 40000, true))
@@ -71,9 +82,13 @@ fn during_a_flood_no_new_flow_gets_an_entry_whatever_its_first_packet() {
     for n in 0..FLOOD_NEW_FLOWS_PER_TICK * 2 {
         assert_eq!(dp.run(&tcp(source(n), 1024, true)).unwrap().action, XDP_TX);
     }
-    // The flood is known until the end of the tick after the last SYN's: at least until the
-    // end of this one.
-    let flooded_until = dp.loaded.now_tick().unwrap();
+    // The flood is known until the end of the tick after the last SYN's.
+    let last_syn_tick = dp.loaded.now_tick().unwrap();
+    assert!(
+        last_syn_tick <= flood_tick + 1,
+        "the SYNs took more than a tick"
+    );
+    let flooded_until = flood_tick + 1;
     let before = entries(&dp);
     assert!(
         before <= FLOOD_NEW_FLOWS_PER_TICK as usize + 2,
