@@ -84,12 +84,12 @@ services:
       - address: 198.19.0.11
         port: 8443
   - name: viewer-back
-    vip: 198.19.0.11
+    vip: 198.19.0.99
     ports: [8443]
     protocol: tcp
     forwarding: nat
     reals:
-      - address: 198.18.0.101
+      - address: 198.18.0.199
         port: 443
 ";
 
@@ -308,7 +308,11 @@ impl Bench {
         floor.load()?;
 
         let mut loaded = loader::load(pin_dir)?;
-        let policy = policy::parse("bench", POLICY)?;
+        let mut policy = policy::parse("bench", POLICY)?;
+        // The circle (see above): each NAT service's real is the other's VIP, which `validate`
+        // rightly refuses in a policy file (the packets would be balanced again).
+        policy.services[2].vip = Ipv4Addr::new(198, 19, 0, 11);
+        policy.services[2].reals[0].address = Ipv4Addr::new(198, 18, 0, 101);
         let observed = Observed {
             // The kernel hands each repeat the previous one's output: with the reals at the
             // balancer's MAC, a forwarded frame is still addressed to the balancer, as the
