@@ -175,3 +175,39 @@ fn validate_refuses_what_is_no_policy_file_and_says_where() {
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains(":3:6: not UTF-8"), "{said}");
 }
+
+/// The man pages a package installs: xdplb(1) and a page for every subcommand it refers to.
+#[test]
+fn every_man_page_the_main_one_refers_to_is_generated() {
+    let dir = std::env::temp_dir().join(format!("xdplb-man-{}", std::process::id()));
+    let out = Command::new(xdplb_binary().unwrap())
+        .args(["generate", "man", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(dir.join("xdplb.1")).unwrap();
+    let mut referred = 0;
+    for word in main.split_whitespace() {
+        if let Some(name) = word
+            .strip_prefix("xdplb\\-")
+            .and_then(|w| w.strip_suffix("(1)"))
+        {
+            referred += 1;
+            let page = dir.join(format!("xdplb-{name}.1"));
+            assert!(
+                page.is_file(),
+                "xdplb(1) refers to xdplb-{name}(1), not generated"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        referred >= 10,
+        "only {referred} subcommand pages referred to"
+    );
+}

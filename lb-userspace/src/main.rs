@@ -140,8 +140,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Generate {
-    /// The xdplb(1) man page (roff).
-    Man,
+    /// The xdplb(1) man page (roff) on standard output; with `--dir DIR`, it and a page for
+    /// every subcommand (xdplb-run(1), ...) written into DIR.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -383,7 +387,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = std::io::stdout();
             match what {
-                Generate::Man => clap_mangen::Man::new(command).render(&mut out)?,
+                Generate::Man { dir: None } => clap_mangen::Man::new(command).render(&mut out)?,
+                Generate::Man { dir: Some(dir) } => {
+                    std::fs::create_dir_all(&dir)?;
+                    clap_mangen::generate_to(command, &dir)?;
+                }
                 Generate::Completions { shell } => {
                     clap_complete::generate(shell, &mut command, "xdplb", &mut out)
                 }
