@@ -5,6 +5,10 @@ use std::process::Command;
 use xdplb_lab::lab::xdplb_binary;
 
 fn validate(text: &str) -> std::process::Output {
+    validate_with(text, &[])
+}
+
+fn validate_with(text: &str, flags: &[&str]) -> std::process::Output {
     // A directory per call: tests run in parallel.
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -16,6 +20,7 @@ fn validate(text: &str) -> std::process::Output {
         .arg("validate")
         .arg("--config")
         .arg(&file)
+        .args(flags)
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -191,6 +196,22 @@ fn every_man_page_the_main_one_refers_to_is_generated() {
         String::from_utf8_lossy(&out.stderr)
     );
     let main = std::fs::read_to_string(dir.join("xdplb.1")).unwrap();
+    // The policy reference the validate and run pages point at, with every key in it.
+    assert!(
+        main.contains("xdplb.yaml(5)"),
+        "xdplb(1) names the policy page"
+    );
+    let policy_page = std::fs::read_to_string(dir.join("xdplb.yaml.5")).unwrap();
+    assert!(policy_page.contains("\n.TH XDPLB.YAML 5"), "{policy_page}");
+    for key in [
+        "vip_announcement",
+        "forwarding",
+        "called_ae",
+        "expect_status",
+        "backup",
+    ] {
+        assert!(policy_page.contains(key), "xdplb.yaml(5) lacks {key}");
+    }
     let mut referred = 0;
     for word in main.split_whitespace() {
         if let Some(name) = word
@@ -210,4 +231,89 @@ fn every_man_page_the_main_one_refers_to_is_generated() {
         referred >= 10,
         "only {referred} subcommand pages referred to"
     );
+}
+
+/// A tired operator's file: every problem at once, at its key or value, in the policy's words.
+#[test]
+fn validate_reports_every_problem_at_once_in_the_policys_words() {
+    let bad = "\
+interfaces:
+  - name: eth0
+    xdp_mod: driver
+services:
+  - name: dicom
+    vip: 2001:2::1
+    ports: 104
+    protocol: tcp
+    forwarding: dsr
+    health:
+      check: dicom-echo
+      interval: 2
+    reals:
+      - address: pacs1.example
+        weight: 70000
+      - address: 198.18.0.12
+        weight: 1
+        weight: 2
+";
+    let out = validate(bad);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        (":3:5: ", "did you mean `xdp_mode`?"),
+        (":6:10: ", "IPv6 addresses are not supported yet"),
+        (":7:12: ", "`ports` is a list: `ports: [104]`"),
+        (":9:17: ", "did you mean `dr`?"),
+        (":12:17: ", "`interval` needs a unit: `2s`"),
+        (":14:18: ", "host names are not resolved"),
+        (
+            ":15:17: ",
+            "`weight` must be a whole number from 0 to 65535",
+        ),
+        (
+            ":18:9: ",
+            "`weight` is given twice in a real (first on line 17)",
+        ),
+    ];
+    for (position, words) in expected {
+        assert!(
+            said.lines()
+                .any(|l| l.contains(position) && l.contains(words)),
+            "missing {position}{words} in:\n{said}"
+        );
+    }
+    assert_eq!(said.lines().count(), expected.len(), "{said}");
+    for serde_words in [
+        "invalid type",
+        "u16",
+        "expected",
+        "Option<",
+        "DuplicateKeyPolicy",
+    ] {
+        assert!(!said.contains(serde_words), "{serde_words} in:\n{said}");
+    }
+}
+
+/// Legal but suspicious: a warning, exit 0; with --strict, refused with exit status 2.
+#[test]
+fn strict_validation_refuses_warnings() {
+    let drained = GOOD.replace(
+        "      - address: 198.18.0.11\n",
+        "      - address: 198.18.0.11\n        weight: 0\n",
+    );
+    let out = validate(&drained);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("warning: ") && said.contains("weight 0"),
+        "{said}"
+    );
+    let out = validate_with(&drained, &["--strict"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("error: ") && said.contains("weight 0"),
+        "{said}"
+    );
+    assert!(validate_with(GOOD, &["--strict"]).status.success());
 }

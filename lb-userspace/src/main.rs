@@ -1,4 +1,4 @@
-//! `xdplb`: command line (contract: ../shared/DESIGN.md, "Command line").
+//! `xdplb`: the command line (the README and xdplb(1) describe it).
 
 use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
@@ -14,7 +14,7 @@ use xdplb::{
         loader::{DEFAULT_PIN_DIR, Pins},
         maps::Maps,
     },
-    policy::{self, PolicyError},
+    policy::{self, PolicyErrors},
     realserver,
 };
 
@@ -58,10 +58,14 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Check a policy file without touching the system.
+    /// Check a policy file without touching the system. The policy file's keys are in
+    /// xdplb.yaml(5).
     Validate {
         #[arg(long)]
         config: PathBuf,
+        /// Refuse the policy for warnings too (legal but probably not meant), exit status 2.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -141,10 +145,17 @@ enum Command {
 #[derive(Subcommand)]
 enum Generate {
     /// The xdplb(1) man page (roff) on standard output; with `--dir DIR`, it and a page for
-    /// every subcommand (xdplb-run(1), ...) written into DIR.
+    /// every subcommand (xdplb-run(1), ...) and the policy reference xdplb.yaml(5) written
+    /// into DIR.
     Man {
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// The policy file reference, xdplb.yaml(5), as roff on standard output (`--markdown`:
+    /// as Markdown, as in docs/policy.md).
+    PolicyReference {
+        #[arg(long)]
+        markdown: bool,
     },
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
@@ -226,7 +237,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // A bad policy is the user's input: exit 2 with FILE:LINE:COLUMN, as validate does.
-            if let Some(policy_error) = e.downcast_ref::<PolicyError>() {
+            if let Some(policy_error) = e.downcast_ref::<PolicyErrors>() {
                 eprintln!("{policy_error}");
                 return ExitCode::from(2);
             }
@@ -368,10 +379,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Reload { common } => {
             return answer(client::ask(&common.socket, &Request::Reload).await?);
         }
-        Command::Validate { config, common: _ } => {
+        Command::Validate {
+            config,
+            strict,
+            common: _,
+        } => {
             let policy = policy::load(&config)?;
-            for warning in policy::warnings(&policy) {
-                eprintln!("{}: warning: {warning}", config.display());
+            let warnings = policy::warnings(&policy);
+            let label = if strict { "error" } else { "warning" };
+            for warning in &warnings {
+                eprintln!("{}: {label}: {warning}", config.display());
+            }
+            if strict && !warnings.is_empty() {
+                return Ok(ExitCode::from(2));
             }
             let reals: usize = policy.services.iter().map(|s| s.reals.len()).sum();
             println!(
@@ -391,6 +411,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Generate::Man { dir: Some(dir) } => {
                     std::fs::create_dir_all(&dir)?;
                     clap_mangen::generate_to(command, &dir)?;
+                    std::fs::write(dir.join("xdplb.yaml.5"), policy::reference::man_page())?;
+                }
+                Generate::PolicyReference { markdown: false } => {
+                    print!("{}", policy::reference::man_page())
+                }
+                Generate::PolicyReference { markdown: true } => {
+                    print!("{}", policy::reference::markdown())
                 }
                 Generate::Completions { shell } => {
                     clap_complete::generate(shell, &mut command, "xdplb", &mut out)

@@ -1,4 +1,4 @@
-//! Durations written as in the policy examples: `500ms`, `2s`, `5m`, `1h`.
+//! Durations written as in the policy examples: `500ms`, `2s`, `5m`, `1h`, `7d`.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let bad = || {
-        format!("invalid duration `{text}`: expected a number and a unit (ms, s, m, h), e.g. `2s`")
+        format!("invalid duration `{text}`: a whole number and a unit (ms, s, m, h, d), e.g. `2s`")
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
     let d = match unit {
@@ -31,7 +31,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        "d" => Duration::from_secs(n.checked_mul(86400).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
     Ok(d)
+}
+
+/// A duration in the file's notation, in the largest unit that divides it.
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }

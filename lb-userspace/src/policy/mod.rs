@@ -1,13 +1,20 @@
 //! The YAML policy: what services to balance, over which real servers, how.
 //!
-//! `schema` mirrors the file (serde, with source positions); `validate` checks it and builds
-//! the `model` the rest of the controller uses. Every problem is reported as
+//! Read in three steps, so every mistake is reported at once and in the policy's words:
+//! `tree` reads the YAML with the position of every key and value; `shape` checks it against
+//! the table of keys in `keys` (which `reference` also renders as xdplb.yaml(5)); `schema`
+//! then reads the now well-formed file typed, and `validate` checks the rules between keys
+//! and builds the `model` the rest of the controller uses. Every problem is reported as
 //! `FILE:LINE:COLUMN: message`.
 
 mod duration;
 mod fingerprint;
+pub mod keys;
 pub mod model;
+pub mod reference;
 mod schema;
+mod shape;
+mod tree;
 mod validate;
 mod warnings;
 
@@ -45,18 +52,55 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// Everything wrong with a policy, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+/// More than this many problems are summarised: a file that wrong needs its first ones fixed.
+const SHOWN_ERRORS: usize = 50;
+
+impl PolicyErrors {
+    fn one(error: PolicyError) -> PolicyErrors {
+        PolicyErrors(vec![error])
+    }
+
+    /// The first problem in the file.
+    pub fn first(&self) -> &PolicyError {
+        &self.0[0]
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().take(SHOWN_ERRORS).enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        if self.0.len() > SHOWN_ERRORS {
+            write!(f, "\n... and {} more problems", self.0.len() - SHOWN_ERRORS)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
 /// The largest policy file read: thousands of services fit in far less; a device or a
 /// runaway file is refused before it is read into memory.
 const MAX_POLICY_BYTES: u64 = 4 << 20;
 
 /// Reads and validates a policy file.
-pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
     let file = path.display().to_string();
-    let whole = |message: String| PolicyError {
-        file: file.clone(),
-        line: 0,
-        column: 0,
-        message,
+    let whole = |message: String| {
+        PolicyErrors::one(PolicyError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message,
+        })
     };
     let meta =
         std::fs::metadata(path).map_err(|e| whole(format!("cannot read the policy: {e}")))?;
@@ -75,36 +119,72 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         let column = good.iter().rev().take_while(|&&b| b != b'\n').count() as u64 + 1;
-        PolicyError {
+        PolicyErrors::one(PolicyError {
             file: file.clone(),
             line,
             column,
             message: "not UTF-8 text (save the policy as UTF-8)".into(),
-        }
+        })
     })?;
     parse(&file, &text)
 }
 
 /// Validates policy text; `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
-    let raw: schema::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
+pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
+    let located = |problems: Vec<validate::Invalid>| {
+        PolicyErrors(
+            problems
+                .into_iter()
+                .map(|p| PolicyError {
+                    file: file.to_string(),
+                    line: p.line,
+                    column: p.column,
+                    message: p.message,
+                })
+                .collect(),
+        )
+    };
+    let yaml_error = |e: serde_saphyr::Error| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
-        PolicyError {
-            file: file.to_string(),
+        located(vec![syntax_problem(text, line, column, plain_message(&e))])
+    };
+    let tree = tree::read(text).map_err(yaml_error)?;
+    let problems = shape::check(&tree, &keys::POLICY);
+    if !problems.is_empty() {
+        return Err(located(problems));
+    }
+    // The shape is right, so the typed read succeeds; its error stays reported if not.
+    let raw: schema::PolicyFile =
+        serde_saphyr::from_str_with_options(text, tree::options()).map_err(yaml_error)?;
+    validate::validate(raw).map_err(located)
+}
+
+/// A YAML syntax error, or the tab that caused it: YAML indents with spaces only, and the
+/// parser reports a tab where the indentation it broke ends, often on another line.
+fn syntax_problem(text: &str, line: u64, column: u64, message: String) -> validate::Invalid {
+    let tab = text
+        .lines()
+        .enumerate()
+        .take(line as usize + 1)
+        .find_map(|(i, l)| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            indent.find('\t').map(|col| (i as u64 + 1, col as u64 + 1))
+        });
+    match tab {
+        Some((line, column)) => validate::Invalid {
             line,
             column,
-            message: plain_message(&e),
-        }
-    })?;
-    validate::validate(raw).map_err(|e| PolicyError {
-        file: file.to_string(),
-        line: e.line,
-        column: e.column,
-        message: e.message,
-    })
+            message: "a tab indents this line; YAML indents with spaces only".into(),
+        },
+        None => validate::Invalid {
+            line,
+            column,
+            message: format!("not valid YAML: {message}"),
+        },
+    }
 }
 
 /// serde-saphyr renders `error: line L column C: message` plus a source excerpt; keep only the

@@ -1,5 +1,5 @@
-//! The policy file as written (contract: ../shared/DESIGN.md, "Policy file"). Unknown keys are
-//! errors; values that need cross-checks keep their source position.
+//! The policy file as written, typed. It is read only after `shape` found the file's keys and
+//! values well formed (xdplb.yaml(5)); values that need cross-checks keep their position.
 
 use std::net::Ipv4Addr;
 
@@ -20,7 +20,7 @@ pub struct PolicyFile {
     pub services: Vec<Spanned<ServiceSpec>>,
 }
 
-/// Who puts the VIP addresses on this host (contract: ../shared/DESIGN.md).
+/// Who puts the VIP addresses on this host.
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum VipAnnouncementSpec {
@@ -139,13 +139,13 @@ pub enum CheckSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
-    pub check: CheckSpec,
+    pub check: Spanned<CheckSpec>,
     #[serde(default)]
     pub port: Option<Spanned<u16>>,
     #[serde(default)]
-    pub interval: Option<DurationSpec>,
+    pub interval: Option<Spanned<DurationSpec>>,
     #[serde(default)]
-    pub timeout: Option<DurationSpec>,
+    pub timeout: Option<Spanned<DurationSpec>>,
     #[serde(default)]
     pub rise: Option<u32>,
     #[serde(default)]
@@ -155,17 +155,17 @@ pub struct HealthSpec {
     #[serde(default)]
     pub calling_ae: Option<Spanned<String>>,
     #[serde(default)]
-    pub path: Option<String>,
+    pub path: Option<Spanned<String>>,
     #[serde(default)]
-    pub host: Option<String>,
+    pub host: Option<Spanned<String>>,
     #[serde(default)]
-    pub expect_status: Option<String>,
+    pub expect_status: Option<Spanned<String>>,
     #[serde(default)]
-    pub expect_body: Option<String>,
+    pub expect_body: Option<Spanned<String>>,
     #[serde(default)]
-    pub verify_certificate: Option<bool>,
+    pub verify_certificate: Option<Spanned<bool>>,
     #[serde(default)]
-    pub command: Option<Vec<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

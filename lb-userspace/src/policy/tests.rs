@@ -44,7 +44,12 @@ services:
         backup: true
 ";
 
+/// The first problem found in `text`.
 fn error(text: &str) -> PolicyError {
+    errors(text).first().clone()
+}
+
+fn errors(text: &str) -> PolicyErrors {
     parse("p.yaml", text).expect_err("policy must be rejected")
 }
 
@@ -152,7 +157,7 @@ fn an_address_that_is_not_an_address_is_rejected() {
 #[test]
 fn other_rejections() {
     for (from, to, line, needle) in [
-        ("weight: 100", "weight: 70000", 26, "u16"),
+        ("weight: 100", "weight: 70000", 26, "from 0 to 65535"),
         ("netmask: 24", "netmask: 40", 13, "netmask"),
         ("interval: 2s", "interval: 2 fortnights", 17, "duration"),
         (
@@ -184,14 +189,18 @@ fn other_rejections() {
         (
             "check: dicom-echo",
             "check: exec",
-            15,
+            21,
             "`called_ae` applies to `check: dicom-echo`",
         ),
     ] {
         assert!(GOOD.contains(from), "{from}");
-        let e = error(&GOOD.replacen(from, to, 1));
+        let all = errors(&GOOD.replacen(from, to, 1));
+        let e = all
+            .0
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("{from} -> {to}: {all}"));
         assert_eq!(e.line, line, "{from} -> {to}: {e}");
-        assert!(e.message.contains(needle), "{from} -> {to}: {e}");
     }
 }
 
@@ -240,9 +249,9 @@ fn connection_timeouts_default_per_protocol_and_can_be_set() {
         }
     );
     for (from, to, needle) in [
-        ("closing: 30s", "closing: 0s", "whole seconds"),
+        ("closing: 30s", "closing: 0s", "from 1s to 7d"),
         ("idle: 2h", "idle: 1500ms", "whole seconds"),
-        ("idle: 2h", "idle: 200h", "at most 7 days"),
+        ("idle: 2h", "idle: 200h", "from 1s to 7d"),
     ] {
         let text = with.replacen(from, to, 1);
         let line = text.lines().position(|l| l.contains(to)).unwrap() as u64 + 1;
@@ -325,19 +334,19 @@ fn policies_that_would_take_a_service_down_are_refused() {
         (
             "      interval: 2s",
             "      interval: 1ms",
-            "check:",
+            "interval: 1ms",
             "from 100ms to 1h",
         ),
         (
             "      timeout: 1s",
             "      timeout: 5s",
-            "check:",
+            "timeout: 5s",
             "no longer than its interval",
         ),
         (
             "      rise: 2",
             "      rise: 4294967295",
-            "check:",
+            "rise: 4294967295",
             "from 1 to 100",
         ),
         (
@@ -350,13 +359,13 @@ fn policies_that_would_take_a_service_down_are_refused() {
             "      - address: 198.18.0.11",
             "      - address: 127.0.0.1",
             "127.0.0.1",
-            "cannot be a real",
+            "loopback address; the `address` of a real must be",
         ),
         (
             "    vip: 198.18.0.100",
             "    vip: 127.0.0.1",
             "127.0.0.1",
-            "cannot be a VIP",
+            "loopback address; the `vip` of a service must be",
         ),
         (
             "    fallback: 198.18.0.99",
@@ -368,7 +377,7 @@ fn policies_that_would_take_a_service_down_are_refused() {
             "      timeout: 3600s",
             "      timeout: 720h",
             "timeout: 720h",
-            "at most 7 days",
+            "from 1s to 7d",
         ),
     ] {
         assert!(GOOD.contains(from), "{from}");

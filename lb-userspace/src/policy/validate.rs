@@ -1,5 +1,6 @@
-//! Checks a parsed policy file and turns it into the model. Rejects what would be ambiguous or
-//! impossible at run time, pointing at the offending value.
+//! Rules that span keys, checked on a file whose every value is already well formed (`shape`):
+//! what would be ambiguous, loop, or silently check nothing. Every problem is collected, each
+//! at the value it is about, and the model is built alongside.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -9,10 +10,7 @@ use std::{
 use lb_common::maps::{MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS};
 use serde_saphyr::{Location, Spanned};
 
-use super::{model::*, schema::*};
-
-/// Longest connection-table timeout: a week, well inside the data plane's clock range.
-const MAX_FLOW_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+use super::{model::*, schema::*, shape::parse_status_range};
 
 pub struct Invalid {
     pub line: u64,
@@ -32,91 +30,33 @@ fn at_location(location: &Location, message: impl Into<String>) -> Invalid {
     }
 }
 
-pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
+/// The model of a policy, or everything wrong with it.
+pub fn validate(raw: PolicyFile) -> Result<Policy, Vec<Invalid>> {
+    let mut problems = Vec::new();
     let vip_announcement = match &raw.vip_announcement {
         None => VipAnnouncement::Arp,
         Some(spec) => match spec.value {
             VipAnnouncementSpec::Arp => VipAnnouncement::Arp,
             VipAnnouncementSpec::None => VipAnnouncement::Unmanaged,
             VipAnnouncementSpec::Bgp => {
-                return Err(at(
+                problems.push(at(
                     spec,
                     "`vip_announcement: bgp` (several active balancers announcing the VIPs over BGP) is not available yet; use `arp` (a balancer on its own) or `none` (an active/standby pair: keepalived owns the VIPs)",
                 ));
+                VipAnnouncement::Arp
             }
         },
     };
-    let interfaces = validate_interfaces(&raw.interfaces)?;
-    if raw.services.len() > MAX_SERVICES as usize {
-        return Err(at(
-            &raw.services[MAX_SERVICES as usize],
-            format!("at most {MAX_SERVICES} services are supported"),
-        ));
-    }
-
-    let mut names = HashSet::new();
-    let mut vip_ports: HashMap<(std::net::Ipv4Addr, u16, Protocol), String> = HashMap::new();
-    let mut total_reals = 0usize;
-    let mut services = Vec::with_capacity(raw.services.len());
-    for spec in &raw.services {
-        let service = validate_service(&spec.value)?;
-        if service.name.is_empty() {
-            return Err(at(&spec.value.name, "a service name must not be empty"));
-        }
-        if !names.insert(service.name.clone()) {
-            return Err(at(
-                &spec.value.name,
-                format!("duplicate service name `{}`", service.name),
-            ));
-        }
-        for port in &spec.value.ports.value {
-            let key = (service.vip, port.value, service.protocol);
-            if let Some(other) = vip_ports.insert(key, service.name.clone()) {
-                return Err(at(
-                    port,
-                    format!(
-                        "duplicate {}:{}/{}: already used by service `{other}`",
-                        service.vip,
-                        port.value,
-                        service.protocol.name()
-                    ),
-                ));
-            }
-        }
-        if vip_ports.len() > MAX_VIP_PORTS as usize {
-            return Err(at(
-                &spec.value.ports,
-                format!("at most {MAX_VIP_PORTS} VIP:port entries are supported"),
-            ));
-        }
-        total_reals += service.reals.len();
-        if total_reals > MAX_REALS as usize {
-            return Err(at(
-                spec,
-                format!("at most {MAX_REALS} reals (over all services) are supported"),
-            ));
-        }
-        services.push(service);
-    }
-    // A real that is another service's VIP would send that service's traffic round again.
-    let vips: HashSet<std::net::Ipv4Addr> = services.iter().map(|s| s.vip).collect();
-    for (spec, service) in raw.services.iter().zip(&services) {
-        for real in &spec.value.reals {
-            if vips.contains(&real.value.address.value) {
-                return Err(at(
-                    &real.value.address,
-                    format!(
-                        "real {} of `{}` is a VIP of this balancer: its packets would be balanced again",
-                        real.value.address.value, service.name
-                    ),
-                ));
-            }
-        }
-    }
+    let interfaces = interfaces(&raw.interfaces, &mut problems);
+    let services = services(&raw.services, &mut problems);
     let nat_routing = match raw.nat_routing {
         None | Some(NatRoutingSpec::Closed) => NatRouting::Closed,
         Some(NatRoutingSpec::Open) => NatRouting::Open,
     };
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| (p.line, p.column));
+        return Err(problems);
+    }
     Ok(Policy {
         vip_announcement,
         nat_routing,
@@ -125,32 +65,28 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Invalid> {
     })
 }
 
-fn validate_interfaces(
+fn interfaces(
     raw: &Spanned<Vec<Spanned<InterfaceSpec>>>,
-) -> Result<Vec<Interface>, Invalid> {
+    out: &mut Vec<Invalid>,
+) -> Vec<Interface> {
     if raw.value.is_empty() {
-        return Err(at(
+        out.push(at(
             raw,
             "at least one interface is needed: the one the XDP program attaches to",
         ));
+        return Vec::new();
     }
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
+    let mut interfaces = Vec::new();
     for spec in &raw.value {
         let name = &spec.value.name;
-        if name.value.is_empty() || name.value.len() >= libc::IFNAMSIZ {
-            return Err(at(
-                name,
-                format!("`{}` is not a valid interface name", name.value),
-            ));
-        }
         if !seen.insert(name.value.clone()) {
-            return Err(at(
+            out.push(at(
                 name,
                 format!("interface `{}` is listed twice", name.value),
             ));
         }
-        out.push(Interface {
+        interfaces.push(Interface {
             name: name.value.clone(),
             xdp_mode: match spec.value.xdp_mode.unwrap_or(XdpModeSpec::Auto) {
                 XdpModeSpec::Driver => XdpMode::Driver,
@@ -163,74 +99,157 @@ fn validate_interfaces(
             },
         });
     }
-    if !out.iter().any(|i| i.role == Role::Outside) {
-        return Err(at(
+    if !interfaces.iter().any(|i| i.role == Role::Outside) {
+        out.push(at(
             raw,
             "one interface must be client-facing (role: outside, the default)",
         ));
     }
-    Ok(out)
+    interfaces
 }
 
-fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
+/// Each service on its own, then what services must not share.
+fn services(raw: &[Spanned<ServiceSpec>], out: &mut Vec<Invalid>) -> Vec<Service> {
+    if raw.len() > MAX_SERVICES as usize {
+        out.push(at(
+            &raw[MAX_SERVICES as usize],
+            format!("at most {MAX_SERVICES} services are supported"),
+        ));
+    }
+    let services: Vec<Service> = raw.iter().map(|spec| service(&spec.value, out)).collect();
+
+    let mut names = HashSet::new();
+    let mut vip_ports: HashMap<(Ipv4Addr, u16, Protocol), &str> = HashMap::new();
+    let mut total_reals = 0usize;
+    for (spec, service) in raw.iter().zip(&services) {
+        if !names.insert(service.name.as_str()) {
+            out.push(at(
+                &spec.value.name,
+                format!("duplicate service name `{}`", service.name),
+            ));
+        }
+        for port in &spec.value.ports.value {
+            let key = (service.vip, port.value, service.protocol);
+            if let Some(other) = vip_ports.insert(key, &service.name) {
+                out.push(at(
+                    port,
+                    format!(
+                        "duplicate {}:{}/{}: already used by service `{other}`",
+                        service.vip,
+                        port.value,
+                        service.protocol.name()
+                    ),
+                ));
+            }
+        }
+        if vip_ports.len() > MAX_VIP_PORTS as usize {
+            out.push(at(
+                &spec.value.ports,
+                format!("at most {MAX_VIP_PORTS} VIP:port entries are supported"),
+            ));
+        }
+        let before = total_reals;
+        total_reals += service.reals.len();
+        if before <= MAX_REALS as usize && total_reals > MAX_REALS as usize {
+            out.push(at(
+                spec,
+                format!("at most {MAX_REALS} reals (over all services) are supported"),
+            ));
+        }
+    }
+    // A real that is another service's VIP would send that service's traffic round again.
+    let vips: HashSet<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+    for (spec, service) in raw.iter().zip(&services) {
+        for real in &spec.value.reals {
+            let address = real.value.address.value;
+            if address != service.vip && vips.contains(&address) {
+                out.push(at(
+                    &real.value.address,
+                    format!(
+                        "real {address} of `{}` is a VIP of this balancer: its packets would be balanced again",
+                        service.name
+                    ),
+                ));
+            }
+        }
+    }
+    services
+}
+
+fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
     let forwarding = match spec.forwarding {
         ForwardingSpec::Dr => Forwarding::Dr,
         ForwardingSpec::Nat => Forwarding::Nat,
     };
-    if spec.ports.value.is_empty() {
-        return Err(at(&spec.ports, "a service needs at least one port"));
-    }
-    let mut ports = Vec::new();
-    for port in &spec.ports.value {
-        if port.value == 0 {
-            return Err(at(port, "port 0 is not a valid service port"));
+    let protocol = match spec.protocol {
+        ProtocolSpec::Tcp => Protocol::Tcp,
+        ProtocolSpec::Udp => Protocol::Udp,
+    };
+    let reals = reals(spec, forwarding, out);
+    let mut timeouts = Timeouts::default_for(protocol);
+    if let Some(t) = &spec.timeouts {
+        if let Some(idle) = &t.value.idle {
+            timeouts.idle = idle.value.0;
         }
-        if ports.contains(&port.value) {
-            return Err(at(port, format!("port {} is listed twice", port.value)));
+        if let Some(closing) = &t.value.closing {
+            timeouts.closing = closing.value.0;
         }
-        ports.push(port.value);
     }
-    if spec.vip.value.is_unspecified()
-        || spec.vip.value.is_broadcast()
-        || spec.vip.value.is_multicast()
-        || spec.vip.value.is_loopback()
-    {
-        return Err(at(&spec.vip, format!("{} cannot be a VIP", spec.vip.value)));
+    Service {
+        name: spec.name.value.clone(),
+        vip: spec.vip.value,
+        ports: spec.ports.value.iter().map(|p| p.value).collect(),
+        protocol,
+        forwarding,
+        scheduler: match spec.scheduler.unwrap_or(SchedulerSpec::Maglev) {
+            SchedulerSpec::Maglev => Scheduler::Maglev,
+            SchedulerSpec::SourceHash => Scheduler::SourceHash,
+            SchedulerSpec::Failover => Scheduler::Failover,
+        },
+        persistence: spec.persistence.as_ref().map(|p| Persistence {
+            timeout: p.value.timeout.0,
+            netmask: p.value.netmask.as_ref().map_or(32, |n| n.value),
+        }),
+        health: match &spec.health {
+            // UDP has no handshake a connect could probe: without a configured check, UDP
+            // reals count as up while reachable.
+            None if protocol == Protocol::Udp => HealthCheck {
+                kind: CheckKind::None,
+                ..HealthCheck::default()
+            },
+            None => HealthCheck::default(),
+            Some(h) => health(h, out),
+        },
+        fallback: spec
+            .fallback
+            .as_ref()
+            .and_then(|f| fallback(f, forwarding, &reals, spec.vip.value, out)),
+        timeouts,
+        reals,
     }
+}
+
+fn reals(spec: &ServiceSpec, forwarding: Forwarding, out: &mut Vec<Invalid>) -> Vec<Real> {
     if spec.reals.is_empty() {
-        return Err(at(
+        out.push(at(
             &spec.name,
             "a service needs at least one real (`reals:` with an `address:` each)",
         ));
     }
-
     let mut reals = Vec::new();
     let mut seen = HashSet::new();
     for real in &spec.reals {
         let r = &real.value;
-        if let Some(port) = &r.port {
-            if forwarding == Forwarding::Dr {
-                return Err(at(
-                    port,
-                    "a real's port (port translation) needs `forwarding: nat`; DR forwards the packet unchanged",
-                ));
-            }
-            if port.value == 0 {
-                return Err(at(port, "port 0 is not a valid real port"));
-            }
-        }
-        if r.address.value.is_unspecified()
-            || r.address.value.is_broadcast()
-            || r.address.value.is_multicast()
-            || r.address.value.is_loopback()
+        if let Some(port) = &r.port
+            && forwarding == Forwarding::Dr
         {
-            return Err(at(
-                &r.address,
-                format!("{} cannot be a real server address", r.address.value),
+            out.push(at(
+                port,
+                "a real's port (port translation) needs `forwarding: nat`; DR forwards the packet unchanged",
             ));
         }
         if r.address.value == spec.vip.value {
-            return Err(at(
+            out.push(at(
                 &r.address,
                 format!(
                     "real {} is the service's own VIP: packets would loop",
@@ -239,7 +258,7 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             ));
         }
         if !seen.insert((r.address.value, r.port.as_ref().map(|p| p.value))) {
-            return Err(at(
+            out.push(at(
                 &r.address,
                 format!("real {} is listed twice in this service", r.address.value),
             ));
@@ -251,149 +270,49 @@ fn validate_service(spec: &ServiceSpec) -> Result<Service, Invalid> {
             backup: r.backup.unwrap_or(false),
         });
     }
-
-    let persistence = match &spec.persistence {
-        None => None,
-        Some(p) => {
-            let netmask = match &p.value.netmask {
-                Some(n) if n.value > 32 => return Err(at(n, "persistence netmask must be 0..=32")),
-                Some(n) => n.value,
-                None => 32,
-            };
-            if p.value.timeout.0.is_zero() {
-                return Err(at(p, "persistence timeout must be longer than 0"));
-            }
-            if p.value.timeout.0.as_secs() > MAX_FLOW_TIMEOUT_SECS {
-                return Err(at(p, "persistence timeout is at most 7 days"));
-            }
-            Some(Persistence {
-                timeout: p.value.timeout.0,
-                netmask,
-            })
-        }
-    };
-
-    let protocol = match spec.protocol {
-        ProtocolSpec::Tcp => Protocol::Tcp,
-        ProtocolSpec::Udp => Protocol::Udp,
-    };
-    let mut timeouts = Timeouts::default_for(protocol);
-    if let Some(t) = &spec.timeouts {
-        for (given, slot) in [
-            (&t.value.idle, &mut timeouts.idle),
-            (&t.value.closing, &mut timeouts.closing),
-        ] {
-            if let Some(given) = given {
-                let d = given.value.0;
-                if d.as_secs() < 1 || d.subsec_nanos() != 0 {
-                    return Err(at(
-                        given,
-                        "connection timeouts are whole seconds, at least 1s",
-                    ));
-                }
-                if d.as_secs() > MAX_FLOW_TIMEOUT_SECS {
-                    return Err(at(given, "connection timeouts are at most 7 days"));
-                }
-                *slot = d;
-            }
-        }
-    }
-
-    Ok(Service {
-        name: spec.name.value.clone(),
-        vip: spec.vip.value,
-        ports,
-        protocol,
-        forwarding,
-        scheduler: match spec.scheduler.unwrap_or(SchedulerSpec::Maglev) {
-            SchedulerSpec::Maglev => Scheduler::Maglev,
-            SchedulerSpec::SourceHash => Scheduler::SourceHash,
-            SchedulerSpec::Failover => Scheduler::Failover,
-        },
-        persistence,
-        health: match &spec.health {
-            // UDP has no handshake a connect could probe: without a configured check, UDP
-            // reals count as up while reachable.
-            None if protocol == Protocol::Udp => HealthCheck {
-                kind: CheckKind::None,
-                ..HealthCheck::default()
-            },
-            None => HealthCheck::default(),
-            Some(h) => validate_health(h)?,
-        },
-        fallback: match &spec.fallback {
-            None => None,
-            Some(f) => Some(validate_fallback(f, forwarding, &reals, spec.vip.value)?),
-        },
-        timeouts,
-        reals,
-    })
+    reals
 }
 
-/// `fallback: ADDRESS` or `ADDRESS:PORT` (NAT only: DR cannot change a port).
-fn validate_fallback(
+/// `fallback: ADDRESS` or `ADDRESS:PORT` (NAT only: DR cannot change a port). The notation is
+/// checked by `shape`; this is what the address may not be.
+fn fallback(
     f: &Spanned<String>,
     forwarding: Forwarding,
     reals: &[Real],
     vip: Ipv4Addr,
-) -> Result<Fallback, Invalid> {
+    out: &mut Vec<Invalid>,
+) -> Option<Fallback> {
     let text = f.value.trim();
-    let (address, port) = match text.split_once(':') {
-        Some((address, port)) => (address, Some(port)),
+    let (address, port) = match text.rsplit_once(':') {
+        Some((address, port)) => (address, port.parse::<u16>().ok()),
         None => (text, None),
     };
-    let address: Ipv4Addr = address.parse().map_err(|_| {
-        at(
-            f,
-            format!("fallback `{text}` is not ADDRESS or ADDRESS:PORT (e.g. 198.18.0.99:8080)"),
-        )
-    })?;
-    let port = match port {
-        None => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(port) if port > 0 => Some(port),
-            _ => {
-                return Err(at(
-                    f,
-                    format!(
-                        "the fallback's port must be a whole number from 1 to 65535; got `{p}`"
-                    ),
-                ));
-            }
-        },
-    };
+    let address: Ipv4Addr = address.parse().ok()?;
     if port.is_some() && forwarding != Forwarding::Nat {
-        return Err(at(
+        out.push(at(
             f,
             "a fallback port needs `forwarding: nat` (DR forwards to the same port; give the address alone)",
         ));
     }
     if reals.iter().any(|r| r.address == address) {
-        return Err(at(
+        out.push(at(
             f,
             format!("fallback {address} is also a real of this service"),
         ));
     }
-    if address.is_unspecified()
-        || address.is_broadcast()
-        || address.is_multicast()
-        || address.is_loopback()
-        || address == vip
-    {
-        return Err(at(f, format!("{address} cannot be a fallback address")));
+    if address == vip {
+        out.push(at(
+            f,
+            format!("{address} cannot be a fallback: it is the service's own VIP"),
+        ));
     }
-    Ok(Fallback { address, port })
+    Some(Fallback { address, port })
 }
-
-const MIN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-const MAX_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
-const MAX_RISE_FALL: u32 = 100;
 
 /// Options that belong to another kind of check are refused: silently ignored, they would
 /// make the operator believe something is checked that is not.
-fn refuse_options_of_other_checks(spec: &Spanned<HealthSpec>) -> Result<(), Invalid> {
-    let h = &spec.value;
-    let kind = match h.check {
+fn refuse_options_of_other_checks(h: &HealthSpec, out: &mut Vec<Invalid>) {
+    let kind = match h.check.value {
         CheckSpec::Tcp => "tcp",
         CheckSpec::Http => "http",
         CheckSpec::Https => "https",
@@ -402,25 +321,56 @@ fn refuse_options_of_other_checks(spec: &Spanned<HealthSpec>) -> Result<(), Inva
         CheckSpec::Exec => "exec",
         CheckSpec::None => "none",
     };
-    let http = ["http", "https"];
-    let options: [(&str, bool, &[&str]); 8] = [
-        ("called_ae", h.called_ae.is_some(), &["dicom-echo"]),
-        ("calling_ae", h.calling_ae.is_some(), &["dicom-echo"]),
-        ("path", h.path.is_some(), &http),
-        ("host", h.host.is_some(), &http),
-        ("expect_status", h.expect_status.is_some(), &http),
-        ("expect_body", h.expect_body.is_some(), &http),
+    let http: &[&str] = &["http", "https"];
+    let location = |o: Option<&Location>| o.copied();
+    let options: [(&str, Option<Location>, &[&str]); 8] = [
+        (
+            "called_ae",
+            location(h.called_ae.as_ref().map(|s| &s.referenced)),
+            &["dicom-echo"],
+        ),
+        (
+            "calling_ae",
+            location(h.calling_ae.as_ref().map(|s| &s.referenced)),
+            &["dicom-echo"],
+        ),
+        (
+            "path",
+            location(h.path.as_ref().map(|s| &s.referenced)),
+            http,
+        ),
+        (
+            "host",
+            location(h.host.as_ref().map(|s| &s.referenced)),
+            http,
+        ),
+        (
+            "expect_status",
+            location(h.expect_status.as_ref().map(|s| &s.referenced)),
+            http,
+        ),
+        (
+            "expect_body",
+            location(h.expect_body.as_ref().map(|s| &s.referenced)),
+            http,
+        ),
         (
             "verify_certificate",
-            h.verify_certificate.is_some(),
+            location(h.verify_certificate.as_ref().map(|s| &s.referenced)),
             &["https"],
         ),
-        ("command", h.command.is_some(), &["exec"]),
+        (
+            "command",
+            location(h.command.as_ref().map(|s| &s.referenced)),
+            &["exec"],
+        ),
     ];
     for (option, given, kinds) in options {
-        if given && !kinds.contains(&kind) {
-            return Err(at(
-                spec,
+        if let Some(location) = given
+            && !kinds.contains(&kind)
+        {
+            out.push(at_location(
+                &location,
                 format!(
                     "`{option}` applies to `check: {}` only; this check is `{kind}`",
                     kinds.join("` or `check: ")
@@ -428,19 +378,28 @@ fn refuse_options_of_other_checks(spec: &Spanned<HealthSpec>) -> Result<(), Inva
             ));
         }
     }
-    if kind == "none" && (h.port.is_some() || h.interval.is_some() || h.timeout.is_some()) {
-        return Err(at(
-            spec,
-            "`check: none` runs no check: port, interval and timeout do not apply",
-        ));
+    if kind == "none" {
+        for (option, given) in [
+            ("port", h.port.as_ref().map(|s| s.referenced)),
+            ("interval", h.interval.as_ref().map(|s| s.referenced)),
+            ("timeout", h.timeout.as_ref().map(|s| s.referenced)),
+        ] {
+            if let Some(location) = given {
+                out.push(at_location(
+                    &location,
+                    format!("`check: none` runs no check: `{option}` does not apply"),
+                ));
+            }
+        }
     }
-    Ok(())
 }
 
-fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
+fn health(spec: &Spanned<HealthSpec>, out: &mut Vec<Invalid>) -> HealthCheck {
     let h = &spec.value;
-    let mut check = HealthCheck {
-        kind: match h.check {
+    refuse_options_of_other_checks(h, out);
+    let defaults = HealthCheck::default();
+    let check = HealthCheck {
+        kind: match h.check.value {
             CheckSpec::Tcp => CheckKind::Tcp,
             CheckSpec::Http => CheckKind::Http,
             CheckSpec::Https => CheckKind::Https,
@@ -450,108 +409,54 @@ fn validate_health(spec: &Spanned<HealthSpec>) -> Result<HealthCheck, Invalid> {
             CheckSpec::None => CheckKind::None,
         },
         port: h.port.as_ref().map(|p| p.value),
-        ..HealthCheck::default()
+        interval: h.interval.as_ref().map_or(defaults.interval, |i| i.value.0),
+        timeout: h.timeout.as_ref().map_or(defaults.timeout, |t| t.value.0),
+        rise: h.rise.unwrap_or(defaults.rise),
+        fall: h.fall.unwrap_or(defaults.fall),
+        called_ae: h
+            .called_ae
+            .as_ref()
+            .map_or(defaults.called_ae, |ae| ae.value.trim().to_string()),
+        calling_ae: h
+            .calling_ae
+            .as_ref()
+            .map_or(defaults.calling_ae, |ae| ae.value.trim().to_string()),
+        path: h.path.as_ref().map_or(defaults.path, |p| p.value.clone()),
+        host: h.host.as_ref().map(|host| host.value.clone()),
+        expect_status: h
+            .expect_status
+            .as_ref()
+            .and_then(|s| parse_status_range(&s.value))
+            .unwrap_or(defaults.expect_status),
+        expect_body: h.expect_body.as_ref().map(|b| b.value.clone()),
+        verify_certificate: h.verify_certificate.as_ref().is_none_or(|v| v.value),
+        command: h
+            .command
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default(),
     };
-    if let Some(port) = &h.port
-        && port.value == 0
-    {
-        return Err(at(
-            port,
-            "health port must be a whole number from 1 to 65535",
-        ));
-    }
-    refuse_options_of_other_checks(spec)?;
-    if let Some(i) = h.interval {
-        check.interval = i.0;
-    }
-    if let Some(t) = h.timeout {
-        check.timeout = t.0;
-    }
-    if check.interval < MIN_CHECK_INTERVAL || check.interval > MAX_CHECK_INTERVAL {
-        return Err(at(
-            spec,
-            "health interval must be from 100ms to 1h (a check every few milliseconds would flood the reals)",
-        ));
-    }
-    if check.timeout.is_zero() || check.timeout > check.interval {
-        return Err(at(
-            spec,
+    if check.timeout > check.interval {
+        // At the timeout if given, else at the interval that made the default too long.
+        let location = h
+            .timeout
+            .as_ref()
+            .or(h.interval.as_ref())
+            .map_or(spec.referenced, |s| s.referenced);
+        out.push(at_location(
+            &location,
             format!(
-                "health timeout must be longer than 0 and no longer than its interval ({:?})",
-                check.interval
+                "the health timeout ({}) must be no longer than its interval ({})",
+                super::duration::show(check.timeout),
+                super::duration::show(check.interval)
             ),
         ));
     }
-    check.rise = h.rise.unwrap_or(check.rise);
-    check.fall = h.fall.unwrap_or(check.fall);
-    if !(1..=MAX_RISE_FALL).contains(&check.rise) || !(1..=MAX_RISE_FALL).contains(&check.fall) {
-        return Err(at(
-            spec,
-            format!("health rise and fall must be whole numbers from 1 to {MAX_RISE_FALL}"),
-        ));
-    }
-    for (ae, slot) in [
-        (&h.called_ae, &mut check.called_ae),
-        (&h.calling_ae, &mut check.calling_ae),
-    ] {
-        if let Some(ae) = ae {
-            let v = ae.value.trim();
-            if v.is_empty()
-                || v.len() > 16
-                || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-                || v.contains('\\')
-            {
-                return Err(at(
-                    ae,
-                    format!(
-                        "`{}` is not a DICOM AE title (1 to 16 printable ASCII characters, no backslash)",
-                        ae.value
-                    ),
-                ));
-            }
-            *slot = v.to_string();
-        }
-    }
-    if let Some(path) = &h.path {
-        if !path.starts_with('/') {
-            return Err(at(spec, format!("health path `{path}` must start with /")));
-        }
-        check.path = path.clone();
-    }
-    check.host = h.host.clone();
-    if let Some(range) = &h.expect_status {
-        check.expect_status = parse_status_range(range).ok_or_else(|| {
-            at(
-                spec,
-                format!("expect_status `{range}` is not a status or range like 200-399"),
-            )
-        })?;
-    }
-    if let Some(re) = &h.expect_body
-        && let Err(e) = regex::Regex::new(re)
-    {
-        return Err(at(spec, format!("expect_body is not a valid regex: {e}")));
-    }
-    check.expect_body = h.expect_body.clone();
-    check.verify_certificate = h.verify_certificate.unwrap_or(true);
-    check.command = h.command.clone().unwrap_or_default();
     if check.kind == CheckKind::Exec && check.command.is_empty() {
-        return Err(at(
-            spec,
+        out.push(at(
+            &h.check,
             "an exec check needs `command: [program, args...]`",
         ));
     }
-    Ok(check)
-}
-
-fn parse_status_range(text: &str) -> Option<(u16, u16)> {
-    let (lo, hi) = match text.split_once('-') {
-        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
-        None => {
-            let s = text.trim().parse().ok()?;
-            (s, s)
-        }
-    };
-    (100..=599).contains(&lo).then_some(())?;
-    (lo..=599).contains(&hi).then_some((lo, hi))
+    check
 }
