@@ -89,6 +89,10 @@ const VALUES: &[&str] = &[
     "224.0.0.1",
     "198.18.0.100",
     "198.18.0.312",
+    "0.1.2.3",
+    "240.0.0.1",
+    "\"x\\ny\"",
+    "\"/a b\"",
     "2s",
     "2",
     "1ms",
@@ -177,10 +181,20 @@ fn mutate(rng: &mut Pcg64, text: &str) -> String {
 fn assert_safe(policy: &Policy, text: &str) {
     let vips: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
     let usable = |a: Ipv4Addr| {
-        !(a.is_loopback() || a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+        let first = a.octets()[0];
+        !(a.is_loopback() || a.is_broadcast() || a.is_multicast() || first == 0 || first >= 240)
     };
     for s in &policy.services {
         assert!(!s.reals.is_empty(), "{} has no reals:\n{text}", s.name);
+        assert!(
+            !s.name.chars().any(char::is_control),
+            "name {:?}:\n{text}",
+            s.name
+        );
+        assert!(
+            !s.health.path.contains(char::is_whitespace),
+            "path:\n{text}"
+        );
         assert!(
             !s.ports.is_empty() && !s.ports.contains(&0),
             "ports:\n{text}"

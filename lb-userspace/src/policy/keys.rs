@@ -57,6 +57,8 @@ pub enum Kind {
     StatusRange,
     /// A regular expression.
     Pattern,
+    /// A host name for an HTTP Host header: not empty, no spaces or control characters.
+    Host,
     /// A program and its arguments, as a list.
     Command,
     Section(&'static Section),
@@ -142,7 +144,7 @@ pub static POLICY: Section = Section {
         key(
             "services",
             Kind::Sections(&SERVICE),
-            "none",
+            "no services",
             "The virtual services: at most 64, with at most 4096 VIP:port pairs and 4096 reals in all.",
         ),
     ],
@@ -243,7 +245,7 @@ pub static SERVICE: Section = Section {
         key(
             "persistence",
             Kind::Section(&PERSISTENCE),
-            "none",
+            "no persistence",
             "Source-IP affinity: a client returns to the same real while it keeps coming back.",
         ),
         key(
@@ -255,7 +257,7 @@ pub static SERVICE: Section = Section {
         key(
             "fallback",
             Kind::AddressPort,
-            "none",
+            "no fallback",
             "A server used only while no real is up (a sorry server): `ADDRESS`, or with `forwarding: nat` `ADDRESS:PORT`.",
         ),
         key(
@@ -383,7 +385,7 @@ pub static HEALTH: Section = Section {
         ),
         key(
             "host",
-            Kind::Text,
+            Kind::Host,
             "the real's address",
             "http, https: the Host header (and TLS server name).",
         ),

@@ -118,7 +118,9 @@ pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
         // Where the first byte that is not UTF-8 is, so the operator can find it.
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        let column = good.iter().rev().take_while(|&&b| b != b'\n').count() as u64 + 1;
+        // In characters, as every other position is.
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
         PolicyErrors::one(PolicyError {
             file: file.clone(),
             line,
@@ -149,9 +151,21 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
+        // Never past the file's end (a file of comments is "empty" at its line 1).
+        let line = line.min(text.lines().count().max(1) as u64);
         located(vec![syntax_problem(text, line, column, plain_message(&e))])
     };
-    let tree = tree::read(text).map_err(yaml_error)?;
+    if let Some(line) = second_document(text) {
+        return Err(located(vec![validate::Invalid {
+            line,
+            column: 1,
+            message: "a second YAML document starts here; the policy is one document (remove this `---` and what follows)".into(),
+        }]));
+    }
+    let mut tree = tree::read(text).map_err(yaml_error)?;
+    if matches!(tree.value, tree::Value::Null) {
+        (tree.line, tree.column) = (1, 1);
+    }
     let problems = shape::check(&tree, &keys::POLICY);
     if !problems.is_empty() {
         return Err(located(problems));
@@ -160,6 +174,26 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
     let raw: schema::PolicyFile =
         serde_saphyr::from_str_with_options(text, tree::options()).map_err(yaml_error)?;
     validate::validate(raw).map_err(located)
+}
+
+/// The line of a `---` that starts a second document (one before any content starts the first).
+fn second_document(text: &str) -> Option<u64> {
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            if content {
+                return Some(i as u64 + 1);
+            }
+            content = true; // what follows is the first document
+            continue;
+        }
+        let body = trimmed.trim_start();
+        if !body.is_empty() && !body.starts_with('#') && !body.starts_with('%') {
+            content = true;
+        }
+    }
+    None
 }
 
 /// A YAML syntax error, or the tab that caused it: YAML indents with spaces only, and the
@@ -187,9 +221,36 @@ fn syntax_problem(text: &str, line: u64, column: u64, message: String) -> valida
     }
 }
 
-/// serde-saphyr renders `error: line L column C: message` plus a source excerpt; keep only the
-/// message, since we print the position ourselves.
+/// The parser's message, without its position (printed by us), in plainer words where the
+/// parser's own would send the operator to its API or its internals.
 fn plain_message(error: &serde_saphyr::Error) -> String {
+    let message = parser_message(error);
+    let plainer = [
+        (
+            "budget breached",
+            "the policy is nested too deeply or has too many aliases",
+        ),
+        ("recursion limit", "the policy is nested too deeply"),
+        (
+            "simple key expected ':'",
+            "a key needs `: ` (a colon and a space) before its value",
+        ),
+        (
+            "multiple YAML documents",
+            "the policy is one YAML document: remove the second `---` and what follows",
+        ),
+    ];
+    for (theirs, ours) in plainer {
+        if message.contains(theirs) {
+            return ours.to_string();
+        }
+    }
+    message
+}
+
+/// serde-saphyr renders `error: line L column C: message` plus a source excerpt; keep only the
+/// message.
+fn parser_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or("invalid policy").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);

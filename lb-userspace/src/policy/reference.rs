@@ -40,8 +40,8 @@ services:
 fn kind_text(kind: &Kind) -> String {
     let range = |min: &Duration, max: &Duration| format!("{} to {}", show(*min), show(*max));
     match kind {
-        Kind::Text => "Text.".into(),
-        Kind::Name => "A name (text, not empty).".into(),
+        Kind::Text => "Text, on one line.".into(),
+        Kind::Name => "A name (printable text on one line, not empty).".into(),
         Kind::Interface => "An interface name, 1 to 15 characters.".into(),
         Kind::Address => "An IPv4 address other hosts can reach (not 0.0.0.0, 255.255.255.255, multicast or loopback).".into(),
         Kind::AddressPort => "`ADDRESS` or `ADDRESS:PORT`.".into(),
@@ -65,6 +65,7 @@ fn kind_text(kind: &Kind) -> String {
         Kind::UrlPath => "A path starting with `/`.".into(),
         Kind::StatusRange => "An HTTP status (`200`) or range (`200-399`), within 100 to 599.".into(),
         Kind::Pattern => "A regular expression (Rust regex syntax).".into(),
+        Kind::Host => "A host name.".into(),
         Kind::Command => "A list: the program, then its arguments.".into(),
         Kind::Section(s) => format!("A block of keys: see {}.", title(s)),
         Kind::Sections(s) => format!("A list of blocks, each entry starting with `- `: see {}.", title(s)),

@@ -147,9 +147,9 @@ pub struct HealthSpec {
     #[serde(default)]
     pub timeout: Option<Spanned<DurationSpec>>,
     #[serde(default)]
-    pub rise: Option<u32>,
+    pub rise: Option<Spanned<u32>>,
     #[serde(default)]
-    pub fall: Option<u32>,
+    pub fall: Option<Spanned<u32>>,
     #[serde(default)]
     pub called_ae: Option<Spanned<String>>,
     #[serde(default)]

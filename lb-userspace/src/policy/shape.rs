@@ -37,27 +37,40 @@ fn section(node: &Node, section: &Section, out: &mut Vec<Invalid>) {
             ));
             return;
         }
-        other => {
+        _ => {
             out.push(at(
                 node,
                 format!(
                     "{} is a block of keys ({}), not {}",
                     section.noun,
                     key_list(section),
-                    other.describe()
+                    node.describe()
                 ),
             ));
             return;
         }
     };
     let mut seen: HashMap<&str, &Node> = HashMap::new();
+    // Required keys a mistyped key was probably meant as: not reported missing as well.
+    let mut meant = Vec::new();
     for (key_node, value) in entries {
-        let Some(name) = key_node.value.scalar_text() else {
-            out.push(at(key_node, "a key must be a name, not a list or a block"));
-            continue;
+        let name = match &key_node.value {
+            Value::Null => {
+                out.push(at(key_node, "a key is missing before this `:`"));
+                continue;
+            }
+            other => match other.scalar_text() {
+                Some(name) => name,
+                None => {
+                    out.push(at(key_node, "a key must be a name, not a list or a block"));
+                    continue;
+                }
+            },
         };
         let Some(key) = section.keys.iter().find(|k| k.name == name) else {
-            out.push(at(key_node, unknown_key(&name, section)));
+            let (message, guess) = unknown_key(&name, section);
+            meant.extend(guess);
+            out.push(at(key_node, message));
             continue;
         };
         if let Some(first) = seen.insert(key.name, key_node) {
@@ -73,7 +86,7 @@ fn section(node: &Node, section: &Section, out: &mut Vec<Invalid>) {
         self::value(value, key, section, out);
     }
     for key in section.keys.iter().filter(|k| k.required) {
-        if !seen.contains_key(key.name) {
+        if !seen.contains_key(key.name) && !meant.contains(&key.name) {
             out.push(at(
                 node,
                 format!("{} needs `{}`: {}", section.noun, key.name, key.doc),
@@ -92,28 +105,46 @@ fn key_list(section: &Section) -> String {
 }
 
 /// `unknown key`, with the key meant if it is close, or where the key belongs if it is
-/// another block's, or else what this block has.
-fn unknown_key(name: &str, section: &Section) -> String {
+/// another block's, or else what this block has; and the key meant, if any.
+fn unknown_key(name: &str, section: &Section) -> (String, Option<&'static str>) {
+    let shown = name.escape_debug();
+    if name.contains(char::is_whitespace) {
+        return (
+            format!(
+                "unknown key `{shown}`: keys have no spaces (is the line indented with something other than plain spaces?)"
+            ),
+            None,
+        );
+    }
     let names = section.keys.iter().map(|k| k.name);
     if let Some(meant) = did_you_mean(name, names) {
-        return format!(
-            "unknown key `{name}` in {}; did you mean `{meant}`?",
-            section.noun
+        return (
+            format!(
+                "unknown key `{shown}` in {}; did you mean `{meant}`?",
+                section.noun
+            ),
+            Some(meant),
         );
     }
     if let Some(home) = SECTIONS
         .iter()
         .find(|s| s.keys.iter().any(|k| k.name == name))
     {
-        return format!(
-            "`{name}` is a key of {} ({}), not of {}",
-            home.noun, home.path, section.noun
+        return (
+            format!(
+                "`{shown}` is a key of {} ({}), not of {}",
+                home.noun, home.path, section.noun
+            ),
+            None,
         );
     }
-    format!(
-        "unknown key `{name}` in {}; it has: {}",
-        section.noun,
-        key_list(section)
+    (
+        format!(
+            "unknown key `{shown}` in {}; it has: {}",
+            section.noun,
+            key_list(section)
+        ),
+        None,
     )
 }
 
@@ -133,10 +164,12 @@ pub fn did_you_mean<'a>(given: &str, candidates: impl Iterator<Item = &'a str>) 
 fn value(node: &Node, key: &Key, within: &Section, out: &mut Vec<Invalid>) {
     let name = key.name;
     if matches!(node.value, Value::Null) {
-        out.push(at(
-            node,
-            format!("`{name}` has no value; give one or leave the key out"),
-        ));
+        let message = if key.required {
+            format!("`{name}` needs a value: {}", key.doc)
+        } else {
+            format!("`{name}` has no value; give one or leave the key out")
+        };
+        out.push(at(node, message));
         return;
     }
     let problem: Option<String> = match &key.kind {
@@ -145,15 +178,19 @@ fn value(node: &Node, key: &Key, within: &Section, out: &mut Vec<Invalid>) {
             None
         }
         Kind::Sections(inner) => match &node.value {
+            // A required list must have something in it (interfaces, reals).
+            Value::List(items) if items.is_empty() && key.required => Some(format!(
+                "`{name}` needs at least one entry, not an empty list"
+            )),
             Value::List(items) => {
                 for item in items {
                     section(item, inner, out);
                 }
                 None
             }
-            other => Some(format!(
+            _ => Some(format!(
                 "`{name}` is a list, each entry starting with `- `; not {}",
-                other.describe()
+                node.describe()
             )),
         },
         Kind::Ports => ports(node, name, out),
@@ -174,7 +211,7 @@ fn value(node: &Node, key: &Key, within: &Section, out: &mut Vec<Invalid>) {
             )),
         },
         kind => scalar(
-            &node.value,
+            node,
             name,
             &format!("the `{name}` of {}", within.noun),
             kind,
@@ -204,7 +241,7 @@ fn ports(node: &Node, name: &str, out: &mut Vec<Invalid>) -> Option<String> {
     }
     let mut seen = HashMap::new();
     for item in items {
-        match port(&item.value, "each port") {
+        match port(item, "each port") {
             Err(message) => out.push(at(item, message)),
             Ok(port) => {
                 if let Some(first) = seen.insert(port, item.line) {
@@ -220,59 +257,80 @@ fn ports(node: &Node, name: &str, out: &mut Vec<Invalid>) -> Option<String> {
 }
 
 /// A whole number, also quoted (`"104"`), as the typed read accepts it.
-fn whole(value: &Value) -> Option<i128> {
-    match value {
+fn whole(node: &Node) -> Option<i128> {
+    match &node.value {
         Value::Whole(n) => Some(*n),
-        Value::Text(t) => t.trim().parse().ok(),
+        Value::Text(t) => t.parse().ok(),
         _ => None,
     }
 }
 
-fn port(value: &Value, what: &str) -> Result<u16, String> {
-    whole(value)
+fn port(node: &Node, what: &str) -> Result<u16, String> {
+    whole(node)
         .and_then(|n| u16::try_from(n).ok())
         .filter(|&p| p > 0)
         .ok_or_else(|| {
             format!(
                 "{what} must be a whole number from 1 to 65535, not {}",
-                value.describe()
+                node.describe()
             )
         })
 }
 
+/// Text meant as one line of printable characters: a newline would forge lines of `status`
+/// and of these messages, a CR or LF inject HTTP headers.
+fn printable(t: &str) -> bool {
+    !t.chars().any(char::is_control)
+}
+
 /// Checks one scalar value against its kind; the error is the whole message.
 /// `whose` names the key with its block, for addresses: "the `vip` of a service".
-fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), String> {
+fn scalar(node: &Node, name: &str, whose: &str, kind: &Kind) -> Result<(), String> {
+    let value = &node.value;
     let text = || match value {
         Value::Text(t) => Ok(t.as_str()),
-        other => Err(format!("`{name}` is text, not {}", other.describe())),
+        _ => Err(format!("`{name}` is text, not {}", node.describe())),
+    };
+    // An address is read as the file spells it, whatever YAML made of it (`10.1` is a number).
+    let spelled = || match value {
+        Value::Text(t) => Ok(t.clone()),
+        _ if !node.raw.is_empty() => Ok(node.raw.clone()),
+        _ => Err(format!("`{name}` is an address, not {}", node.describe())),
     };
     match kind {
-        Kind::Text => value
-            .scalar_text()
-            .map(drop)
-            .ok_or_else(|| format!("`{name}` is text, not {}", value.describe())),
+        Kind::Text => match value.scalar_text() {
+            Some(t) if !t.trim().is_empty() && printable(&t) => Ok(()),
+            Some(_) => Err(format!(
+                "`{name}` must be one line of printable text, not {}",
+                node.describe()
+            )),
+            None => Err(format!("`{name}` is text, not {}", node.describe())),
+        },
         Kind::Name => match value.scalar_text() {
-            Some(t) if !t.trim().is_empty() => Ok(()),
-            _ => Err(format!("`{name}` must be a name, not {}", value.describe())),
+            Some(t) if !t.trim().is_empty() && printable(&t) => Ok(()),
+            _ => Err(format!(
+                "`{name}` must be a name (printable, on one line), not {}",
+                node.describe()
+            )),
         },
         Kind::Interface => {
             let t = value.scalar_text().unwrap_or_default();
             if t.is_empty()
                 || t.len() >= libc::IFNAMSIZ
-                || t.contains(|c: char| c == '/' || c.is_whitespace())
+                || t.contains(|c: char| c == '/' || c.is_whitespace() || c.is_control())
             {
                 Err(format!(
                     "{} is not an interface name (1 to 15 characters, no spaces or /)",
-                    value.describe()
+                    node.describe()
                 ))
             } else {
                 Ok(())
             }
         }
-        Kind::Address => address(text()?, whose).map(drop),
+        Kind::Address => address(&spelled()?, whose).map(drop),
         Kind::AddressPort => {
-            let t = text()?.trim();
+            let t = spelled()?;
+            let t = t.as_str();
             match t.rsplit_once(':') {
                 Some((a, p)) if a.parse::<Ipv4Addr>().is_ok() => {
                     address(a, whose)?;
@@ -291,14 +349,14 @@ fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), Str
                 }),
             }
         }
-        Kind::Port => port(value, &format!("`{name}`")).map(drop),
-        Kind::Whole { min, max } => whole(value)
+        Kind::Port => port(node, &format!("`{name}`")).map(drop),
+        Kind::Whole { min, max } => whole(node)
             .filter(|n| (*min as i128..=*max as i128).contains(n))
             .map(drop)
             .ok_or_else(|| {
                 format!(
                     "`{name}` must be a whole number from {min} to {max}, not {}",
-                    value.describe()
+                    node.describe()
                 )
             }),
         Kind::Duration {
@@ -309,7 +367,7 @@ fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), Str
             let given = match value {
                 Value::Whole(n) => {
                     return Err(format!(
-                        "`{name}` needs a unit: `{n}s` (units: ms, s, m, h)"
+                        "`{name}` needs a unit: `{n}s` (units: ms, s, m, h, d)"
                     ));
                 }
                 _ => text()?,
@@ -340,14 +398,17 @@ fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), Str
             Err(format!(
                 "`{name}` is one of {}, not {}{hint}",
                 values.join(", "),
-                value.describe()
+                node.describe()
             ))
         }
         Kind::Flag => match value {
             Value::Bool(_) => Ok(()),
-            other => Err(format!(
+            Value::Text(t) if t == "true" || t == "false" => {
+                Err(format!("`{name}` is true or false, written without quotes"))
+            }
+            _ => Err(format!(
                 "`{name}` is true or false, not {}",
-                other.describe()
+                node.describe()
             )),
         },
         Kind::AeTitle => {
@@ -366,18 +427,38 @@ fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), Str
             }
         }
         Kind::UrlPath => match text()? {
+            t if t.contains(|c: char| c.is_whitespace() || c.is_control()) => Err(format!(
+                "`{name}` must have no spaces or control characters (write a space as %20)"
+            )),
             t if t.starts_with('/') => Ok(()),
             t => Err(format!("`{name}` must start with /, e.g. /{t}")),
         },
-        Kind::StatusRange => {
-            let t = value.scalar_text().unwrap_or_default();
-            parse_status_range(&t).map(drop).ok_or_else(|| {
-                format!("`{name}` is an HTTP status or a range like 200-399, not `{t}`")
-            })
-        }
-        Kind::Pattern => regex::Regex::new(text()?)
-            .map(drop)
-            .map_err(|e| format!("`{name}` is not a valid regular expression: {e}")),
+        Kind::Host => match text()? {
+            t if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control()) => {
+                Err(format!(
+                    "`{name}` is a host name (no spaces or control characters), not {}",
+                    node.describe()
+                ))
+            }
+            _ => Ok(()),
+        },
+        Kind::StatusRange => match value.scalar_text() {
+            Some(t) if parse_status_range(&t).is_some() => Ok(()),
+            _ => Err(format!(
+                "`{name}` is an HTTP status or a range like 200-399, not {}",
+                node.describe()
+            )),
+        },
+        Kind::Pattern => regex::Regex::new(text()?).map(drop).map_err(|e| {
+            // The regex crate explains over several lines; the last says what is wrong.
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!("`{name}` is not a valid regular expression: {}", why.trim())
+        }),
         Kind::Ports | Kind::Command | Kind::Section(_) | Kind::Sections(_) => {
             unreachable!("handled by value()")
         }
@@ -386,10 +467,20 @@ fn scalar(value: &Value, name: &str, whose: &str, kind: &Kind) -> Result<(), Str
 
 /// An IPv4 address other hosts can reach; other notations get a message that names them.
 fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
-    let t = text.trim();
-    let address = match t.parse::<Ipv4Addr>() {
+    let shown = text.escape_debug().to_string();
+    let t = shown.as_str();
+    if text.trim() != text {
+        return Err(format!(
+            "`{t}` has spaces around it; {whose} is the address alone"
+        ));
+    }
+    let address = match text.parse::<Ipv4Addr>() {
         Ok(a) => a,
-        Err(_) if t.parse::<std::net::Ipv6Addr>().is_ok() => {
+        Err(_)
+            if t.parse::<std::net::Ipv6Addr>().is_ok()
+                || t.starts_with('[')
+                || t.parse::<std::net::SocketAddrV6>().is_ok() =>
+        {
             return Err(format!(
                 "`{t}`: IPv6 addresses are not supported yet; {whose} must be an IPv4 address"
             ));
@@ -418,14 +509,17 @@ fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
             ));
         }
     };
+    let first = address.octets()[0];
     let unusable = if address.is_loopback() {
         Some("a loopback address")
-    } else if address.is_unspecified() {
-        Some("the unspecified address")
+    } else if first == 0 {
+        Some("in 0.0.0.0/8 (this network, no host's address)")
     } else if address.is_broadcast() {
         Some("the broadcast address")
     } else if address.is_multicast() {
         Some("a multicast address")
+    } else if first >= 240 {
+        Some("in 240.0.0.0/4 (reserved)")
     } else {
         None
     };

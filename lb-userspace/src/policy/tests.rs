@@ -207,7 +207,10 @@ fn other_rejections() {
 #[test]
 fn no_interface_is_rejected() {
     let e = error("interfaces: []\nservices: []\n");
-    assert!(e.message.contains("at least one interface"), "{e}");
+    assert!(
+        e.message.contains("`interfaces` needs at least one entry"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -402,7 +405,11 @@ fn policies_that_would_take_a_service_down_are_refused() {
     // A service without reals, and a real that is another service's VIP.
     let single = "interfaces:\n  - name: eth0\nservices:\n  - name: a\n    vip: 198.18.0.100\n    ports: [80]\n    protocol: tcp\n    forwarding: dr\n    reals: []\n";
     let e = error(single);
-    assert!(e.message.contains("at least one real"), "{e}");
+    assert!(
+        e.message.contains("`reals` needs at least one entry"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.column), (9, 12), "at the empty list: {e}");
     let looped = format!(
         "{}    reals:\n      - address: 198.18.0.101\n  - name: b\n    vip: 198.18.0.101\n    ports: [80]\n    protocol: tcp\n    forwarding: dr\n    reals:\n      - address: 198.18.0.11\n",
         single.replace("    reals: []\n", "")
@@ -421,5 +428,175 @@ fn policies_that_would_take_a_service_down_are_refused() {
         crate::policy::warnings(&p)
             .iter()
             .any(|w| w.contains("every real has weight 0"))
+    );
+}
+
+/// What an adversarial trial of `validate` found accepted or explained badly.
+#[test]
+fn unsafe_values_are_refused_and_explained_as_written() {
+    let nat = GOOD.replace("forwarding: dr", "forwarding: nat");
+    // (replace, with, message needle, the line the problem is on)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "    vip: 198.18.0.100\n    ports: [104",
+            "    vip: 0.1.2.3\n    ports: [104",
+            "in 0.0.0.0/8",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: 240.0.0.1",
+            "in 240.0.0.0/4",
+        ),
+        (
+            "fallback: 198.18.0.99",
+            "fallback: 255.255.255.254",
+            "in 240.0.0.0/4",
+        ),
+        (
+            "  - name: viewer",
+            "  - name: \"view\\ner\"",
+            "printable, on one line",
+        ),
+        ("weight: 100", "weight: 1e3", "not `1e3`"),
+        (
+            "address: 198.18.0.11",
+            "address: 10.1",
+            "`10.1` is not an IPv4 address",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: \"198.18.0.11 \"",
+            "has spaces around it",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: '[::1]:80'",
+            "IPv6 addresses are not supported yet",
+        ),
+        ("      rise: 2", "      rise: 1.0", "not `1.0`"),
+    ];
+    for (from, to, needle) in cases {
+        assert!(nat.contains(from), "{from}");
+        let text = nat.replacen(from, to, 1);
+        let first_to_line = to.lines().next().unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.contains(first_to_line.trim()))
+            .unwrap() as u64
+            + 1;
+        let all = errors(&text);
+        let e = all
+            .0
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("{to}: no `{needle}` in\n{all}"));
+        assert_eq!(e.line, line, "{to}: {e}");
+        assert!(!e.message.contains("not valid YAML"), "{to}: {e}");
+    }
+    // HTTP values that would inject headers or break the request line.
+    let http = GOOD.replacen(
+        "      check: dicom-echo\n      port: 104\n",
+        "      check: http\n      port: 104\n      host: \"pacs\\r\\nX-Evil: 1\"\n      path: /a b\n      expect_status: [200, 204]\n      expect_body: \"(\"\n",
+        1,
+    )
+    .replace("      called_ae: ORTHANC\n      calling_ae: XDPLB\n", "");
+    let all = errors(&http);
+    for needle in [
+        "`host` is a host name",
+        "`path` must have no spaces",
+        "`expect_status` is an HTTP status or a range like 200-399, not a list",
+        "`expect_body` is not a valid regular expression",
+    ] {
+        assert!(
+            all.0.iter().any(|e| e.message.contains(needle)),
+            "{needle}:\n{all}"
+        );
+    }
+    assert!(
+        all.0.iter().all(|e| !e.message.contains('\n')),
+        "one line each:\n{all}"
+    );
+    // A fallback that is another service's VIP; `check: none` with rise and fall.
+    let e = error(
+        &GOOD
+            .replace("fallback: 198.18.0.99", "fallback: 198.18.0.100")
+            .replacen(
+                "    vip: 198.18.0.100\n    ports: [104",
+                "    vip: 198.18.0.101\n    ports: [104",
+                1,
+            ),
+    );
+    assert!(e.message.contains("is a VIP of this balancer"), "{e}");
+    let none = GOOD
+        .replacen(
+            "      check: dicom-echo\n      port: 104\n      interval: 2s\n      timeout: 1s\n",
+            "      check: none\n",
+            1,
+        )
+        .replace("      called_ae: ORTHANC\n      calling_ae: XDPLB\n", "");
+    let all = errors(&none);
+    assert!(
+        all.0
+            .iter()
+            .any(|e| e.message.contains("`rise` does not apply")),
+        "{all}"
+    );
+    assert!(
+        all.0
+            .iter()
+            .any(|e| e.message.contains("`fall` does not apply")),
+        "{all}"
+    );
+}
+
+#[test]
+fn structure_mistakes_are_reported_once_where_they_are() {
+    // A mistyped required key: "did you mean", not also "needs `protocol`".
+    let all = errors(&GOOD.replacen("    protocol: tcp", "    protocl: tcp", 1));
+    assert_eq!(all.0.len(), 1, "{all}");
+    assert!(
+        all.first().message.contains("did you mean `protocol`"),
+        "{all}"
+    );
+    // An empty required key is not told it may be left out.
+    let e = error(&GOOD.replacen("    vip: 198.18.0.100", "    vip:", 1));
+    assert!(e.message.contains("`vip` needs a value"), "{e}");
+    // A second document, at its `---`.
+    let e = error(&format!("{GOOD}---\ninterfaces: []\n"));
+    let line = GOOD.lines().count() as u64 + 1;
+    assert_eq!((e.line, e.column), (line, 1), "{e}");
+    assert!(e.message.contains("one document"), "{e}");
+    // A file of comments: empty, at a line it has.
+    let e = error("# nothing yet\n# really\n");
+    assert_eq!(e.line, 1, "{e}");
+    // Parser words for common slips are replaced.
+    let e = error(&GOOD.replacen("ports: [104, 11112]", "ports:[104, 11112]", 1));
+    assert!(!e.message.contains("simple key"), "{e}");
+}
+
+#[test]
+fn suspicious_checks_are_warned_about() {
+    let none = GOOD.replacen("      check: dicom-echo\n      port: 104\n      interval: 2s\n      timeout: 1s\n      rise: 2\n      fall: 3\n", "      check: none\n", 1)
+        .replace("      called_ae: ORTHANC\n      calling_ae: XDPLB\n", "");
+    let warnings = crate::policy::warnings(&parse("p.yaml", &none).unwrap());
+    assert!(
+        warnings.iter().any(|w| w.contains("`check: none`")),
+        "{warnings:?}"
+    );
+    let udp = GOOD
+        .replacen(
+            "protocol: tcp\n    forwarding: dr",
+            "protocol: udp\n    forwarding: dr",
+            1,
+        )
+        .replacen(
+            "      check: dicom-echo\n      port: 104\n",
+            "      check: dicom-echo\n",
+            1,
+        );
+    let warnings = crate::policy::warnings(&parse("p.yaml", &udp).unwrap());
+    assert!(
+        warnings.iter().any(|w| w.contains("is UDP")),
+        "{warnings:?}"
     );
 }

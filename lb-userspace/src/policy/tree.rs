@@ -16,6 +16,19 @@ pub struct Node {
     pub value: Value,
     pub line: u64,
     pub column: u64,
+    /// A scalar as the file spells it (`1e3`, `080`, `"104"`), for messages; empty if unknown.
+    pub raw: String,
+}
+
+impl Node {
+    /// What this node is, in the words an error message uses, as the file wrote it.
+    pub fn describe(&self) -> String {
+        if self.raw.is_empty() {
+            self.value.describe()
+        } else {
+            format!("`{}`", self.raw)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -32,16 +45,17 @@ pub enum Value {
 }
 
 impl Value {
-    /// What this value is, in the words an error message uses ("a list", "`abc`").
+    /// What this value is, in the words an error message uses ("a list", "`abc`"); control
+    /// characters escaped, so a message stays one line.
     pub fn describe(&self) -> String {
         match self {
             Value::Null => "nothing".into(),
-            Value::Bool(b) => format!("`{b}`"),
-            Value::Whole(n) => format!("`{n}`"),
-            Value::Fraction(f) => format!("`{f}`"),
-            Value::Text(t) => format!("`{t}`"),
             Value::List(_) => "a list".into(),
             Value::Map(_) => "a block of keys".into(),
+            scalar => format!(
+                "`{}`",
+                scalar.scalar_text().unwrap_or_default().escape_debug()
+            ),
         }
     }
 
@@ -67,7 +81,47 @@ pub fn options() -> Options {
 
 /// Reads YAML text into a tree; the error is the YAML syntax error with its position.
 pub fn read(text: &str) -> Result<Node, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options::<Node>(text, options())
+    let mut root = serde_saphyr::from_str_with_options::<Node>(text, options())?;
+    let lines: Vec<&str> = text.lines().collect();
+    spell(&mut root, &lines);
+    Ok(root)
+}
+
+/// Fills in each plain or quoted one-line scalar's spelling from the source.
+fn spell(node: &mut Node, lines: &[&str]) {
+    match &mut node.value {
+        Value::List(items) => items.iter_mut().for_each(|item| spell(item, lines)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .for_each(|(_, value)| spell(value, lines)),
+        Value::Null => {}
+        _ => {
+            let Some(line) = lines.get(node.line.saturating_sub(1) as usize) else {
+                return;
+            };
+            let rest: String = line
+                .chars()
+                .skip(node.column.saturating_sub(1) as usize)
+                .collect();
+            node.raw = match rest.chars().next() {
+                Some(quote @ ('"' | '\'')) => match rest[1..].find(quote) {
+                    Some(end) => rest[..end + 2].to_string(),
+                    None => String::new(),
+                },
+                // Block scalars span lines: described by value.
+                Some('|' | '>') | None => String::new(),
+                Some(_) => {
+                    let end = rest
+                        .find(" #")
+                        .into_iter()
+                        .chain(rest.find([',', ']', '}']))
+                        .min()
+                        .unwrap_or(rest.len());
+                    rest[..end].trim_end().to_string()
+                }
+            };
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {
@@ -77,6 +131,7 @@ impl<'de> Deserialize<'de> for Node {
             value: spanned.value,
             line: spanned.referenced.line(),
             column: spanned.referenced.column(),
+            raw: String::new(),
         })
     }
 }
@@ -176,6 +231,7 @@ mod tests {
         assert!(matches!(&b[0].value, Value::Text(t) if t == "x"));
         assert_eq!((b[1].line, b[1].column), (4, 5));
         assert!(matches!(b[1].value, Value::Fraction(_)));
+        assert_eq!(b[1].raw, "2.5");
         // A number too big for any key is still a number, for the checker to refuse in words.
         assert!(
             matches!(entries[3].1.value, Value::Whole(_) | Value::Fraction(_)),

@@ -69,13 +69,6 @@ fn interfaces(
     raw: &Spanned<Vec<Spanned<InterfaceSpec>>>,
     out: &mut Vec<Invalid>,
 ) -> Vec<Interface> {
-    if raw.value.is_empty() {
-        out.push(at(
-            raw,
-            "at least one interface is needed: the one the XDP program attaches to",
-        ));
-        return Vec::new();
-    }
     let mut seen = HashSet::new();
     let mut interfaces = Vec::new();
     for spec in &raw.value {
@@ -157,9 +150,22 @@ fn services(raw: &[Spanned<ServiceSpec>], out: &mut Vec<Invalid>) -> Vec<Service
             ));
         }
     }
-    // A real that is another service's VIP would send that service's traffic round again.
+    // A real or fallback that is another service's VIP would send that service's traffic round
+    // again.
     let vips: HashSet<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
     for (spec, service) in raw.iter().zip(&services) {
+        if let (Some(fallback), Some(given)) = (service.fallback, &spec.value.fallback)
+            && fallback.address != service.vip
+            && vips.contains(&fallback.address)
+        {
+            out.push(at(
+                given,
+                format!(
+                    "fallback {} of `{}` is a VIP of this balancer: its packets would be balanced again",
+                    fallback.address, service.name
+                ),
+            ));
+        }
         for real in &spec.value.reals {
             let address = real.value.address.value;
             if address != service.vip && vips.contains(&address) {
@@ -230,12 +236,6 @@ fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
 }
 
 fn reals(spec: &ServiceSpec, forwarding: Forwarding, out: &mut Vec<Invalid>) -> Vec<Real> {
-    if spec.reals.is_empty() {
-        out.push(at(
-            &spec.name,
-            "a service needs at least one real (`reals:` with an `address:` each)",
-        ));
-    }
     let mut reals = Vec::new();
     let mut seen = HashSet::new();
     for real in &spec.reals {
@@ -383,6 +383,8 @@ fn refuse_options_of_other_checks(h: &HealthSpec, out: &mut Vec<Invalid>) {
             ("port", h.port.as_ref().map(|s| s.referenced)),
             ("interval", h.interval.as_ref().map(|s| s.referenced)),
             ("timeout", h.timeout.as_ref().map(|s| s.referenced)),
+            ("rise", h.rise.as_ref().map(|s| s.referenced)),
+            ("fall", h.fall.as_ref().map(|s| s.referenced)),
         ] {
             if let Some(location) = given {
                 out.push(at_location(
@@ -411,8 +413,8 @@ fn health(spec: &Spanned<HealthSpec>, out: &mut Vec<Invalid>) -> HealthCheck {
         port: h.port.as_ref().map(|p| p.value),
         interval: h.interval.as_ref().map_or(defaults.interval, |i| i.value.0),
         timeout: h.timeout.as_ref().map_or(defaults.timeout, |t| t.value.0),
-        rise: h.rise.unwrap_or(defaults.rise),
-        fall: h.fall.unwrap_or(defaults.fall),
+        rise: h.rise.as_ref().map_or(defaults.rise, |r| r.value),
+        fall: h.fall.as_ref().map_or(defaults.fall, |f| f.value),
         called_ae: h
             .called_ae
             .as_ref()

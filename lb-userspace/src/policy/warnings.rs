@@ -1,7 +1,7 @@
 //! Policies that are valid but probably not what the operator wants: `xdplb validate` prints
 //! them, `xdplb run` and reloads log them.
 
-use super::model::{Forwarding, NatRouting, Policy};
+use super::model::{CheckKind, Forwarding, NatRouting, Policy, Protocol};
 
 /// One line per suspicious setting, in the policy's own words.
 pub fn warnings(policy: &Policy) -> Vec<String> {
@@ -20,6 +20,24 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
         );
     }
     for service in &policy.services {
+        let check = service.health.kind;
+        if service.protocol == Protocol::Tcp && check == CheckKind::None {
+            out.push(format!(
+                "service `{}`: `check: none`: every real counts as up, a dead one too, and gets \
+                 new connections",
+                service.name
+            ));
+        }
+        if service.protocol == Protocol::Udp
+            && service.health.port.is_none()
+            && !matches!(check, CheckKind::None | CheckKind::Exec)
+        {
+            out.push(format!(
+                "service `{}` is UDP, but its check connects over TCP to the service port, where \
+                 nothing may listen: give the check the `port:` of a TCP service of the real",
+                service.name
+            ));
+        }
         if service.reals.iter().all(|r| r.weight == 0) {
             out.push(format!(
                 "service `{}`: every real has weight 0, so no real takes new flows{}",
