@@ -44,6 +44,7 @@ impl Peers {
                     .build()
                     .unwrap();
                 let target = Target {
+                    source: None,
                     address: Ipv4Addr::LOCALHOST,
                     port,
                 };

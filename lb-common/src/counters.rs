@@ -48,10 +48,18 @@ pub enum Reason {
     /// Routed through the balancer from the client side straight to a NAT real's service
     /// address:port, not through its VIP (`nat_routing: closed`): dropped.
     DirectToReal = 13,
+    /// SNAT: every source port tried toward the real's address:port is held by a live flow (or
+    /// the SNAT table is full): the new flow is dropped, never given a port in use.
+    SnatPortsExhausted = 14,
+    /// SNAT: a packet to a SNAT address and a port of xdplb's range that belongs to no flow
+    /// (a real's late reply after the flow expired, or one to a flow a pair peer scheduled
+    /// before the client's next packet reaches this node): dropped, since the kernel would
+    /// answer it with a reset that kills the real's side of a live connection.
+    SnatUnknown = 15,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
     /// Entries of `REASON_COUNTERS`: room for reasons to come without a new layout.
     pub const SLOTS: u32 = 32;
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -69,6 +77,8 @@ impl Reason {
         Reason::Martian,
         Reason::IcmpUnmatched,
         Reason::DirectToReal,
+        Reason::SnatPortsExhausted,
+        Reason::SnatUnknown,
     ];
 
     /// Label used in status output and metrics.
@@ -88,6 +98,8 @@ impl Reason {
             Reason::Martian => "martian_source",
             Reason::IcmpUnmatched => "icmp_unmatched",
             Reason::DirectToReal => "direct_to_real",
+            Reason::SnatPortsExhausted => "snat_ports_exhausted",
+            Reason::SnatUnknown => "snat_unknown",
         }
     }
 }

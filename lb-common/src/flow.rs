@@ -51,6 +51,9 @@ pub struct FlowValue {
     pub flags: u32,
     /// NAT only: where packets of this flow go next.
     pub hop: NextHop,
+    /// SNAT only: the source port the real sees (network byte order).
+    pub snat_port: u16,
+    pub _pad: u16,
 }
 
 /// A slot of the data plane's per-CPU flow cache (`FLOW_CACHE`, not pinned, never read by
@@ -81,6 +84,11 @@ pub struct CachedFlow {
     /// interface's own: a hit requires the same, so a frame sent to another station is never
     /// served from the cache.
     pub to_mac: [u8; 6],
+    /// SNAT to a real: the source port the real sees (network byte order).
+    pub snat_port: u16,
+    /// SNAT replies: the client their destination becomes (network byte order); 0 for NAT.
+    pub client: u32,
+    pub client_port: u16,
     pub _pad2: u16,
 }
 
@@ -106,7 +114,8 @@ pub fn entry_alive(seen: u32, flags: u32, real: &crate::service::Real, now: u32)
 }
 
 /// Value of the `NAT_REVERSE` map, keyed by a NAT flow's reply 5-tuple (real -> client): what
-/// the reply's source must be rewritten back to.
+/// the reply's source must be rewritten back to. Also of `SNAT_REVERSE`, keyed by a SNAT
+/// flow's reply 5-tuple (real -> SNAT address:port), with the client its destination becomes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatReverse {
@@ -122,6 +131,11 @@ pub struct NatReverse {
     pub flags: u32,
     /// Where the replies go next (to the client).
     pub hop: NextHop,
+    /// SNAT: the client address and port the reply's destination becomes (network byte
+    /// order); 0 in NAT entries, whose replies are addressed to the client already.
+    pub client: u32,
+    pub client_port: u16,
+    pub _pad2: u16,
 }
 
 /// Key of the `NAT_ORIGINS` map: an address:port:protocol a NAT real replies from.

@@ -17,7 +17,7 @@ pub mod service;
 
 /// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
 /// written by a build with another version.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_ICMP: u8 = 1;

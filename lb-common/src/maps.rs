@@ -11,7 +11,18 @@ pub const MAX_REALS: u32 = 4096;
 pub const MAX_NAT_ORIGINS: u32 = 16384;
 /// Connection-table entries; LRU eviction beyond this.
 pub const MAX_FLOWS: u32 = 1 << 20;
-/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 68 bytes each: 2.1 MiB per CPU).
+/// SNAT flows (entries of `SNAT_REVERSE`, allocated as used): beyond this, new SNAT flows are
+/// refused (`Reason::SnatPortsExhausted`).
+pub const MAX_SNAT_FLOWS: u32 = 1 << 18;
+/// The source ports SNAT gives flows, reserved in the kernel (`ip_local_reserved_ports`) while
+/// SNAT services exist, so the host's own connections never take one: 16384 ports per SNAT
+/// address and real address:port.
+pub const SNAT_PORT_FIRST: u16 = 40960;
+pub const SNAT_PORT_COUNT: u16 = 16384;
+/// Ports tried for a new SNAT flow before it is refused: each is the flow's hash stepped
+/// through the range, so both balancers of a pair try the same ports in the same order.
+pub const SNAT_PROBES: u32 = 16;
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 76 bytes each: 2.4 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
@@ -31,6 +42,17 @@ pub const MAP_VIP_ADDRS: &str = "VIP_ADDRS";
 pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 pub const MAP_REAL_FILTER: &str = "REAL_FILTER";
 pub const MAP_NAT_REVERSE: &str = "NAT_REVERSE";
+/// SNAT reply 5-tuple (real -> SNAT address:port) -> the flow it belongs to (`flow::NatReverse`
+/// with the client). A plain hash map, never evicting: a port is free only once the controller
+/// removed its flow's entry after the flow expired (`dataplane/snat_sweep.rs`), so no live
+/// flow's port is ever given to another.
+pub const MAP_SNAT_REVERSE: &str = "SNAT_REVERSE";
+/// The SNAT addresses in use (key: address, network byte order; value unused), so a packet to
+/// one of them in xdplb's port range that belongs to no flow is dropped rather than answered
+/// with a reset by the kernel.
+pub const MAP_SNAT_ADDRS: &str = "SNAT_ADDRS";
+/// Most SNAT addresses (`SNAT_ADDRS`).
+pub const MAX_SNAT_ADDRS: u32 = 256;
 /// NAT reals' reply sources -> the one VIP:port each serves (`flow::NatOrigin`).
 pub const MAP_NAT_ORIGINS: &str = "NAT_ORIGINS";
 /// Per CPU, one u64: NAT flows adopted from a real's reply (`flow::NatOrigin`).
@@ -73,9 +95,14 @@ pub const ICMP_PROGRAM: &str = "xdplb_icmp";
 /// the flow adopted from the policy (`flow::NatOrigin`); tail-called by `xdplb` at
 /// `PROGRAM_NAT_REPLY`.
 pub const NAT_REPLY_PROGRAM: &str = "xdplb_nat_reply";
+/// The program for SNAT flows' packets, either way: claims a new flow's source port
+/// (`flow::NatReverse` in `SNAT_REVERSE`) and translates; tail-called by `xdplb` at
+/// `PROGRAM_SNAT`.
+pub const SNAT_PROGRAM: &str = "xdplb_snat";
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 pub const PROGRAM_ICMP: u32 = 0;
 pub const PROGRAM_NAT_REPLY: u32 = 1;
+pub const PROGRAM_SNAT: u32 = 2;
 /// Entries of `PROGRAMS`: room for tail-called programs to come without a new layout.
 pub const PROGRAM_SLOTS: u32 = 8;
 /// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current

@@ -15,6 +15,8 @@ pub struct VipKey {
 /// Forwarding modes (`Service::forwarding`).
 pub const FORWARD_DR: u8 = 1;
 pub const FORWARD_NAT: u8 = 2;
+/// NAT with the source rewritten too (`Real::snat_addr`, a port of `maps::SNAT_PORTS`).
+pub const FORWARD_SNAT: u8 = 3;
 
 /// Value of the `SERVICES` map.
 #[repr(C)]
@@ -53,6 +55,9 @@ pub const REAL_NAT: u16 = 2;
 pub const REAL_NEW_FLOWS: u16 = 4;
 /// `Real::flags`: its service has persistence; established packets refresh the client's entry.
 pub const REAL_PERSISTENT: u16 = 8;
+/// `Real::flags`, always with `REAL_NAT`: the source is rewritten too, to `Real::snat_addr`
+/// and a port of `maps::SNAT_PORTS` (SNAT: replies come back whatever the real's routes).
+pub const REAL_SNAT: u16 = 16;
 
 /// Value of the `REALS` array, indexed by real id.
 #[repr(C)]
@@ -79,6 +84,8 @@ pub struct Real {
     pub closing_timeout: u32,
     /// Persistence: the client address mask (network byte order) of the service.
     pub persist_mask: u32,
+    /// SNAT: the source address the real sees, network byte order; 0 otherwise.
+    pub snat_addr: u32,
 }
 
 #[cfg(feature = "user")]

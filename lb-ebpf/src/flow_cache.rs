@@ -59,9 +59,17 @@ pub fn get(packet: &Packet, now: u32) -> Option<&'static mut CachedFlow> {
     }
 }
 
-/// Caches a client's flow to `real` (NAT: with the next hop found at tick `now`).
+/// Caches a client's flow to `real` (NAT: with the next hop found at tick `now`; SNAT: and its
+/// source port).
 #[inline(always)]
-pub fn put_to_real(packet: &Packet, real: u32, generation: u32, now: u32, hop: NextHop) {
+pub fn put_to_real(
+    packet: &Packet,
+    real: u32,
+    generation: u32,
+    now: u32,
+    hop: NextHop,
+    snat_port: u16,
+) {
     put(CachedFlow {
         key: packet.flow,
         real,
@@ -77,11 +85,15 @@ pub fn put_to_real(packet: &Packet, real: u32, generation: u32, now: u32, hop: N
             ..hop
         },
         to_mac: destination_mac(packet),
+        snat_port,
+        client: 0,
+        client_port: 0,
         _pad2: 0,
     });
 }
 
-/// Caches a NAT reply's translation back to `vip`:`vip_port`, with its next hop.
+/// Caches a NAT reply's translation back to `vip`:`vip_port` (SNAT: and to the client), with its
+/// next hop.
 #[inline(always)]
 pub fn put_nat_reply(packet: &Packet, back: &NatReverse, now: u32, hop: NextHop) {
     put(CachedFlow {
@@ -99,6 +111,9 @@ pub fn put_nat_reply(packet: &Packet, back: &NatReverse, now: u32, hop: NextHop)
             ..hop
         },
         to_mac: destination_mac(packet),
+        snat_port: 0,
+        client: back.client,
+        client_port: back.client_port,
         _pad2: 0,
     });
 }

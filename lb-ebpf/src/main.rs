@@ -1,7 +1,8 @@
 //! xdplb data plane: one XDP program, attached to the client-facing interface.
 //!
 //! ICMP goes to a program of its own (`xdplb_icmp`, icmp.rs) by a tail call, and so does a NAT
-//! reply that the flow cache does not serve (`xdplb_nat_reply`, nat_reply.rs).
+//! or SNAT reply that the flow cache does not serve (`xdplb_nat_reply`, nat_reply.rs). SNAT
+//! (snat.rs) is NAT with the source rewritten too: it shares NAT's paths.
 //! Every other packet goes parse -> flow cache (its flow went through its table this tick?), else
 //! classify (could it be for a VIP, or a NAT reply?) -> schedule (which real?) or the NAT
 //! reverse table -> rewrite -> action. Anything that is not for a configured
@@ -24,6 +25,7 @@ mod nat;
 mod nat_reply;
 mod parse;
 mod schedule;
+mod snat;
 mod stats;
 mod zero;
 
@@ -32,8 +34,8 @@ use lb_common::{
     IPPROTO_ICMP,
     counters::Reason,
     flow::CACHED_NAT_REPLY,
-    maps::{PROGRAM_ICMP, PROGRAM_NAT_REPLY},
-    service::REAL_NAT,
+    maps::{PROGRAM_ICMP, PROGRAM_NAT_REPLY, PROGRAM_SNAT},
+    service::{REAL_NAT, REAL_SNAT},
 };
 use maps::PROGRAMS;
 use parse::Packet;
@@ -56,6 +58,13 @@ pub fn xdplb_nat_reply(ctx: XdpContext) -> u32 {
     action(nat_reply::frame(&ctx))
 }
 
+/// A SNAT flow's packet, either way, tail-called by `xdplb` (snat.rs): SNAT's rewrites and
+/// its port claim's probing loop stay out of the main program's verifier budget.
+#[xdp]
+pub fn xdplb_snat(ctx: XdpContext) -> u32 {
+    action(snat::frame(&ctx))
+}
+
 /// The XDP action for a verdict: a packet not forwarded is counted under its reason, and
 /// passed to the kernel or dropped.
 #[inline(always)]
@@ -65,7 +74,11 @@ fn action(verdict: Result<u32, Reason>) -> u32 {
         Err(reason) => {
             stats::count_reason(reason);
             match reason {
-                Reason::Fragment | Reason::NoReal | Reason::DirectToReal => xdp_action::XDP_DROP,
+                Reason::Fragment
+                | Reason::NoReal
+                | Reason::DirectToReal
+                | Reason::SnatPortsExhausted
+                | Reason::SnatUnknown => xdp_action::XDP_DROP,
                 _ => xdp_action::XDP_PASS,
             }
         }
@@ -92,8 +105,19 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::transport(ctx, &datagram)?;
     let now = age::now();
     match route(ctx, &packet, now)? {
+        // SNAT, both ways, is a program of its own (snat.rs).
+        Path::ToReal(chosen) if chosen.real.flags & REAL_SNAT != 0 => {
+            // SAFETY: a tail call replaces this program; it returns only if it could not be made.
+            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_SNAT) };
+            Err(Reason::NotForVip)
+        }
+        Path::NatReply(to) if to.snat => {
+            // SAFETY: as above.
+            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_SNAT) };
+            Err(Reason::NotForVip)
+        }
         Path::ToReal(chosen) if chosen.real.flags & REAL_NAT != 0 => {
-            nat::inbound(ctx, &packet, &chosen)
+            nat::inbound::<false>(ctx, &packet, &chosen)
         }
         Path::ToReal(chosen) => {
             dr::rewrite(packet.eth as *mut u8, &chosen.real.mac);
@@ -105,7 +129,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
             );
             Ok(xdp_action::XDP_TX)
         }
-        Path::NatReply(to) => nat::reply(ctx, &packet, &to, now),
+        Path::NatReply(to) => nat::reply::<false>(ctx, &packet, &to, now),
         Path::UncachedReply => {
             // SAFETY: a tail call replaces this program; it returns only if it could not be made.
             unsafe { PROGRAMS.tail_call(ctx, PROGRAM_NAT_REPLY) };

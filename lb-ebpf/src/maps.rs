@@ -2,6 +2,7 @@
 //! controller finds the same connection table and counters.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
@@ -15,8 +16,8 @@ use lb_common::{
     interface::{INTERFACE_SLOTS, InterfaceMac},
     maps::{
         FLOW_CACHE_SLOTS, MAGLEV_TABLE_SIZE, MAGLEV_TABLES, MAX_FLOWS, MAX_NAT_ORIGINS,
-        MAX_PERSISTENT_CLIENTS, MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS, PROGRAM_SLOTS,
-        VIP_FILTER_WORDS,
+        MAX_PERSISTENT_CLIENTS, MAX_REALS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_SNAT_FLOWS,
+        MAX_VIP_PORTS, PROGRAM_SLOTS, VIP_FILTER_WORDS,
     },
     service::{Real, Service, VipKey},
 };
@@ -49,6 +50,17 @@ pub static REAL_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
 /// NAT reply 5-tuple (real -> client) -> what to rewrite the source back to.
 #[map]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// SNAT reply 5-tuple (real -> SNAT address:port) -> the flow (`lb_common::maps::
+/// MAP_SNAT_REVERSE`). A plain hash map: it never evicts a live flow's entry, so a port in use
+/// is never given to another flow; allocated as used, since most balancers have no SNAT.
+#[map]
+pub static SNAT_REVERSE: HashMap<FlowKey, NatReverse> =
+    HashMap::pinned(MAX_SNAT_FLOWS, BPF_F_NO_PREALLOC);
+
+/// The SNAT addresses in use. Value unused.
+#[map]
+pub static SNAT_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_SNAT_ADDRS, 0);
 
 /// A NAT real's reply source -> the one VIP:port it serves, to adopt flows scheduled by a
 /// pair peer (nat_reply.rs).

@@ -1,5 +1,7 @@
 //! NAT forwarding: the destination becomes the real (address, and port if the real has one),
-//! and replies coming back through the balancer get the VIP:port back as their source.
+//! and replies coming back through the balancer get the VIP:port back as their source. SNAT
+//! (snat.rs) is NAT whose source is rewritten too, to the real's SNAT address and a port of
+//! xdplb's range; its replies get the client back as their destination.
 //! Like a router: TTL is decremented (a packet that would expire is left to the kernel), the
 //! next hop and egress interface come from the kernel's FIB, and checksums are updated
 //! incrementally (a UDP checksum of 0, "none", stays 0).
@@ -13,14 +15,14 @@ use lb_common::{
     IPPROTO_UDP,
     counters::Reason,
     flow::{CachedFlow, FLOW_CLOSING, FlowKey, NatReverse, NextHop},
-    service::Real,
+    service::{REAL_SNAT, Real},
 };
 
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     age, csum, flow_cache,
-    maps::{FLOWS, NAT_REVERSE, REALS},
+    maps::{FLOWS, NAT_REVERSE, REALS, SNAT_REVERSE},
     parse::Packet,
     schedule::Chosen,
     stats, zero,
@@ -39,20 +41,28 @@ pub enum Route {
     NoNeighbour,
 }
 
-/// Client -> VIP:port, scheduled to a NAT real.
+/// Client -> VIP:port, scheduled to a NAT real (`SNAT`: a SNAT real, whose port is claimed).
+/// The mode is a constant so each program holds only its own path: the main program has no
+/// SNAT code, which keeps its verification within budget.
 #[inline(always)]
-pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32, Reason> {
+pub fn inbound<const SNAT: bool>(
+    ctx: &XdpContext,
+    packet: &Packet,
+    chosen: &Chosen,
+) -> Result<u32, Reason> {
     let flow = &packet.flow;
     let real = chosen.real;
     let port = real_port(flow, real);
+    let snat = SNAT;
     // The reverse entry is made with the forward one, before anything can refuse this packet:
     // the flow's later packets are established and would never make it, and the real's
-    // replies would leave untranslated for the whole idle timeout.
-    if chosen.new_flow {
+    // replies would leave untranslated for the whole idle timeout. (SNAT's was made when its
+    // port was claimed.)
+    if chosen.new_flow && !snat {
         let flags = if packet.closes { FLOW_CLOSING } else { 0 };
         let to = (flow.dst, flow.dport);
         enter_reply(
-            &reply_key(flow, real),
+            &reply_key(flow, real, 0),
             to,
             chosen.id,
             real.generation,
@@ -61,8 +71,13 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
         );
     }
     ttl_allows_forwarding(packet)?;
+    let (src, sport) = if snat {
+        (real.snat_addr, chosen.snat_port)
+    } else {
+        (flow.src, flow.sport)
+    };
     let route = next_hop(
-        ctx, packet.ip, flow.proto, chosen.hop, chosen.now, flow.src, real.addr, flow.sport, port,
+        ctx, packet.ip, flow.proto, chosen.hop, chosen.now, src, real.addr, sport, port,
     )?;
     match route {
         Route::NoNeighbour => {
@@ -70,14 +85,21 @@ pub fn inbound(ctx: &XdpContext, packet: &Packet, chosen: &Chosen) -> Result<u32
             if chosen.new_flow {
                 stats::count_new_flow(real.service, chosen.id);
             }
-            rewrite(ctx, packet, DPORT, real.addr, port, false)?;
+            translate(ctx, packet, (src, sport), (real.addr, port), false)?;
             Err(Reason::NoNeighbour)
         }
         Route::Found(hop) => {
-            rewrite(ctx, packet, DPORT, real.addr, port, true)?;
+            translate(ctx, packet, (src, sport), (real.addr, port), true)?;
             stats::count_forwarded(real.service, chosen.id, packet.frame_len, chosen.new_flow);
             if chosen.via_table {
-                flow_cache::put_to_real(packet, chosen.id, real.generation, chosen.now, hop);
+                flow_cache::put_to_real(
+                    packet,
+                    chosen.id,
+                    real.generation,
+                    chosen.now,
+                    hop,
+                    chosen.snat_port,
+                );
             }
             Ok(send(ctx, packet.eth, &hop))
         }
@@ -113,7 +135,7 @@ pub fn enter_reply(
 
 /// The real's destination port for a flow: its translation, or the client's port.
 #[inline(always)]
-fn real_port(flow: &FlowKey, real: &Real) -> u16 {
+pub fn real_port(flow: &FlowKey, real: &Real) -> u16 {
     if real.port != 0 {
         real.port
     } else {
@@ -121,27 +143,49 @@ fn real_port(flow: &FlowKey, real: &Real) -> u16 {
     }
 }
 
-/// The 5-tuple of replies to a client's flow scheduled to a NAT real.
+/// The 5-tuple of replies to a client's flow scheduled to a NAT real: to the client, or (SNAT)
+/// to the real's SNAT address and the flow's port `snat_port`.
 #[inline(always)]
-fn reply_key(flow: &FlowKey, real: &Real) -> FlowKey {
+fn reply_key(flow: &FlowKey, real: &Real, snat_port: u16) -> FlowKey {
+    let (dst, dport) = if real.flags & REAL_SNAT != 0 {
+        (real.snat_addr, snat_port)
+    } else {
+        (flow.src, flow.sport)
+    };
     FlowKey {
         src: real.addr,
-        dst: flow.src,
+        dst,
         sport: real_port(flow, real),
-        dport: flow.sport,
+        dport,
         proto: flow.proto,
         _pad1: 0,
         _pad2: 0,
     }
 }
 
-/// The client's 5-tuple of the flow a reply belongs to (the reply's source becomes VIP:port).
+/// The reverse entry of a reply 5-tuple, in SNAT's table or NAT's.
 #[inline(always)]
-fn forward_key(reply: &FlowKey, vip: u32, vip_port: u16) -> FlowKey {
+fn reverse_entry(reply: &FlowKey, snat: bool) -> Option<*mut NatReverse> {
+    if snat {
+        SNAT_REVERSE.get_ptr_mut(reply)
+    } else {
+        NAT_REVERSE.get_ptr_mut(reply)
+    }
+}
+
+/// The client's 5-tuple of the flow a reply belongs to: the reply's source becomes VIP:port,
+/// and its destination is the client (NAT) or becomes it (SNAT, `client` set).
+#[inline(always)]
+fn forward_key(reply: &FlowKey, vip: u32, vip_port: u16, client: u32, client_port: u16) -> FlowKey {
+    let (src, sport) = if client != 0 {
+        (client, client_port)
+    } else {
+        (reply.dst, reply.dport)
+    };
     FlowKey {
-        src: reply.dst,
+        src,
         dst: vip,
-        sport: reply.dport,
+        sport,
         dport: vip_port,
         proto: reply.proto,
         _pad1: 0,
@@ -151,27 +195,35 @@ fn forward_key(reply: &FlowKey, vip: u32, vip_port: u16) -> FlowKey {
 
 /// Whether the replies of a client's flow are still fresh (its forward entry looks stale).
 #[inline(always)]
-pub fn reply_alive(flow: &FlowKey, real: &Real, now: u32) -> bool {
-    // SAFETY: the fields are copied out at once.
-    match unsafe { NAT_REVERSE.get(reply_key(flow, real)) } {
-        Some(back) => age::alive(back.seen, back.flags, real, now),
+pub fn reply_alive(flow: &FlowKey, real: &Real, now: u32, snat_port: u16) -> bool {
+    let reply = reply_key(flow, real, snat_port);
+    match reverse_entry(&reply, real.flags & REAL_SNAT != 0) {
+        // SAFETY: a map value pointer from a successful lookup; the fields are copied out.
+        Some(back) => unsafe { age::alive((*back).seen, (*back).flags, real, now) },
         None => false,
     }
 }
 
 /// The client sent a FIN or RST: the reply entry closes too.
 #[inline(always)]
-pub fn mark_reply_closing(flow: &FlowKey, real: &Real) {
-    if let Some(back) = NAT_REVERSE.get_ptr_mut(reply_key(flow, real)) {
+pub fn mark_reply_closing(flow: &FlowKey, real: &Real, snat_port: u16) {
+    let reply = reply_key(flow, real, snat_port);
+    if let Some(back) = reverse_entry(&reply, real.flags & REAL_SNAT != 0) {
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { age::mark_closing(&mut (*back).flags) };
     }
 }
 
-/// A NAT reply's translation: the VIP:port its source becomes, and where its next hop is kept.
+/// A NAT reply's translation: the VIP:port its source becomes (SNAT: and the client its
+/// destination becomes), and where its next hop is kept.
 pub struct ReplyTo {
+    /// A SNAT flow's reply (`client` is set).
+    pub snat: bool,
     vip: u32,
     vip_port: u16,
+    /// SNAT: the client address:port; 0 for NAT, whose replies are addressed to the client.
+    client: u32,
+    client_port: u16,
     id: u32,
     real: &'static Real,
     hop: *mut NextHop,
@@ -180,11 +232,21 @@ pub struct ReplyTo {
 }
 
 /// Real -> client: a reply of a live NAT flow (`cached_reply` or `tracked_reply`) gets the
-/// VIP:port back as its source.
+/// VIP:port back as its source (`SNAT`: and the client as its destination).
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Result<u32, Reason> {
+pub fn reply<const SNAT: bool>(
+    ctx: &XdpContext,
+    packet: &Packet,
+    to: &ReplyTo,
+    now: u32,
+) -> Result<u32, Reason> {
     let flow = &packet.flow;
     ttl_allows_forwarding(packet)?;
+    let (client, client_port) = if SNAT {
+        (to.client, to.client_port)
+    } else {
+        (flow.dst, flow.dport)
+    };
     match next_hop(
         ctx,
         packet.ip,
@@ -192,16 +254,28 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
         to.hop,
         now,
         to.vip,
-        flow.dst,
+        client,
         to.vip_port,
-        flow.dport,
+        client_port,
     )? {
         Route::NoNeighbour => {
-            rewrite(ctx, packet, SPORT, to.vip, to.vip_port, false)?;
+            translate(
+                ctx,
+                packet,
+                (to.vip, to.vip_port),
+                (client, client_port),
+                false,
+            )?;
             Err(Reason::NoNeighbour)
         }
         Route::Found(hop) => {
-            rewrite(ctx, packet, SPORT, to.vip, to.vip_port, true)?;
+            translate(
+                ctx,
+                packet,
+                (to.vip, to.vip_port),
+                (client, client_port),
+                true,
+            )?;
             stats::count_forwarded(to.real.service, to.id, packet.frame_len, false);
             if !to.entry.is_null() {
                 // SAFETY: a map value pointer from a successful lookup.
@@ -213,7 +287,8 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
 }
 
 impl ReplyTo {
-    /// A reply whose entry `entry` (in `NAT_REVERSE`) keeps its next hop; cached once known.
+    /// A reply whose entry `entry` (in `NAT_REVERSE` or `SNAT_REVERSE`) keeps its next hop;
+    /// cached once known.
     #[inline(always)]
     pub fn tracked(
         vip: u32,
@@ -222,9 +297,14 @@ impl ReplyTo {
         real: &'static Real,
         entry: *mut NatReverse,
     ) -> ReplyTo {
+        // SAFETY: a map value pointer from a successful lookup.
+        let (client, client_port) = unsafe { ((*entry).client, (*entry).client_port) };
         ReplyTo {
+            snat: client != 0,
             vip,
             vip_port,
+            client,
+            client_port,
             id,
             real,
             // SAFETY: a field of a map value pointer from a successful lookup.
@@ -233,12 +313,15 @@ impl ReplyTo {
         }
     }
 
-    /// A reply with no entry to keep anything in: the FIB is asked each time.
+    /// A NAT reply with no entry to keep anything in: the FIB is asked each time.
     #[inline(always)]
     pub fn untracked(vip: u32, vip_port: u16, id: u32, real: &'static Real) -> ReplyTo {
         ReplyTo {
+            snat: false,
             vip,
             vip_port,
+            client: 0,
+            client_port: 0,
             id,
             real,
             hop: core::ptr::null_mut(),
@@ -256,8 +339,11 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
         return None;
     }
     Some(ReplyTo {
+        snat: slot.client != 0,
         vip: slot.vip,
         vip_port: slot.vip_port,
+        client: slot.client,
+        client_port: slot.client_port,
         id: slot.real,
         real,
         hop: &mut slot.hop,
@@ -270,13 +356,20 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
 /// the entry.
 #[inline(always)]
 pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
+    match NAT_REVERSE.get_ptr_mut(&packet.flow) {
+        Some(entry) => reply_of(packet, entry, now),
+        None => Err(Reason::NotForVip),
+    }
+}
+
+/// The translation of a reply whose reverse entry (NAT's or SNAT's) is `entry`, if its flow is
+/// live; refreshes the entry, and marks both directions closing on a FIN or RST.
+#[inline(always)]
+pub fn reply_of(packet: &Packet, entry: *mut NatReverse, now: u32) -> Result<ReplyTo, Reason> {
     let flow = &packet.flow;
-    let Some(entry) = NAT_REVERSE.get_ptr_mut(flow) else {
-        return Err(Reason::NotForVip);
-    };
     // SAFETY: a map value pointer from a successful lookup. Only the fields needed are read
     // (copying the entry and the real whole costs every packet).
-    let (vip, vip_port, id, generation, seen, flags) = unsafe {
+    let (vip, vip_port, id, generation, seen, flags, client, client_port) = unsafe {
         let back = &*entry;
         (
             back.vip,
@@ -285,13 +378,15 @@ pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
             back.generation,
             back.seen,
             back.flags,
+            back.client,
+            back.client_port,
         )
     };
     let real = match REALS.get(id) {
         Some(real) if real.generation == generation => real,
         _ => return Err(Reason::NotForVip),
     };
-    let client_side = forward_key(flow, vip, vip_port);
+    let client_side = forward_key(flow, vip, vip_port, client, client_port);
     if !age::alive(seen, flags, real, now) && !forward_alive(&client_side, real, now) {
         return Err(Reason::NotForVip);
     }
@@ -416,14 +511,15 @@ fn fib(
     }
 }
 
-/// Rewrites the address and port on one side (`port_at` = SPORT or DPORT), with checksums.
+/// Rewrites the source and destination address:port, with checksums. One side is often given
+/// unchanged (NAT rewrites one, SNAT both): a rewrite to the same value leaves the checksums as
+/// they were, and a single unconditional path keeps the verifier's work flat.
 #[inline(always)]
-fn rewrite(
+fn translate(
     ctx: &XdpContext,
     packet: &Packet,
-    port_at: usize,
-    addr: u32,
-    port: u16,
+    src: (u32, u16),
+    dst: (u32, u16),
     age: bool,
 ) -> Result<(), Reason> {
     let ip = packet.ip;
@@ -441,14 +537,12 @@ fn rewrite(
     // SAFETY: parse bounds-checked the IPv4 header and a whole TCP/UDP header at `l4`, which
     // covers both ports and the checksum.
     unsafe {
-        let addr_field = if port_at == SPORT {
-            &mut (*ip).src_addr
-        } else {
-            &mut (*ip).dst_addr
-        };
-        let old_addr = u32::from_ne_bytes(*addr_field);
-        *addr_field = addr.to_ne_bytes();
-        let mut ip_check = csum::replace4(u16::from_ne_bytes((*ip).check), old_addr, addr);
+        let old_src = u32::from_ne_bytes((*ip).src_addr);
+        let old_dst = u32::from_ne_bytes((*ip).dst_addr);
+        (*ip).src_addr = src.0.to_ne_bytes();
+        (*ip).dst_addr = dst.0.to_ne_bytes();
+        let mut ip_check = csum::replace4(u16::from_ne_bytes((*ip).check), old_src, src.0);
+        ip_check = csum::replace4(ip_check, old_dst, dst.0);
         if age {
             let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
             (*ip).ttl -= 1;
@@ -456,17 +550,22 @@ fn rewrite(
         }
         (*ip).check = ip_check.to_ne_bytes();
 
-        let port_field = l4.add(port_at) as *mut [u8; 2];
-        let old_port = u16::from_ne_bytes(*port_field);
-        *port_field = port.to_ne_bytes();
+        let sport_field = l4.add(SPORT) as *mut [u8; 2];
+        let dport_field = l4.add(DPORT) as *mut [u8; 2];
+        let old_sport = u16::from_ne_bytes(*sport_field);
+        let old_dport = u16::from_ne_bytes(*dport_field);
+        *sport_field = src.1.to_ne_bytes();
+        *dport_field = dst.1.to_ne_bytes();
         let check_field = l4.add(check_at) as *mut [u8; 2];
         let old_check = u16::from_ne_bytes(*check_field);
         if packet.flow.proto == IPPROTO_UDP && old_check == 0 {
             return Ok(()); // UDP sent without a checksum stays without one
         }
-        // The L4 checksum covers the addresses through the pseudo-header, and the port.
-        let mut check = csum::replace4(old_check, old_addr, addr);
-        check = csum::replace2(check, old_port, port);
+        // The L4 checksum covers the addresses through the pseudo-header, and the ports.
+        let mut check = csum::replace4(old_check, old_src, src.0);
+        check = csum::replace4(check, old_dst, dst.0);
+        check = csum::replace2(check, old_sport, src.1);
+        check = csum::replace2(check, old_dport, dst.1);
         if packet.flow.proto == IPPROTO_UDP && check == 0 {
             check = 0xffff; // 0 would mean "no checksum" (RFC 768)
         }

@@ -39,7 +39,7 @@ use crate::{
     maps::{FLOWS, NAT_ADOPT_UNTIL, NAT_ADOPTED, NAT_ORIGINS, NAT_REVERSE, REALS, SERVICES},
     nat::{self, ReplyTo, Route},
     parse::{self, Packet},
-    zero,
+    snat, zero,
 };
 
 /// The program's body. `xdplb` checked that the frame is for us (`classify::for_us`) and that
@@ -51,10 +51,14 @@ pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
     let now = age::now();
     let to = match nat::tracked_reply(&packet, now) {
         Ok(to) => to,
-        // No live flow here: perhaps one a pair peer scheduled.
-        Err(_) => adopt(ctx, &packet, now).map_err(|_| Reason::NotForVip)?,
+        Err(_) => match snat::tracked_reply(&packet, now) {
+            Ok(to) => return nat::reply::<true>(ctx, &packet, &to, now),
+            Err(Reason::SnatUnknown) => return Err(Reason::SnatUnknown),
+            // No live flow here: perhaps one a pair peer scheduled.
+            Err(_) => adopt(ctx, &packet, now).map_err(|_| Reason::NotForVip)?,
+        },
     };
-    nat::reply(ctx, &packet, &to, now)
+    nat::reply::<false>(ctx, &packet, &to, now)
 }
 
 /// The translation of a reply of a flow this node never saw, with its entries made; any

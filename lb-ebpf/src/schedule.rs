@@ -43,6 +43,8 @@ pub struct Chosen {
     pub via_table: bool,
     /// The clock tick this packet was handled at.
     pub now: u32,
+    /// SNAT: the flow's source port toward the real (network byte order); 0 otherwise.
+    pub snat_port: u16,
 }
 
 impl Chosen {
@@ -57,6 +59,7 @@ impl Chosen {
             hop: core::ptr::null_mut(),
             via_table: false,
             now,
+            snat_port: 0,
         }
     }
 }
@@ -79,6 +82,7 @@ pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
         hop: &mut slot.hop,
         via_table: false,
         now,
+        snat_port: slot.snat_port,
     })
 }
 
@@ -136,6 +140,9 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     if !packet.opens {
         flood::count_new_flow(now);
     }
+    // SNAT: the flow's source port is claimed by a program of its own (snat.rs), which finds
+    // the flow by this entry; until then the entry has none.
+    let snat_port = 0;
     let mut value = core::mem::MaybeUninit::<FlowValue>::uninit();
     zero::fill(&mut value);
     let v = value.as_mut_ptr();
@@ -145,16 +152,20 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         (*v).generation = real.generation;
         (*v).seen = now;
         (*v).flags = if packet.closes { FLOW_CLOSING } else { 0 };
+        (*v).snat_port = snat_port;
         value.assume_init_ref()
     };
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
     if real.flags & REAL_NAT == 0 {
-        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default());
+        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default(), 0);
         return Ok(Chosen::new_flow(id, real, now));
     }
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
-        return Ok(Chosen::new_flow(id, real, now));
+        return Ok(Chosen {
+            snat_port,
+            ..Chosen::new_flow(id, real, now)
+        });
     };
     Ok(Chosen {
         id,
@@ -164,6 +175,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         hop: unsafe { &mut (*entry).hop },
         via_table: true,
         now,
+        snat_port,
     })
 }
 
@@ -174,15 +186,16 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
     let flow = &packet.flow;
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
-        let (id, generation, seen, flags) = unsafe {
+        let (id, generation, seen, flags, snat_port) = unsafe {
             (
                 (*entry).real,
                 (*entry).generation,
                 (*entry).seen,
                 (*entry).flags,
+                (*entry).snat_port,
             )
         };
-        if let Some(real) = live_real(flow, id, generation, seen, flags, now) {
+        if let Some(real) = live_real(flow, id, generation, seen, flags, now, snat_port) {
             if seen != now && real.flags & REAL_PERSISTENT != 0 {
                 // Once per tick: the client is still active, keep its real remembered.
                 refresh_client(flow, real, id, now);
@@ -191,10 +204,10 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
             let began_closing =
                 unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
             if began_closing && real.flags & REAL_NAT != 0 {
-                nat::mark_reply_closing(flow, real);
+                nat::mark_reply_closing(flow, real, snat_port);
             }
             if real.flags & REAL_NAT == 0 {
-                flow_cache::put_to_real(packet, id, generation, now, NextHop::default());
+                flow_cache::put_to_real(packet, id, generation, now, NextHop::default(), 0);
             }
             return Some(Chosen {
                 id,
@@ -204,6 +217,7 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 hop: unsafe { &mut (*entry).hop },
                 via_table: true,
                 now,
+                snat_port,
             });
         }
     }
@@ -246,15 +260,25 @@ pub fn owner(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'stat
 #[inline(always)]
 pub fn tracked_real(flow: &FlowKey, now: u32) -> Option<(u32, &'static Real)> {
     // SAFETY: the fields are copied out at once.
-    let (id, generation, seen, flags) = unsafe {
+    let (id, generation, seen, flags, snat_port) = unsafe {
         let entry = FLOWS.get(flow)?;
-        (entry.real, entry.generation, entry.seen, entry.flags)
+        (
+            entry.real,
+            entry.generation,
+            entry.seen,
+            entry.flags,
+            entry.snat_port,
+        )
     };
-    Some((id, live_real(flow, id, generation, seen, flags, now)?))
+    Some((
+        id,
+        live_real(flow, id, generation, seen, flags, now, snat_port)?,
+    ))
 }
 
-/// The real of a connection-table entry (`id`, `generation`, `seen`, `flags`) of `flow`, if
-/// the entry is alive (a NAT flow lives while its replies are) and its real up and the same.
+/// The real of a connection-table entry (`id`, `generation`, `seen`, `flags`, `snat_port`) of
+/// `flow`, if the entry is alive (a NAT flow lives while its replies are) and its real up and
+/// the same.
 #[inline(always)]
 fn live_real(
     flow: &FlowKey,
@@ -263,11 +287,12 @@ fn live_real(
     seen: u32,
     flags: u32,
     now: u32,
+    snat_port: u16,
 ) -> Option<&'static Real> {
     let real = usable_real(id)?;
     if real.generation == generation
         && (age::alive(seen, flags, real, now)
-            || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, real, now)))
+            || (real.flags & REAL_NAT != 0 && nat::reply_alive(flow, real, now, snat_port)))
     {
         Some(real)
     } else {

@@ -27,7 +27,7 @@ use tracing::info;
 use crate::{
     dataplane::maps::Maps,
     netconf,
-    policy::{Forwarding, NatRouting, Policy, Role},
+    policy::{NatRouting, Policy, Role},
 };
 
 const TABLE: &str = "ip xdplb";
@@ -102,7 +102,7 @@ fn ruleset(policy: &Policy) -> Option<String> {
     let nat: Vec<_> = policy
         .services
         .iter()
-        .filter(|s| s.forwarding == Forwarding::Nat)
+        .filter(|s| s.forwarding.translates())
         .collect();
     if nat.is_empty() || policy.nat_routing == NatRouting::Open {
         return None;

@@ -4,9 +4,11 @@ pub mod admin;
 mod adoption;
 mod announce;
 mod firewall;
+mod kernel;
 pub mod lock;
 mod readiness;
 mod run;
+mod snat;
 mod status;
 
 pub use run::{Endpoints, down, run};

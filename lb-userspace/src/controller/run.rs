@@ -21,9 +21,9 @@ use super::{
     adoption::AdoptionWindow,
     announce,
     firewall::Firewall,
-    lock,
+    kernel, lock,
     readiness::Serving,
-    status,
+    snat, status,
 };
 use crate::{
     api::{
@@ -68,7 +68,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     }
     let handle = netconf::connect()?;
     let outside = outside_interface(&policy)?;
-    prepare_kernel_for_nat(&policy)?;
+    kernel::prepare(&policy)?;
     let sync = Sync::adopt(&loaded.maps, loaded.hz)?;
     let mut admin = AdminState::load(&endpoints.state_file)?;
     admin.prune(&policy)?;
@@ -101,6 +101,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     // First resolution: ask for every real, and run every health check once, so the first
     // maps already hold only working reals (a restart must not mark live reals down).
     c.monitor.follow(&c.policy)?;
+    c.observed.snat_sources = snat::sources(&c.policy);
     c.refresh_macs().await?;
     first_checks(&mut c, &mut reports).await;
     c.refresh_macs().await?;
@@ -123,16 +124,20 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let before = c.observed.macs.clone();
+                let before = (c.observed.macs.clone(), c.observed.snat_sources.clone());
                 c.refresh_interface_macs();
                 c.follow_adoption_window();
                 c.refresh_macs().await?;
+                c.observed.snat_sources = snat::sources(&c.policy);
                 let now = c.loaded.now_tick()?;
                 let retired = c.sync.retire_idle(&mut c.loaded.maps, now)?;
                 for (real, after) in &retired {
                     info!(real = %real, after_s = after.as_secs(), "removed real retired: its last flow ended");
                 }
-                if c.observed.macs != before || !retired.is_empty() {
+                snat::sweep(&mut c.loaded.maps, now)?;
+                if (&c.observed.macs, &c.observed.snat_sources) != (&before.0, &before.1)
+                    || !retired.is_empty()
+                {
                     c.apply()?;
                 }
             }
@@ -328,12 +333,13 @@ impl Controller {
             }
             self.observed.announced_vips =
                 announce::follow(&self.handle, &new, &self.observed.announced_vips).await?;
-            prepare_kernel_for_nat(&new)?;
+            kernel::prepare(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
             // Admin state of reals that left the policy ends with them.
             self.admin.prune(&new)?;
             self.policy = new;
+            self.observed.snat_sources = snat::sources(&self.policy);
             self.refresh_macs().await?;
             self.apply()?;
             anyhow::Ok(())
@@ -471,65 +477,6 @@ impl Controller {
             "up, standing by (backup, or behind an earlier real with `failover`)".into()
         }
     }
-}
-
-/// A NAT balancer is its reals' gateway: it routes their replies (the fallback path when a
-/// neighbour is not resolved yet) and their other traffic, so IPv4 forwarding must be on.
-fn prepare_kernel_for_nat(policy: &Policy) -> Result<()> {
-    if !policy
-        .services
-        .iter()
-        .any(|s| s.forwarding == Forwarding::Nat)
-    {
-        return Ok(());
-    }
-    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() != "1" {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .context("enabling net.ipv4.ip_forward for NAT")?;
-        info!("net.ipv4.ip_forward=1: NAT services route through this host");
-    }
-    // A translated packet whose next hop's MAC is unknown is handed to the kernel to resolve
-    // it. A reply then carries the VIP as its source, an address of this host, which the
-    // kernel drops unless the interface it came in on accepts local sources. That happens on
-    // every node that has just become active in a pair (clients learnt the VIP's move from
-    // gratuitous ARP and never ARP for it, so this node has no neighbour entry for them), and
-    // whenever a client's entry has gone. Only the interfaces replies come in on: the inside
-    // ones (two-arm), else the one interface (one-arm).
-    let inside: Vec<&str> = policy
-        .interfaces
-        .iter()
-        .filter(|i| i.role == Role::Inside)
-        .map(|i| i.name.as_str())
-        .collect();
-    let reply_side: Vec<&str> = if inside.is_empty() {
-        policy.interfaces.iter().map(|i| i.name.as_str()).collect()
-    } else {
-        inside
-    };
-    for interface in reply_side {
-        if netconf::sysctl::get(interface, "accept_local")? != 1 {
-            netconf::sysctl::set(interface, "accept_local", 1).with_context(|| {
-                format!("setting net.ipv4.conf.{interface}.accept_local=1 for NAT")
-            })?;
-            info!(
-                interface,
-                "accept_local=1: NAT replies handed to the kernel (client MAC not yet known) carry the VIP as source"
-            );
-        }
-        // Strict reverse-path filtering drops them all the same: the VIP's route is elsewhere.
-        let strict = [interface, "all"]
-            .iter()
-            .filter_map(|i| netconf::sysctl::get(i, "rp_filter").ok())
-            .max()
-            == Some(1);
-        if strict {
-            warn!(
-                interface,
-                "rp_filter=1 (strict) here drops NAT replies handed to the kernel while a client's MAC is unknown (their source is the VIP): use rp_filter=2 (loose) or 0 on this interface"
-            );
-        }
-    }
-    Ok(())
 }
 
 fn outside_interface(policy: &Policy) -> Result<String> {
@@ -683,6 +630,9 @@ pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
                 println!("removed VIP {vip}");
             }
         }
+    }
+    if let Err(e) = snat::release_ports() {
+        warn!(error = %format!("{e:#}"), "cannot release SNAT's reserved ports");
     }
     if let Err(e) = super::firewall::remove() {
         warn!(error = %format!("{e:#}"), "could not remove the NAT firewall's nftables table");

@@ -141,11 +141,7 @@ pub fn build(
             vip: service.vip,
             ports: service.ports.clone(),
             protocol: service.protocol.name().into(),
-            forwarding: match service.forwarding {
-                Forwarding::Dr => "dr",
-                Forwarding::Nat => "nat",
-            }
-            .into(),
+            forwarding: service.forwarding.name().into(),
             scheduler: match service.scheduler {
                 Scheduler::Maglev => "maglev",
                 Scheduler::SourceHash => "source-hash",
@@ -184,10 +180,7 @@ pub fn build(
 
 fn nat_firewall(policy: &Policy, snapshot: &counters::Snapshot) -> NatFirewall {
     let active = policy.nat_routing == crate::policy::NatRouting::Closed
-        && policy
-            .services
-            .iter()
-            .any(|s| s.forwarding == Forwarding::Nat);
+        && policy.services.iter().any(|s| s.forwarding.translates());
     if !active {
         return NatFirewall::default();
     }

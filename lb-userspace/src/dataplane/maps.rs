@@ -26,6 +26,10 @@ pub struct Maps {
     pub real_filter: Array<MapData, u64>,
     /// NAT reply 5-tuple -> VIP:port to restore (an LRU hash in the kernel).
     pub nat_reverse: HashMap<MapData, FlowKey, NatReverse>,
+    /// SNAT reply 5-tuple -> the flow (client, VIP:port); a plain hash, swept by the controller.
+    pub snat_reverse: HashMap<MapData, FlowKey, NatReverse>,
+    /// SNAT addresses in use (value unused).
+    pub snat_addrs: HashMap<MapData, u32, u32>,
     /// NAT reals' reply sources -> the one VIP:port each serves, for adopting flows.
     pub nat_origins: HashMap<MapData, ReplySource, NatOrigin>,
     /// Per CPU, entry 0: NAT flows adopted from a real's reply.
@@ -183,6 +187,8 @@ impl Maps {
             vip_filter: map(MAP_VIP_FILTER)?.try_into()?,
             real_filter: map(MAP_REAL_FILTER)?.try_into()?,
             nat_reverse: map(MAP_NAT_REVERSE)?.try_into()?,
+            snat_reverse: map(MAP_SNAT_REVERSE)?.try_into()?,
+            snat_addrs: map(MAP_SNAT_ADDRS)?.try_into()?,
             nat_origins: map(MAP_NAT_ORIGINS)?.try_into()?,
             nat_adopted: map(MAP_NAT_ADOPTED)?.try_into()?,
             nat_adopt_until: map(MAP_NAT_ADOPT_UNTIL)?.try_into()?,

@@ -27,7 +27,7 @@ pub async fn check(target: Target) -> Verdict {
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     );
     let message = message(&control_id);
-    let mut stream = TcpStream::connect((target.address, target.port))
+    let mut stream = super::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let mut frame = vec![START];

@@ -19,6 +19,18 @@ use std::{net::Ipv4Addr, time::Duration};
 pub struct Target {
     pub address: Ipv4Addr,
     pub port: u16,
+    /// The address the check comes from (a SNAT service's `snat_address`, so the reals see one
+    /// address only); `None`: whichever the kernel picks.
+    pub source: Option<Ipv4Addr>,
+}
+
+/// A TCP connection to the target, from its `source` if it has one.
+pub async fn connect(target: Target) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(source) = target.source {
+        socket.bind((source, 0).into())?;
+    }
+    socket.connect((target.address, target.port).into()).await
 }
 
 impl std::fmt::Display for Target {

@@ -1,11 +1,9 @@
 //! `check: tcp`: a TCP connection is accepted, then closed.
 
-use tokio::net::TcpStream;
-
-use super::{Target, Verdict};
+use super::{Target, Verdict, connect};
 
 pub async fn check(target: Target) -> Verdict {
-    match TcpStream::connect((target.address, target.port)).await {
+    match connect(target).await {
         Ok(stream) => {
             drop(stream);
             Ok("connected".into())

@@ -220,8 +220,18 @@ pub static SERVICE: Section = Section {
                     "nat",
                     "the destination address (and port) is rewritten; the reals' replies come back through the balancer, their gateway.",
                 ),
+                choice(
+                    "snat",
+                    "as nat, and the source is rewritten too, to `snat_address` and a port of xdplb's range (40960-57343, reserved in the kernel while SNAT services exist): the reals need no configuration at all, and see every connection come from the balancer.",
+                ),
             ]),
             "How packets reach the reals.",
+        ),
+        key(
+            "snat_address",
+            Kind::Address,
+            "this host's own address toward each real",
+            "`forwarding: snat` only: the source address the reals see. Set it to an address keepalived moves with the VIPs for an active/standby pair, so a connection survives a takeover.",
         ),
         key(
             "scheduler",
@@ -258,7 +268,7 @@ pub static SERVICE: Section = Section {
             "fallback",
             Kind::AddressPort,
             "no fallback",
-            "A server used only while no real is up (a sorry server): `ADDRESS`, or with `forwarding: nat` `ADDRESS:PORT`.",
+            "A server used only while no real is up (a sorry server): `ADDRESS`, or with `forwarding: nat` or `snat` `ADDRESS:PORT`.",
         ),
         key(
             "timeouts",
@@ -460,7 +470,7 @@ pub static REAL: Section = Section {
             "port",
             Kind::Port,
             "the service port",
-            "`forwarding: nat` only: the port the real listens on (port translation).",
+            "`forwarding: nat` or `snat` only: the port the real listens on (port translation).",
         ),
         key(
             "backup",

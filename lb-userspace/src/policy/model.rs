@@ -84,6 +84,25 @@ impl Protocol {
 pub enum Forwarding {
     Dr,
     Nat,
+    /// NAT with the source rewritten too (to `Service::snat_address` or this host's own
+    /// address toward the real): nothing is configured on the reals.
+    Snat,
+}
+
+impl Forwarding {
+    /// Whether packets are translated (NAT and SNAT): the reals' replies come back through the
+    /// balancer, which routes them, so reals are reached through the FIB, not by MAC.
+    pub fn translates(self) -> bool {
+        matches!(self, Forwarding::Nat | Forwarding::Snat)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarding::Dr => "dr",
+            Forwarding::Nat => "nat",
+            Forwarding::Snat => "snat",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +119,9 @@ pub struct Service {
     pub ports: Vec<u16>,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
+    /// SNAT: the source address the reals see; `None`: this host's own address toward each
+    /// real (the one the kernel picks, as for the health checks).
+    pub snat_address: Option<Ipv4Addr>,
     pub scheduler: Scheduler,
     pub persistence: Option<Persistence>,
     pub health: HealthCheck,

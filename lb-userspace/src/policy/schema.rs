@@ -71,6 +71,8 @@ pub struct ServiceSpec {
     pub protocol: ProtocolSpec,
     pub forwarding: ForwardingSpec,
     #[serde(default)]
+    pub snat_address: Option<Spanned<Ipv4Addr>>,
+    #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
     #[serde(default)]
     pub persistence: Option<Spanned<PersistenceSpec>>,
@@ -106,6 +108,7 @@ pub enum ProtocolSpec {
 pub enum ForwardingSpec {
     Dr,
     Nat,
+    Snat,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

@@ -186,7 +186,21 @@ fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
     let forwarding = match spec.forwarding {
         ForwardingSpec::Dr => Forwarding::Dr,
         ForwardingSpec::Nat => Forwarding::Nat,
+        ForwardingSpec::Snat => Forwarding::Snat,
     };
+    if let Some(snat_address) = &spec.snat_address {
+        if forwarding != Forwarding::Snat {
+            out.push(at(
+                snat_address,
+                "`snat_address` needs `forwarding: snat` (only SNAT rewrites the source)",
+            ));
+        } else if snat_address.value == spec.vip.value {
+            out.push(at(
+                snat_address,
+                "`snat_address` cannot be the service's VIP: replies to it would look like new connections to the VIP",
+            ));
+        }
+    }
     let protocol = match spec.protocol {
         ProtocolSpec::Tcp => Protocol::Tcp,
         ProtocolSpec::Udp => Protocol::Udp,
@@ -207,6 +221,7 @@ fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
         ports: spec.ports.value.iter().map(|p| p.value).collect(),
         protocol,
         forwarding,
+        snat_address: spec.snat_address.as_ref().map(|a| a.value),
         scheduler: match spec.scheduler.unwrap_or(SchedulerSpec::Maglev) {
             SchedulerSpec::Maglev => Scheduler::Maglev,
             SchedulerSpec::SourceHash => Scheduler::SourceHash,
@@ -245,7 +260,18 @@ fn reals(spec: &ServiceSpec, forwarding: Forwarding, out: &mut Vec<Invalid>) -> 
         {
             out.push(at(
                 port,
-                "a real's port (port translation) needs `forwarding: nat`; DR forwards the packet unchanged",
+                "a real's port (port translation) needs `forwarding: nat` or `snat`; DR forwards the packet unchanged",
+            ));
+        }
+        if let Some(snat_address) = &spec.snat_address
+            && snat_address.value == r.address.value
+        {
+            out.push(at(
+                snat_address,
+                format!(
+                    "`snat_address` {} is a real of this service",
+                    r.address.value
+                ),
             ));
         }
         if r.address.value == spec.vip.value {
@@ -288,10 +314,10 @@ fn fallback(
         None => (text, None),
     };
     let address: Ipv4Addr = address.parse().ok()?;
-    if port.is_some() && forwarding != Forwarding::Nat {
+    if port.is_some() && !forwarding.translates() {
         out.push(at(
             f,
-            "a fallback port needs `forwarding: nat` (DR forwards to the same port; give the address alone)",
+            "a fallback port needs `forwarding: nat` or `snat` (DR forwards to the same port; give the address alone)",
         ));
     }
     if reals.iter().any(|r| r.address == address) {

@@ -1,15 +1,12 @@
 //! Policies that are valid but probably not what the operator wants: `xdplb validate` prints
 //! them, `xdplb run` and reloads log them.
 
-use super::model::{CheckKind, Forwarding, NatRouting, Policy, Protocol};
+use super::model::{CheckKind, NatRouting, Policy, Protocol};
 
 /// One line per suspicious setting, in the policy's own words.
 pub fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
-    let nat = policy
-        .services
-        .iter()
-        .any(|s| s.forwarding == Forwarding::Nat);
+    let nat = policy.services.iter().any(|s| s.forwarding.translates());
     if nat && policy.nat_routing == NatRouting::Open {
         out.push(
             "nat_routing: open: this balancer routes anything from the client side to the server \
@@ -36,6 +33,19 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
                 "service `{}` is UDP, but its check connects over TCP to the service port, where \
                  nothing may listen: give the check the `port:` of a TCP service of the real",
                 service.name
+            ));
+        }
+        if service.snat_address.is_some() && matches!(check, CheckKind::DicomEcho | CheckKind::Exec)
+        {
+            out.push(format!(
+                "service `{}`: its {} checks come from this host's own address toward each real, \
+                 not from `snat_address` (the reals' firewalls must let both in)",
+                service.name,
+                if check == CheckKind::Exec {
+                    "exec"
+                } else {
+                    "dicom-echo"
+                }
             ));
         }
         if service.reals.iter().all(|r| r.weight == 0) {

@@ -83,6 +83,7 @@ impl Sync {
             idle_timeout: 0,
             closing_timeout: 0,
             persist_mask: 0,
+            snat_addr: 0,
         };
         maps.reals.set(id, retired, 0)?;
         self.written_reals.remove(&id);

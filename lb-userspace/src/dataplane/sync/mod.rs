@@ -11,6 +11,7 @@ mod leaving;
 mod nat_origins;
 mod reals;
 mod services;
+mod snat_addrs;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -44,6 +45,9 @@ pub struct Observed {
     pub drained: HashSet<RealRef>,
     /// Reals an operator halted at run time (`xdplb halt`): as if their check failed.
     pub halted: HashSet<RealRef>,
+    /// This host's own address toward each SNAT real (the source the kernel picks), for SNAT
+    /// services without `snat_address`.
+    pub snat_sources: HashMap<Ipv4Addr, Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -166,6 +170,7 @@ impl Sync {
         let real_bits = self.write_services(maps, policy, &wanted, &new_flows)?;
         self.write_vip_addresses(maps, policy, observed)?;
         self.write_nat_origins(maps, policy, &wanted)?;
+        self.write_snat_addrs(maps, policy, observed)?;
         self.retire_departed(maps, &wanted)?;
         self.write_real_filter(maps, policy, &wanted.service_ids, real_bits)?;
         let live_services: HashSet<u32> = wanted.service_ids.values().copied().collect();
@@ -178,15 +183,33 @@ impl Sync {
     }
 }
 
-/// Whether the data plane can send to `real`: DR needs its MAC on the segment; NAT routes
-/// through the kernel's FIB, which finds the next hop itself.
-/// Whether a real may receive packets at all: reachable (NAT: through the FIB; DR: its MAC is
-/// known) and not failing its health check. Established flows of a real that is not usable
-/// are rescheduled.
+/// Whether a real may receive packets at all: reachable (DR: its MAC is known; NAT: through the
+/// kernel's FIB, which finds the next hop itself; SNAT: and it has a source address) and not
+/// failing its health check. Established flows of a real that is not usable are rescheduled.
 pub(super) fn usable(service: &policy::Service, real: &policy::Real, observed: &Observed) -> bool {
-    (service.forwarding == Forwarding::Nat || observed.macs.contains_key(&real.address))
+    let reachable = match service.forwarding {
+        Forwarding::Dr => observed.macs.contains_key(&real.address),
+        Forwarding::Nat => true,
+        Forwarding::Snat => snat_source(service, real, observed).is_some(),
+    };
+    reachable
         && !observed.unhealthy.contains(&RealRef::of(service, real))
         && !observed.halted.contains(&RealRef::of(service, real))
+}
+
+/// The source address a SNAT real sees: the service's `snat_address`, else this host's own
+/// address toward the real. `None` for other modes, or while no route leads to the real.
+pub fn snat_source(
+    service: &policy::Service,
+    real: &policy::Real,
+    observed: &Observed,
+) -> Option<Ipv4Addr> {
+    if service.forwarding != Forwarding::Snat {
+        return None;
+    }
+    service
+        .snat_address
+        .or_else(|| observed.snat_sources.get(&real.address).copied())
 }
 
 /// The reals a service's table holds, the ones new flows go to: usable, weight above 0

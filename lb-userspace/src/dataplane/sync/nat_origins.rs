@@ -28,14 +28,14 @@ pub(super) struct ReplyOrigin<'p> {
     pub vip_port: u16,
 }
 
-/// Every NAT real's reply sources: its address and the port it serves each service port on
-/// (its translation, or the service port itself).
-pub(super) fn reply_sources(policy: &Policy) -> Vec<ReplyOrigin<'_>> {
+/// The reply sources of every real of a service forwarded in one of `modes`: its address and
+/// the port it serves each service port on (its translation, or the service port itself).
+pub(super) fn reply_sources<'p>(policy: &'p Policy, modes: &[Forwarding]) -> Vec<ReplyOrigin<'p>> {
     let mut out = Vec::new();
     for service in policy
         .services
         .iter()
-        .filter(|s| s.forwarding == Forwarding::Nat)
+        .filter(|s| modes.contains(&s.forwarding))
     {
         for real in service.members() {
             let addr = u32::from_ne_bytes(real.address.octets());
@@ -62,7 +62,8 @@ impl Sync {
     ) -> Result<()> {
         let mut origins: HashMap<ReplySource, Option<NatOrigin>> = HashMap::new();
         let mut ambiguous = BTreeSet::new();
-        for origin in reply_sources(policy) {
+        // SNAT flows are never adopted: their replies do not say which client they are for.
+        for origin in reply_sources(policy, &[Forwarding::Nat]) {
             let (addr, port, proto) = origin.source;
             let key = ReplySource {
                 addr,

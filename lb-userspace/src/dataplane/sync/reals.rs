@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use lb_common::{
     clock::ticks_from_secs,
-    service::{REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real},
+    service::{REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_SNAT, REAL_UP, Real},
 };
 
-use super::{Observed, RealView, Sync, ids::Wanted, persist_mask, usable};
+use super::{Observed, RealView, Sync, ids::Wanted, persist_mask, snat_source, usable};
 use crate::policy::{self, Forwarding};
 
 impl Sync {
@@ -25,10 +25,10 @@ impl Sync {
             let id = wanted.real_ids[key];
             let mac = observed.macs.get(&real.address);
             let up = usable(service, real, observed);
-            let mut flags = if service.forwarding == Forwarding::Nat {
-                REAL_NAT
-            } else {
-                0
+            let mut flags = match service.forwarding {
+                Forwarding::Dr => 0,
+                Forwarding::Nat => REAL_NAT,
+                Forwarding::Snat => REAL_NAT | REAL_SNAT,
             };
             if up {
                 flags |= REAL_UP;
@@ -50,6 +50,8 @@ impl Sync {
                 idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs(), self.hz),
                 closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs(), self.hz),
                 persist_mask: persist_mask(service),
+                snat_addr: snat_source(service, real, observed)
+                    .map_or(0, |a| u32::from_ne_bytes(a.octets())),
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals

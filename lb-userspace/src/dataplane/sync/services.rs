@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use lb_common::{
     clock::ticks_from_secs,
     maps::MAGLEV_TABLE_SIZE,
-    service::{FORWARD_DR, FORWARD_NAT, SERVICE_PERSISTENT, SERVICE_SOURCE_HASH, Service, VipKey},
+    service::{
+        FORWARD_DR, FORWARD_NAT, FORWARD_SNAT, SERVICE_PERSISTENT, SERVICE_SOURCE_HASH, Service,
+        VipKey,
+    },
 };
 
 use super::{
@@ -118,6 +121,7 @@ impl Sync {
             forwarding: match service.forwarding {
                 Forwarding::Dr => FORWARD_DR,
                 Forwarding::Nat => FORWARD_NAT,
+                Forwarding::Snat => FORWARD_SNAT,
             },
             flags: match service.scheduler {
                 Scheduler::SourceHash => SERVICE_SOURCE_HASH,
@@ -193,10 +197,10 @@ impl Sync {
     }
 }
 
-/// Where NAT reals' replies come from: their address and the port they serve on (the
+/// Where NAT and SNAT reals' replies come from: their address and the port they serve on (the
 /// translated port, or each service port).
 fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
-    super::nat_origins::reply_sources(policy)
+    super::nat_origins::reply_sources(policy, &[Forwarding::Nat, Forwarding::Snat])
         .into_iter()
         .map(|origin| origin.source)
         .collect()
@@ -229,6 +233,17 @@ fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
         .collect();
     for key in stale_replies {
         let _ = maps.nat_reverse.remove(&key);
+    }
+    // SNAT's too, freeing their ports.
+    let stale_snat: Vec<_> = maps
+        .snat_reverse
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, back)| gone.contains(&(back.vip, back.vip_port, k.proto)))
+        .map(|(k, _)| k)
+        .collect();
+    for key in stale_snat {
+        let _ = maps.snat_reverse.remove(&key);
     }
     Ok(())
 }
