@@ -7,11 +7,10 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use xdplb_lab::lab::FibRouter;
 use xdplb_tests::{
     fixture::{Dataplane, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
-    frames::{self, CLIENT_MAC, Flow, Shape, assert_checksums_valid, macs},
+    frames::{self, CLIENT_MAC, Flow, Shape, macs, seen},
 };
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -69,40 +68,6 @@ fn router() -> FibRouter {
         (ONE_ARM_REAL, ONE_ARM_MAC, "out0"),
     ])
     .unwrap()
-}
-
-struct Seen {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    ttl: u8,
-    payload: Vec<u8>,
-}
-
-fn seen(frame: &[u8]) -> Seen {
-    assert_checksums_valid(frame);
-    let p = SlicedPacket::from_ethernet(frame).unwrap();
-    let Some(NetSlice::Ipv4(ip)) = &p.net else {
-        panic!("not IPv4")
-    };
-    let (sport, dport, payload) = match &p.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            (t.source_port(), t.destination_port(), t.payload().to_vec())
-        }
-        Some(TransportSlice::Udp(u)) => {
-            (u.source_port(), u.destination_port(), u.payload().to_vec())
-        }
-        _ => panic!("no TCP/UDP"),
-    };
-    Seen {
-        src: ip.header().source_addr(),
-        dst: ip.header().destination_addr(),
-        sport,
-        dport,
-        ttl: ip.header().ttl(),
-        payload,
-    }
 }
 
 /// The program loaded with POLICY, attached (as far as it knows) to the router's interfaces.

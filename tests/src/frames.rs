@@ -198,6 +198,41 @@ pub fn assert_checksums_valid(frame: &[u8]) {
     }
 }
 
+/// What a forwarded frame carries, its checksums checked first.
+pub struct Seen {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+    pub payload: Vec<u8>,
+}
+
+pub fn seen(frame: &[u8]) -> Seen {
+    assert_checksums_valid(frame);
+    let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let (sport, dport, payload) = match &p.transport {
+        Some(etherparse::TransportSlice::Tcp(t)) => {
+            (t.source_port(), t.destination_port(), t.payload().to_vec())
+        }
+        Some(etherparse::TransportSlice::Udp(u)) => {
+            (u.source_port(), u.destination_port(), u.payload().to_vec())
+        }
+        _ => panic!("no TCP/UDP"),
+    };
+    Seen {
+        src: ip.header().source_addr(),
+        dst: ip.header().destination_addr(),
+        sport,
+        dport,
+        ttl: ip.header().ttl(),
+        payload,
+    }
+}
+
 /// Destination and source MAC of a frame.
 pub fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
     (

@@ -34,6 +34,7 @@ use crate::{
     dataplane::{
         loader,
         maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_KEEPALIVED},
+        snat_sweep,
         sync::{Observed, Sync},
     },
     health::monitor::{Monitor, Report},
@@ -134,7 +135,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
                 for (real, after) in &retired {
                     info!(real = %real, after_s = after.as_secs(), "removed real retired: its last flow ended");
                 }
-                snat::sweep(&mut c.loaded.maps, now)?;
+                snat_sweep::sweep(&mut c.loaded.maps, now)?;
                 if (&c.observed.macs, &c.observed.snat_sources) != (&before.0, &before.1)
                     || !retired.is_empty()
                 {

@@ -3,9 +3,7 @@
 //!   connections never take a port a SNAT flow may be given; released by `xdplb down`;
 //! - this host's own address toward each SNAT real, the source its flows get when the service
 //!   has no `snat_address` (the address the kernel picks, so health checks come from it too);
-//! - freeing the ports of expired flows: the data plane never frees one (a live flow's port
-//!   must never be given to another), so once both directions of a SNAT flow have expired its
-//!   reverse entry is removed here.
+//! - freeing the ports of expired flows is `dataplane::snat_sweep`'s.
 
 use std::{
     collections::HashMap,
@@ -13,16 +11,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lb_common::{
-    flow::{FlowKey, entry_alive},
-    maps::{SNAT_PORT_COUNT, SNAT_PORT_FIRST},
-};
+use lb_common::maps::{SNAT_PORT_COUNT, SNAT_PORT_FIRST};
 use tracing::{info, warn};
 
-use crate::{
-    dataplane::maps::Maps,
-    policy::{Forwarding, Policy},
-};
+use crate::policy::{Forwarding, Policy};
 
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
@@ -111,55 +103,4 @@ fn source_toward(to: SocketAddrV4) -> Option<Ipv4Addr> {
         std::net::SocketAddr::V4(local) if !local.ip().is_unspecified() => Some(*local.ip()),
         _ => None,
     }
-}
-
-/// Removes the reverse entries of SNAT flows whose both directions expired (or whose real's id
-/// was given to another real), freeing their ports; returns how many.
-pub fn sweep(maps: &mut Maps, now: u32) -> Result<usize> {
-    let mut expired = Vec::new();
-    for entry in maps.snat_reverse.iter() {
-        let Ok((reply, back)) = entry else { continue };
-        let real = match maps.reals.get(&back.real, 0) {
-            Ok(real) if real.generation == back.generation => real,
-            _ => {
-                expired.push((reply, back.seen));
-                continue;
-            }
-        };
-        if entry_alive(back.seen, back.flags, &real, now) {
-            continue;
-        }
-        let forward = FlowKey {
-            src: back.client,
-            dst: back.vip,
-            sport: back.client_port,
-            dport: back.vip_port,
-            proto: reply.proto,
-            _pad1: 0,
-            _pad2: 0,
-        };
-        let forward_alive = matches!(
-            maps.flows.get(&forward, 0),
-            Ok(f) if f.real == back.real
-                && f.generation == back.generation
-                && entry_alive(f.seen, f.flags, &real, now)
-        );
-        if !forward_alive {
-            expired.push((reply, back.seen));
-        }
-    }
-    let mut removed = 0;
-    for (reply, seen) in &expired {
-        // Read again just before: a packet of the same client may have revived the entry since
-        // (a UDP client sending from a fixed port); such an entry stays.
-        if let Ok(now_there) = maps.snat_reverse.get(reply, 0)
-            && now_there.seen != *seen
-        {
-            continue;
-        }
-        if maps.snat_reverse.remove(reply).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }

@@ -8,4 +8,5 @@ pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod object;
+pub mod snat_sweep;
 pub mod sync;
