@@ -24,6 +24,9 @@ const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 const NAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const NAT_REAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x19, 0x11];
+const SNAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
+/// The balancer's inside address, the SNAT service's source toward the real.
+const SNAT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const DR_REALS: [(Ipv4Addr, [u8; 6]); 3] = [
     (Ipv4Addr::new(198, 18, 0, 11), [0x02, 0, 0, 0, 0, 0x11]),
     (Ipv4Addr::new(198, 18, 0, 12), [0x02, 0, 0, 0, 0, 0x12]),
@@ -50,6 +53,15 @@ services:
     ports: [443]
     protocol: tcp
     forwarding: nat
+    reals:
+      - address: 198.19.0.11
+        port: 8443
+  - name: snat-viewer
+    vip: 198.18.0.102
+    ports: [443]
+    protocol: tcp
+    forwarding: snat
+    snat_address: 198.19.0.1
     reals:
       - address: 198.19.0.11
         port: 8443
@@ -377,5 +389,89 @@ fn nat_errors_about_requests_are_translated_out_to_the_client() {
     assert_eq!(out.action, XDP_REDIRECT);
     let (src, dst, _, quote) = icmp_out(&out.frame);
     assert_eq!((src, dst), (INSIDE_ROUTER, CLIENT));
+    assert_eq!(quote, &sent[..28]);
+}
+
+/// A SNAT flow's source port toward the real, from its first packet.
+fn snat_flow(router: &FibRouter, dp: &Dataplane, client_port: u16) -> u16 {
+    let syn = frames::tcp(
+        &Flow::new(CLIENT, client_port, SNAT_VIP, 443),
+        &Shape {
+            syn: true,
+            dst_mac: Some(router.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    let out = dp.run_in(&router.ns, "out0", &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    frames::seen(&out.frame).sport
+}
+
+/// Path MTU discovery through SNAT: a client-side router's error about a reply reaches the
+/// real quoting the packet the real sent (to the SNAT address and port).
+#[test]
+fn snat_errors_about_replies_are_translated_in_to_the_real() {
+    let (router, dp) = setup();
+    let port = snat_flow(&router, &dp, 50010);
+    let sent = tcp_datagram((NAT_REAL, 8443), (SNAT_ADDRESS, port), 63, &[7u8; 1400]);
+    let translated = tcp_datagram((SNAT_VIP, 443), (CLIENT, 50010), 63, &[7u8; 1400]);
+    for quote_len in [28, 40, 576] {
+        let error = icmp_frame(
+            ROUTER,
+            SNAT_VIP,
+            frag_needed(),
+            &translated[..quote_len],
+            router.out_mac,
+        );
+        let out = dp.run_in(&router.ns, "out0", &error);
+        assert_eq!(out.action, XDP_REDIRECT, "in to the real");
+        assert_eq!(macs(&out.frame), (NAT_REAL_MAC, router.in_mac));
+        let (src, dst, ttl, quote) = icmp_out(&out.frame);
+        assert_eq!((src, dst, ttl), (ROUTER, NAT_REAL, 63));
+        assert_eq!(quote, &sent[..quote_len], "quote of {quote_len} bytes");
+    }
+}
+
+/// An error about a packet the balancer sent to a SNAT real comes to the SNAT address; it goes
+/// on to the client, quoting the client's own packet.
+#[test]
+fn snat_errors_about_requests_are_translated_out_to_the_client() {
+    let (router, dp) = setup();
+    let port = snat_flow(&router, &dp, 50011);
+    let sent = tcp_datagram((CLIENT, 50011), (SNAT_VIP, 443), 63, &[5u8; 1400]);
+    let translated = tcp_datagram((SNAT_ADDRESS, port), (NAT_REAL, 8443), 63, &[5u8; 1400]);
+    // A router on the servers' side: too big for its next link.
+    let error = icmp_frame(
+        INSIDE_ROUTER,
+        SNAT_ADDRESS,
+        frag_needed(),
+        &translated[..576],
+        router.in_mac,
+    );
+    let out = dp.run_in(&router.ns, "in0", &error);
+    assert_eq!(out.action, XDP_REDIRECT, "out to the client");
+    assert_eq!(macs(&out.frame), (CLIENT_MAC, router.out_mac));
+    let (src, dst, ttl, quote) = icmp_out(&out.frame);
+    assert_eq!((src, dst, ttl), (INSIDE_ROUTER, CLIENT, 63));
+    assert_eq!(
+        quote,
+        &sent[..576],
+        "the client's own packet, TCP checksum included"
+    );
+    // The real's own error seems to come from the VIP.
+    let unreachable = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+    let mut error = icmp_frame(
+        NAT_REAL,
+        SNAT_ADDRESS,
+        unreachable,
+        &translated[..28],
+        router.in_mac,
+    );
+    error[6..12].copy_from_slice(&NAT_REAL_MAC);
+    let out = dp.run_in(&router.ns, "in0", &error);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let (src, dst, _, quote) = icmp_out(&out.frame);
+    assert_eq!((src, dst), (SNAT_VIP, CLIENT));
     assert_eq!(quote, &sent[..28]);
 }

@@ -28,12 +28,12 @@ use lb_common::{
     counters::Reason,
     flow::FlowKey,
     hash::vip_filter_bit,
-    service::{FORWARD_DR, Real, VipKey},
+    service::{FORWARD_DR, REAL_SNAT, Real, VipKey},
 };
 
 use crate::{
     age, classify, csum, dr,
-    maps::{NAT_REVERSE, REAL_FILTER, REALS, SERVICES},
+    maps::{FLOWS, NAT_REVERSE, REAL_FILTER, REALS, SERVICES, SNAT_REVERSE},
     nat::{self, Route},
     parse::{self, Datagram, opaque_offset, ptr_at},
     schedule, stats,
@@ -118,14 +118,24 @@ fn error(ctx: &XdpContext, datagram: &Datagram, now: u32) -> Result<u32, Reason>
         } else {
             tuple.sport
         };
+        // SNAT: the real sent it to the SNAT address:port, which the quote must show too.
+        let to = if real.flags & REAL_SNAT != 0 {
+            // SAFETY: the field is copied out at once.
+            let snat_port = unsafe { FLOWS.get(flow) }.map_or(0, |f| f.snat_port);
+            (real.snat_addr, snat_port)
+        } else {
+            (tuple.dst, tuple.dport)
+        };
         return translate(
             ctx,
             datagram,
             &quoted,
-            Side::Source,
-            real.addr,
-            port,
-            None,
+            Rewrite {
+                quote_src: (real.addr, port),
+                quote_dst: to,
+                outer_src: outer_src,
+                outer_dst: real.addr,
+            },
             id,
             real,
         );
@@ -138,25 +148,48 @@ fn error(ctx: &XdpContext, datagram: &Datagram, now: u32) -> Result<u32, Reason>
     }
     let reply = reversed(tuple);
     // SAFETY: the fields are copied out at once.
-    let (vip, vip_port, id, generation) = unsafe {
-        let back = NAT_REVERSE.get(reply).ok_or(Reason::IcmpUnmatched)?;
-        (back.vip, back.vip_port, back.real, back.generation)
+    let (vip, vip_port, id, generation, client, client_port) = unsafe {
+        let back = match NAT_REVERSE.get(reply) {
+            Some(back) => back,
+            None => SNAT_REVERSE.get(reply).ok_or(Reason::IcmpUnmatched)?,
+        };
+        (
+            back.vip,
+            back.vip_port,
+            back.real,
+            back.generation,
+            back.client,
+            back.client_port,
+        )
     };
     let real = match REALS.get(id) {
         Some(real) if real.generation == generation => real,
         _ => return Err(Reason::IcmpUnmatched),
     };
     accept(ctx, datagram)?;
+    // SNAT: the quote's source (the SNAT address:port) and the error's destination become
+    // the client again. NAT: they are the client already.
+    let (to, to_port) = if client != 0 {
+        (client, client_port)
+    } else {
+        (tuple.src, tuple.sport)
+    };
     // The real's own error (port unreachable...) must seem to come from the VIP.
-    let outer_src = (outer_src == tuple.dst).then_some(vip);
+    let new_outer_src = if outer_src == tuple.dst {
+        vip
+    } else {
+        outer_src
+    };
     translate(
         ctx,
         datagram,
         &quoted,
-        Side::Destination,
-        vip,
-        vip_port,
-        outer_src,
+        Rewrite {
+            quote_src: (to, to_port),
+            quote_dst: (vip, vip_port),
+            outer_src: new_outer_src,
+            outer_dst: if client != 0 { client } else { outer_dst },
+        },
         id,
         real,
     )
@@ -247,30 +280,25 @@ fn frame_len(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()) as u64
 }
 
-/// Which end of the quoted packet is rewritten.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// Its source (VIP:port, for a reply the balancer sent): the error goes in to the real, so
-    /// the outer destination (the VIP) becomes the real too.
-    Source,
-    /// Its destination (real:port, for a packet the balancer sent to a real): the error goes
-    /// out to the client.
-    Destination,
+/// What an error becomes: the quoted packet's source and destination address:port, and the
+/// error's own source and destination. Going in to a real, the quote becomes the packet the
+/// real sent (real -> client, or SNAT address); going out to a client, the packet the client
+/// sent (client -> VIP). Fields a mode leaves alone are given unchanged.
+struct Rewrite {
+    quote_src: (u32, u16),
+    quote_dst: (u32, u16),
+    outer_src: u32,
+    outer_dst: u32,
 }
 
-/// NAT: rewrites the quoted packet's `side` to `addr`:`port` (and, going in, the outer
-/// destination; going out, the outer source if `outer_src`), with every checksum, then
-/// forwards like a router.
-#[allow(clippy::too_many_arguments)]
+/// NAT and SNAT: rewrites the error as `to` says, with every checksum, then forwards it like a
+/// router.
 #[inline(always)]
 fn translate(
     ctx: &XdpContext,
     datagram: &Datagram,
     quoted: &Quoted,
-    side: Side,
-    addr: u32,
-    port: u16,
-    outer_src: Option<u32>,
+    to: Rewrite,
     id: u32,
     real: &Real,
 ) -> Result<u32, Reason> {
@@ -283,10 +311,7 @@ fn translate(
             u32::from_ne_bytes((*ip).dst_addr),
         )
     };
-    let (new_src, new_dst) = match side {
-        Side::Source => (src, addr),
-        Side::Destination => (outer_src.unwrap_or(src), dst),
-    };
+    let (new_src, new_dst) = (to.outer_src, to.outer_dst);
     let hop = match nat::next_hop(
         ctx,
         ip,
@@ -301,7 +326,7 @@ fn translate(
         Route::Found(hop) => Some(hop),
         Route::NoNeighbour => None,
     };
-    rewrite_quote(ctx, datagram, quoted, side, addr, port)?;
+    rewrite_quote(ctx, datagram, quoted, to.quote_src, to.quote_dst)?;
     // The outer header: addresses, and TTL for this hop (unless the kernel forwards it).
     // SAFETY: parse bounds-checked the outer IPv4 header.
     unsafe {
@@ -326,25 +351,23 @@ fn translate(
     }
 }
 
-/// Rewrites the quoted packet's `side` address and port, fixing the quoted IP checksum, the
-/// quoted TCP/UDP checksum when the quote holds it, and the ICMP checksum over all of them.
+/// Rewrites the quoted packet's source and destination address and port, fixing the quoted IP
+/// checksum, the quoted TCP/UDP checksum when the quote holds it, and the ICMP checksum over
+/// all of them.
 #[inline(always)]
 fn rewrite_quote(
     ctx: &XdpContext,
     datagram: &Datagram,
     quoted: &Quoted,
-    side: Side,
-    addr: u32,
-    port: u16,
+    src: (u32, u16),
+    dst: (u32, u16),
 ) -> Result<(), Reason> {
-    let (addr_at, port_at) = match side {
-        Side::Source => (quoted.ip + IP_SRC, quoted.l4 + SPORT),
-        Side::Destination => (quoted.ip + IP_DST, quoted.l4 + DPORT),
-    };
     let icmp_check: *mut u16 = ptr_at(ctx, quoted.icmp + ICMP_CHECK)?;
     let ip_check: *mut u16 = ptr_at(ctx, quoted.ip + IP_CHECK)?;
-    let addr_field: *mut u32 = ptr_at(ctx, addr_at)?;
-    let port_field: *mut u16 = ptr_at(ctx, port_at)?;
+    let src_field: *mut u32 = ptr_at(ctx, quoted.ip + IP_SRC)?;
+    let dst_field: *mut u32 = ptr_at(ctx, quoted.ip + IP_DST)?;
+    let sport_field: *mut u16 = ptr_at(ctx, quoted.l4 + SPORT)?;
+    let dport_field: *mut u16 = ptr_at(ctx, quoted.l4 + DPORT)?;
     let l4_check_at = quoted.l4
         + if quoted.tuple.proto == IPPROTO_UDP {
             UDP_CHECK
@@ -359,16 +382,21 @@ fn rewrite_quote(
     };
     // SAFETY: every pointer was bounds-checked by ptr_at; misaligned access is allowed.
     unsafe {
-        let old_addr = read_unaligned(addr_field);
-        let old_port = read_unaligned(port_field);
+        let (old_src, old_dst) = (read_unaligned(src_field), read_unaligned(dst_field));
+        let (old_sport, old_dport) = (read_unaligned(sport_field), read_unaligned(dport_field));
         let mut icmp = read_unaligned(icmp_check);
-        write_unaligned(addr_field, addr);
-        write_unaligned(port_field, port);
-        icmp = csum::replace4(icmp, old_addr, addr);
-        icmp = csum::replace2(icmp, old_port, port);
+        write_unaligned(src_field, src.0);
+        write_unaligned(dst_field, dst.0);
+        write_unaligned(sport_field, src.1);
+        write_unaligned(dport_field, dst.1);
+        icmp = csum::replace4(icmp, old_src, src.0);
+        icmp = csum::replace4(icmp, old_dst, dst.0);
+        icmp = csum::replace2(icmp, old_sport, src.1);
+        icmp = csum::replace2(icmp, old_dport, dst.1);
 
         let old = read_unaligned(ip_check);
-        let new = csum::replace4(old, old_addr, addr);
+        let mut new = csum::replace4(old, old_src, src.0);
+        new = csum::replace4(new, old_dst, dst.0);
         write_unaligned(ip_check, new);
         icmp = csum::replace2(icmp, old, new);
 
@@ -376,8 +404,10 @@ fn rewrite_quote(
             let old = read_unaligned(field);
             // A UDP datagram sent without a checksum (0) stays without one.
             if !(quoted.tuple.proto == IPPROTO_UDP && old == 0) {
-                let mut new = csum::replace4(old, old_addr, addr);
-                new = csum::replace2(new, old_port, port);
+                let mut new = csum::replace4(old, old_src, src.0);
+                new = csum::replace4(new, old_dst, dst.0);
+                new = csum::replace2(new, old_sport, src.1);
+                new = csum::replace2(new, old_dport, dst.1);
                 if quoted.tuple.proto == IPPROTO_UDP && new == 0 {
                     new = 0xffff;
                 }

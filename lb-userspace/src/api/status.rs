@@ -28,6 +28,25 @@ pub struct Status {
     /// The NAT firewall (`nat_routing: closed` with NAT services).
     #[serde(default)]
     pub nat_firewall: NatFirewall,
+    /// SNAT's source ports (with SNAT services).
+    #[serde(default)]
+    pub snat: Snat,
+}
+
+/// SNAT's source ports: how many flows hold one, and what was refused or dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Snat {
+    pub active: bool,
+    /// The range flows are given ports from, reserved in the kernel (`40960-57343`).
+    pub ports: String,
+    /// Flows holding a port now (their ports are freed a second or so after both directions
+    /// expire).
+    pub flows: u64,
+    /// New flows refused because every port tried toward their real was held
+    /// (`snat_ports_exhausted`).
+    pub flows_refused: u64,
+    /// Packets to a SNAT port that belonged to no flow, dropped (`snat_unknown`).
+    pub unknown_dropped: u64,
 }
 
 /// What the NAT firewall keeps out of the server side (controller/firewall.rs).
@@ -117,6 +136,9 @@ pub struct RealStatus {
     pub address: Ipv4Addr,
     /// NAT port translation, if any.
     pub port: Option<u16>,
+    /// SNAT: the source address the real sees (absent until a route to it is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_address: Option<Ipv4Addr>,
     /// `real`, `backup` or `fallback`.
     pub role: String,
     pub state: State,
@@ -284,6 +306,7 @@ mod tests {
         RealStatus {
             address: address.into(),
             port: None,
+            snat_address: None,
             role: "real".into(),
             state,
             reason: reason.into(),
@@ -331,6 +354,7 @@ mod tests {
             nat_flows_adopted: 0,
             readiness: Readiness::default(),
             nat_firewall: NatFirewall::default(),
+            snat: Snat::default(),
         };
         let table = status.table();
         let lines: Vec<&str> = table.lines().collect();

@@ -360,6 +360,7 @@ impl Controller {
             &netconf::address::local_ipv4()?,
             &self.policy,
             &self.sync,
+            &self.observed,
             &self.monitor,
             &self.admin,
             &self.loaded.maps,

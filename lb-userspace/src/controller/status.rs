@@ -8,9 +8,13 @@ use lb_common::service::Real;
 use crate::{
     api::status::{
         CheckStatus, FloodDefence, NatFirewall, Readiness, RealStatus, ReasonCount, ServiceStatus,
-        State, Status,
+        Snat, State, Status,
     },
-    dataplane::{counters, maps::Maps, sync::Sync},
+    dataplane::{
+        counters,
+        maps::Maps,
+        sync::{Observed, Sync, snat_source},
+    },
     health::monitor::Monitor,
     policy::{CheckKind, Forwarding, Policy, RealRef, Scheduler},
 };
@@ -18,10 +22,12 @@ use crate::{
 use lb_common::flow::entry_alive;
 
 /// `held`: the addresses on this host's interfaces now.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     held: &std::collections::HashSet<std::net::Ipv4Addr>,
     policy: &Policy,
     sync: &Sync,
+    observed: &Observed,
     monitor: &Monitor,
     admin: &super::admin::AdminState,
     maps: &Maps,
@@ -112,6 +118,7 @@ pub fn build(
             reals.push(RealStatus {
                 address: view.address,
                 port: view.port,
+                snat_address: policy_real.and_then(|r| snat_source(service, r, observed)),
                 role: if view.fallback {
                     "fallback"
                 } else if backup {
@@ -175,7 +182,33 @@ pub fn build(
         // The controller fills it in (controller/readiness.rs).
         readiness: Readiness::default(),
         nat_firewall: nat_firewall(policy, &snapshot),
+        snat: snat(policy, &snapshot, maps),
     })
+}
+
+fn snat(policy: &Policy, snapshot: &counters::Snapshot, maps: &Maps) -> Snat {
+    if !policy
+        .services
+        .iter()
+        .any(|s| s.forwarding == Forwarding::Snat)
+    {
+        return Snat::default();
+    }
+    let reason = |wanted: lb_common::counters::Reason| {
+        snapshot
+            .reasons
+            .iter()
+            .find(|(r, _)| *r == wanted)
+            .map_or(0, |(_, n)| *n)
+    };
+    let first = lb_common::maps::SNAT_PORT_FIRST;
+    Snat {
+        active: true,
+        ports: format!("{first}-{}", first + (lb_common::maps::SNAT_PORT_COUNT - 1)),
+        flows: maps.snat_reverse.keys().filter(|k| k.is_ok()).count() as u64,
+        flows_refused: reason(lb_common::counters::Reason::SnatPortsExhausted),
+        unknown_dropped: reason(lb_common::counters::Reason::SnatUnknown),
+    }
 }
 
 fn nat_firewall(policy: &Policy, snapshot: &counters::Snapshot) -> NatFirewall {

@@ -300,7 +300,22 @@ impl Collector for Traffic {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(self.0.nat_firewall.dropped_packets).encode(metric)
+        ConstCounter::new(self.0.nat_firewall.dropped_packets).encode(metric)?;
+        let snat = &self.0.snat;
+        let metric = encoder.encode_descriptor(
+            "snat_flows",
+            "SNAT flows holding a source port now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(snat.flows as i64).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "snat_flows_refused",
+            "New SNAT flows refused because every source port tried toward their real was held",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(snat.flows_refused).encode(metric)
     }
 }
 

@@ -600,3 +600,87 @@ fn suspicious_checks_are_warned_about() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn snat_takes_a_source_address_and_port_translation() {
+    let snat = GOOD
+        .replace("forwarding: dr", "forwarding: snat")
+        .replace("forwarding: nat", "forwarding: snat");
+    let p = parse("p.yaml", &snat).unwrap();
+    assert_eq!(p.services[0].forwarding, Forwarding::Snat);
+    assert_eq!(
+        p.services[0].snat_address, None,
+        "this host's own address by default"
+    );
+    assert_eq!(
+        p.services[1].reals[0].port,
+        Some(8443),
+        "port translation as in NAT"
+    );
+    let with = snat.replacen(
+        "    forwarding: snat\n",
+        "    forwarding: snat\n    snat_address: 198.19.0.1\n",
+        1,
+    );
+    let p = parse("p.yaml", &with).unwrap();
+    assert_eq!(
+        p.services[0].snat_address,
+        Some(Ipv4Addr::new(198, 19, 0, 1))
+    );
+    let p = parse(
+        "p.yaml",
+        &snat.replace("fallback: 198.18.0.99", "fallback: 198.18.0.99:8443"),
+    )
+    .unwrap();
+    assert_eq!(p.services[0].fallback.unwrap().port, Some(8443));
+    // Only SNAT has a source to set; it cannot be the VIP or a real.
+    for (text, needle) in [
+        (
+            GOOD.replacen(
+                "    forwarding: dr\n",
+                "    forwarding: dr\n    snat_address: 198.19.0.1\n",
+                1,
+            ),
+            "needs `forwarding: snat`",
+        ),
+        (
+            snat.replacen(
+                "    forwarding: snat\n",
+                "    forwarding: snat\n    snat_address: 198.18.0.100\n",
+                1,
+            ),
+            "cannot be the service's VIP",
+        ),
+        (
+            snat.replacen(
+                "    forwarding: snat\n",
+                "    forwarding: snat\n    snat_address: 198.18.0.11\n",
+                1,
+            ),
+            "is a real of this service",
+        ),
+        (
+            snat.replacen(
+                "    forwarding: snat\n",
+                "    forwarding: snat\n    snat_address: 2001:2::1\n",
+                1,
+            ),
+            "IPv6 addresses are not supported yet",
+        ),
+    ] {
+        let all = errors(&text);
+        assert!(
+            all.0.iter().any(|e| e.message.contains(needle)),
+            "{needle}:\n{all}"
+        );
+        let line = text
+            .lines()
+            .position(|l| l.contains("snat_address"))
+            .unwrap() as u64
+            + 1;
+        assert!(
+            all.0.iter().any(|e| e.line == line),
+            "at snat_address:\n{all}"
+        );
+    }
+}
