@@ -9,6 +9,10 @@
 //!   it back. Every repeat is then a real established-flow NAT translation with a FIB lookup
 //!   (replies alternate between the two reverse entries likewise). The frame starts at TTL 255
 //!   and each call repeats 240 times, so TTL never expires; the floor is timed the same way.
+//! - SNAT is made circular likewise, with two SNAT services: A maps 198.18.0.102:443 to
+//!   198.19.0.13:8443 from 198.19.0.12, and B has A's real as its VIP and maps it back to
+//!   A's VIP from the client's address. The ports the two flows claim are then set by hand so
+//!   that B's output is A's input again (each flow's port is whatever the other needs).
 //! - A new flow is established by its first run, so each SYN runs once per call with its own
 //!   source port; single runs start with cold caches, so it is compared with single runs of the
 //!   floor, and has no target.
@@ -35,7 +39,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use etherparse::PacketBuilder;
-use lb_common::{flood::FloodState, maps::PROGRAM_NAME};
+use lb_common::{flood::FloodState, flow::FlowKey, maps::PROGRAM_NAME};
 use xdplb::{
     dataplane::{
         loader, object,
@@ -91,6 +95,24 @@ services:
     reals:
       - address: 198.18.0.199
         port: 443
+  - name: snat-viewer
+    vip: 198.18.0.102
+    ports: [443]
+    protocol: tcp
+    forwarding: snat
+    snat_address: 198.19.0.12
+    reals:
+      - address: 198.19.0.13
+        port: 8443
+  - name: snat-back
+    vip: 198.19.0.98
+    ports: [8443]
+    protocol: tcp
+    forwarding: snat
+    snat_address: 198.18.0.1
+    reals:
+      - address: 198.18.0.198
+        port: 443
 ";
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -100,6 +122,11 @@ const LB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
 const NAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const SNAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
+const SNAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 13);
+const SNAT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
+/// The SNAT flow's client port.
+const SNAT_CLIENT_PORT: u16 = 50100;
 
 fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
@@ -313,6 +340,8 @@ impl Bench {
         // rightly refuses in a policy file (the packets would be balanced again).
         policy.services[2].vip = Ipv4Addr::new(198, 19, 0, 11);
         policy.services[2].reals[0].address = Ipv4Addr::new(198, 18, 0, 101);
+        policy.services[4].vip = SNAT_REAL;
+        policy.services[4].reals[0].address = SNAT_VIP;
         let observed = Observed {
             // The kernel hands each repeat the previous one's output: with the reals at the
             // balancer's MAC, a forwarded frame is still addressed to the balancer, as the
@@ -330,6 +359,9 @@ impl Bench {
             (CLIENT, LB_MAC, "out0"),
             (NAT_REAL, LB_MAC, "in0"),
             (NAT_VIP, LB_MAC, "out0"),
+            (SNAT_REAL, LB_MAC, "in0"),
+            (SNAT_ADDRESS, LB_MAC, "in0"),
+            (SNAT_VIP, LB_MAC, "out0"),
         ])?;
         // The bench's frames are addressed to LB_MAC, arriving on lo, out0 or in0.
         in_netns(&router.ns, || {
@@ -380,7 +412,15 @@ fn pin_to(cpu: usize) -> Result<()> {
 }
 
 fn measure(pin_dir: &std::path::Path) -> Result<()> {
-    let bench = Bench::new(pin_dir)?;
+    let mut bench = Bench::new(pin_dir)?;
+    let (snat_request, snat_reply) = {
+        let Bench { loaded, router, .. } = &mut bench;
+        let len = tcp_frame(CLIENT, SNAT_CLIENT_PORT, SNAT_VIP, 443, false).len();
+        let ctx_out = in_netns(&router.ns, || xdp_md("out0", len))?;
+        in_netns(&router.ns, || {
+            close_snat_circle(&loaded.ebpf, &mut loaded.maps, &ctx_out)
+        })?
+    };
     let floor = bench.floor()?;
     let xdplb = bench.xdplb()?;
     let router = &bench.router;
@@ -499,6 +539,16 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
                 "target <= 4x",
             ),
             Row::new(
+                "SNAT inbound",
+                calls_pair(&snat_request, &ctx_out, &nat)?,
+                "target <= NAT inbound +20%",
+            ),
+            Row::new(
+                "SNAT return",
+                calls_pair(&snat_reply, &ctx_in, &nat)?,
+                "target <= NAT return +20%",
+            ),
+            Row::new(
                 "DR new flow (SYN)",
                 Paired {
                     ns: single_ns,
@@ -530,6 +580,58 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         floors[0], floors[1], floors[2]
     );
     Ok(())
+}
+
+/// Makes both SNAT flows (A: client -> 198.18.0.102:443, B: its output, to A's real as B's
+/// VIP) and sets B's port to A's client port, so B's output is A's input again and each
+/// direction is circular. Returns A's request and the real's reply to it.
+fn close_snat_circle(
+    ebpf: &Ebpf,
+    maps: &mut xdplb::dataplane::maps::Maps,
+    ctx_out: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let xdplb: &Xdp = ebpf.program(PROGRAM_NAME).context("xdplb")?.try_into()?;
+    let request = tcp_frame(CLIENT, SNAT_CLIENT_PORT, SNAT_VIP, 443, false);
+    let mut a_out = vec![0u8; request.len() + 64];
+    let a = xdplb.test_run(TestRunOptions {
+        data_in: Some(&request),
+        data_out: Some(&mut a_out),
+        ctx_in: Some(ctx_out),
+        ..TestRunOptions::new()
+    })?;
+    ensure!(
+        a.return_value == XDP_REDIRECT,
+        "SNAT A gave {}",
+        a.return_value
+    );
+    a_out.truncate(a.data_size_out as usize);
+    let a_port = u16::from_be_bytes([a_out[34], a_out[35]]);
+    // B's first packet is A's output (claiming B's own port).
+    let (b, _) = test_run(xdplb, &a_out, 1, Some(ctx_out))?;
+    ensure!(b == XDP_TX, "SNAT B gave {b}");
+    let key = |src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16| FlowKey {
+        src: u32::from_ne_bytes(src.octets()),
+        dst: u32::from_ne_bytes(dst.octets()),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto: 6,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    let b_flow = key(SNAT_ADDRESS, a_port, SNAT_REAL, 8443);
+    let mut b_entry = maps.flows.get(&b_flow, 0)?;
+    let b_port = u16::from_be(b_entry.snat_port);
+    b_entry.snat_port = SNAT_CLIENT_PORT.to_be();
+    maps.flows.insert(b_flow, b_entry, 0)?;
+    let claimed = key(SNAT_VIP, 443, CLIENT, b_port);
+    let b_back = maps.snat_reverse.get(&claimed, 0)?;
+    maps.snat_reverse.remove(&claimed)?;
+    maps.snat_reverse
+        .insert(key(SNAT_VIP, 443, CLIENT, SNAT_CLIENT_PORT), b_back, 0)?;
+    Ok((
+        request,
+        tcp_frame(SNAT_REAL, 8443, SNAT_ADDRESS, a_port, false),
+    ))
 }
 
 /// Rounds of the A/B comparison; each round times both programs once per case.
