@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use xdplb_lab::lab::{Daemon, DrLab, LabConfig, Netns, VIP, netns::run};
+use xdplb_lab::lab::{Daemon, DrLab, LabConfig, Netns, VIP, dicom, netns::run};
 
 const INTERVAL_MS: u64 = 500;
 const FALL: u64 = 2;
@@ -93,29 +93,6 @@ fn stored(ns: &Netns) -> Result<HashSet<String>> {
         .collect())
 }
 
-/// Writes `n` Secondary Capture instances of study `set` with dcmtk's dump2dcm; returns
-/// (path, SOP Instance UID) pairs.
-fn instances(dir: &Path, set: u32, n: u32) -> Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for i in 1..=n {
-        let uid = format!("1.2.826.0.1.3680043.9.7777.{set}.{i}");
-        let dump = dir.join(format!("s{set}-{i}.dump"));
-        let file = dir.join(format!("s{set}-{i}.dcm"));
-        std::fs::write(
-            &dump,
-            format!(
-                "(0008,0016) UI =SecondaryCaptureImageStorage\n(0008,0018) UI [{uid}]\n(0008,0060) CS [OT]\n(0010,0010) PN [Test^Patient{set}]\n(0010,0020) LO [XDPLB-{set}]\n(0020,000d) UI [1.2.826.0.1.3680043.9.7777.{set}.0.1]\n(0020,000e) UI [1.2.826.0.1.3680043.9.7777.{set}.0.2]\n(0028,0002) US 1\n(0028,0004) CS [MONOCHROME2]\n(0028,0010) US 2\n(0028,0011) US 2\n(0028,0100) US 8\n(0028,0101) US 8\n(0028,0102) US 7\n(0028,0103) US 0\n(7fe0,0010) OB 00\\01\\02\\03\n"
-            ),
-        )?;
-        run(std::process::Command::new("dump2dcm")
-            .arg("+te")
-            .arg(&dump)
-            .arg(&file))?;
-        out.push((file, uid));
-    }
-    Ok(out)
-}
-
 /// storescu from the client through the VIP, one association; true if every file was
 /// acknowledged (dcmtk exits non-zero otherwise).
 fn store(lab: &DrLab, port: u16, files: &[(PathBuf, String)]) -> Result<bool> {
@@ -162,7 +139,7 @@ fn dicom_over_dr_to_two_orthancs_and_one_stops_mid_run() -> Result<()> {
     }
 
     // 200 instances in 40 associations over both ports: each stored exactly once, on both.
-    let first = instances(&dir, 1, 200)?;
+    let first = dicom::instances(&dir, 1, 200)?;
     for (i, batch) in first.chunks(5).enumerate() {
         let port = if i % 2 == 0 { 104 } else { 11112 };
         ensure!(store(&lab, port, batch)?, "storescu batch {i} failed");
@@ -191,7 +168,7 @@ fn dicom_over_dr_to_two_orthancs_and_one_stops_mid_run() -> Result<()> {
     );
 
     // A second run; pacs-1 stops in the middle.
-    let second = instances(&dir, 2, 200)?;
+    let second = dicom::instances(&dir, 2, 200)?;
     let mut acknowledged = Vec::new();
     let mut stopped_at = None;
     let mut failed_after_detection = Vec::new();

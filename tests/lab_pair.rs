@@ -15,8 +15,8 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
+    process::Stdio,
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -24,8 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use xdplb_lab::lab::{
-    Daemon, KeepalivedConfig, Node, PAIR_VIP, PairLab, Traffic, TrafficConfig, XdplbPaths,
-    netns::run,
+    Daemon, KeepalivedConfig, Node, PAIR_VIP, PairLab, Traffic, TrafficConfig, XdplbPaths, dicom,
 };
 
 /// The lab tests here run one at a time even when the harness runs tests in parallel: with
@@ -308,44 +307,6 @@ fn nat_pair_survives_cable_pull_and_failback() -> Result<()> {
     Ok(())
 }
 
-/// Writes `n` Secondary Capture instances with dcmtk's dump2dcm (as tests/acceptance_dicom.rs
-/// does); returns (path, SOP Instance UID) pairs.
-fn instances(dir: &Path, n: u32) -> Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for i in 1..=n {
-        let uid = format!("1.2.826.0.1.3680043.9.7777.77.{i}");
-        let dump = dir.join(format!("i{i}.dump"));
-        let file = dir.join(format!("i{i}.dcm"));
-        std::fs::write(
-            &dump,
-            format!(
-                "(0008,0016) UI =SecondaryCaptureImageStorage\n(0008,0018) UI [{uid}]\n(0008,0060) CS [OT]\n(0010,0010) PN [Test^Pair]\n(0010,0020) LO [XDPLB-PAIR]\n(0020,000d) UI [1.2.826.0.1.3680043.9.7777.77.0.1]\n(0020,000e) UI [1.2.826.0.1.3680043.9.7777.77.0.2]\n(0028,0002) US 1\n(0028,0004) CS [MONOCHROME2]\n(0028,0010) US 2\n(0028,0011) US 2\n(0028,0100) US 8\n(0028,0101) US 8\n(0028,0102) US 7\n(0028,0103) US 0\n(7fe0,0010) OB 00\\01\\02\\03\n"
-            ),
-        )?;
-        run(Command::new("dump2dcm").arg("+te").arg(&dump).arg(&file))?;
-        out.push((file, uid));
-    }
-    Ok(out)
-}
-
-/// SOP Instance UIDs of the files storescp wrote into `dir`, with how often each was stored.
-fn stored_uids(dir: &Path, counts: &mut HashMap<String, usize>) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let out = run(Command::new("dcmdump")
-            .args(["-q", "-s", "+P", "0008,0018"])
-            .arg(&path))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let uid = text
-            .split('[')
-            .nth(1)
-            .and_then(|s| s.split(']').next())
-            .with_context(|| format!("no SOP Instance UID in {}: {text}", path.display()))?;
-        *counts.entry(uid.to_string()).or_default() += 1;
-    }
-    Ok(())
-}
-
 /// A modality's association through the DR pair's VIP stays up while the active node's cable
 /// is pulled, and while it is plugged back and takes over again: every instance is
 /// acknowledged and stored exactly once.
@@ -385,7 +346,7 @@ fn dicom_association_survives_failover() -> Result<()> {
     lab.start(&policy)?;
     let files_dir = dir.join("send");
     std::fs::create_dir_all(&files_dir)?;
-    let sent = instances(&files_dir, 5)?;
+    let sent = dicom::instances(&files_dir, 77, 5)?;
 
     let sending = Instant::now();
     let mut storescu = lab
@@ -442,7 +403,7 @@ fn dicom_association_survives_failover() -> Result<()> {
     let mut per_real = Vec::new();
     for output in &outputs {
         let before: usize = counts.values().sum();
-        stored_uids(output, &mut counts)?;
+        dicom::stored_uids(output, &mut counts)?;
         per_real.push(counts.values().sum::<usize>() - before);
     }
     for (_, uid) in &sent {

@@ -27,8 +27,11 @@ fn range() -> String {
     )
 }
 
-/// Adds xdplb's range to the reserved ports, keeping what was there.
+/// Adds xdplb's range to the reserved ports, keeping what was there. Connections this host
+/// opened earlier from a port of the range are named: a SNAT real's replies to them will be
+/// taken for SNAT's and dropped.
 pub fn reserve_ports() -> Result<()> {
+    warn_of_ports_in_use();
     let current =
         std::fs::read_to_string(RESERVED_PORTS).context("reading ip_local_reserved_ports")?;
     let mut ranges: Vec<&str> = current
@@ -41,7 +44,7 @@ pub fn reserve_ports() -> Result<()> {
         return Ok(());
     }
     ranges.push(&ours);
-    std::fs::write(RESERVED_PORTS, ranges.join(","))
+    std::fs::write(RESERVED_PORTS, format!("{}\n", ranges.join(",")))
         .context("reserving xdplb's SNAT ports in net.ipv4.ip_local_reserved_ports")?;
     info!(
         ports = %ours,
@@ -65,7 +68,8 @@ pub fn release_ports() -> Result<()> {
         return Ok(());
     }
     let rest: Vec<&str> = ranges.into_iter().filter(|r| *r != ours).collect();
-    std::fs::write(RESERVED_PORTS, rest.join(","))
+    // With a newline: an empty write is no write(2) at all, and would leave the range.
+    std::fs::write(RESERVED_PORTS, format!("{}\n", rest.join(",")))
         .context("releasing xdplb's SNAT ports from net.ipv4.ip_local_reserved_ports")?;
     info!(ports = %ours, "SNAT's reserved ports released");
     Ok(())
@@ -102,5 +106,34 @@ fn source_toward(to: SocketAddrV4) -> Option<Ipv4Addr> {
     match socket.local_addr().ok()? {
         std::net::SocketAddr::V4(local) if !local.ip().is_unspecified() => Some(*local.ip()),
         _ => None,
+    }
+}
+
+/// Warns of this host's TCP connections whose local port is in xdplb's range (opened before
+/// the range was reserved).
+fn warn_of_ports_in_use() {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return;
+    };
+    let in_use: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            // 0A: listening, not a connection.
+            (state != "0A").then_some(port)
+        })
+        .filter(|p| (SNAT_PORT_FIRST..SNAT_PORT_FIRST + SNAT_PORT_COUNT).contains(p))
+        .collect();
+    if !in_use.is_empty() {
+        warn!(
+            connections = in_use.len(),
+            ports = ?in_use.iter().take(8).collect::<Vec<_>>(),
+            range = %range(),
+            "this host has TCP connections from ports of SNAT's range, opened before it was reserved: replies to them from a SNAT real's service address:port are dropped as SNAT's (reconnect them)"
+        );
     }
 }

@@ -5,8 +5,10 @@
 //! that was killed are swept when the next lab starts (their PID is dead), and so are its
 //! keepalived processes.
 
+mod arms;
 mod balancer;
 mod daemon;
+pub mod dicom;
 mod dr;
 mod flood;
 mod keepalived;
@@ -15,10 +17,12 @@ pub mod netns;
 mod pair;
 mod remote;
 mod router;
+mod snat;
 mod switch;
 mod tcp;
 mod traffic;
 
+pub use arms::{Arms, NAT_VIP, Topology};
 pub use balancer::{Balancer, xdplb_binary};
 pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
@@ -27,13 +31,17 @@ pub use keepalived::{
     ADVERT_INT, Keepalived, KeepalivedConfig, NOT_READY_WEIGHT, Node, PREEMPT_DELAY_S,
     PRIORITY_PREFERRED, PRIORITY_STANDBY, VrrpInstance, XdplbPaths,
 };
-pub use nat::{Arms, CLIENT_PORT, NAT_VIP, NatLab};
+pub use nat::{CLIENT_PORT, NatLab};
 pub use netns::{Netns, mac_text};
 pub use pair::{
     CHECK_INTERVAL_MS, NAT_REAL_PORT, PAIR_CLIENT, PAIR_GATEWAY, PAIR_VIP, PairLab, PairMode,
 };
 pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
+pub use snat::{SNAT_DICOM_PORT, SnatLab};
 pub use switch::Switch;
-pub use tcp::{Conversation, EchoServer, UdpNameServer, download, http_get, udp_who, who};
+pub use tcp::{
+    Conversation, EchoServer, UdpNameServer, download, established_peers, http_get, http_get_path,
+    http_keep_alive, udp_ask, udp_ask_here, udp_who, who,
+};
 pub use traffic::{Download, Fresh, LongLived, Traffic, TrafficConfig, TrafficReport};

@@ -2,8 +2,11 @@
 //!
 //! The server answers each line `who` with its name, so a client learns which real server it
 //! reached, and keeps the connection open for more lines (a long-lived "study transfer").
-//! It also answers an HTTP GET with its name as the body, so `curl` can be the client, and
-//! `get N` with N bytes (a large download: an image retrieval).
+//! It also answers an HTTP GET with its name as the body, so `curl` can be the client
+//! (HTTP/1.1 connections stay open for more requests unless the client asks to close), and
+//! `get N` with N bytes (a large download: an image retrieval). `peer` (and `GET /peer`, with
+//! its name first) answers the address and port the server sees the connection come from:
+//! what a translated source looks like from the real's side.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -54,26 +57,58 @@ impl EchoServer {
 fn serve(stream: TcpStream, name: &str) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
     };
     let mut lines = BufReader::new(stream).lines();
     while let Some(Ok(line)) = lines.next() {
-        if line.starts_with("GET ") {
-            // Read the request headers, answer, close.
+        if let Some(request) = line.strip_prefix("GET ") {
+            // HTTP/1.1 keeps the connection unless a `Connection: close` says otherwise;
+            // HTTP/1.0 closes it unless a `Connection: keep-alive` says otherwise.
+            let mut keep_alive = request.trim_end().ends_with("HTTP/1.1");
             for header in lines.by_ref() {
-                if header.map(|h| h.trim().is_empty()).unwrap_or(true) {
+                let Ok(header) = header else {
+                    return;
+                };
+                let header = header.trim();
+                if header.is_empty() {
                     break;
                 }
+                if let Some((key, value)) = header.split_once(':')
+                    && key.trim().eq_ignore_ascii_case("connection")
+                {
+                    let value = value.trim();
+                    if value.eq_ignore_ascii_case("close") {
+                        keep_alive = false;
+                    } else if value.eq_ignore_ascii_case("keep-alive") {
+                        keep_alive = true;
+                    }
+                }
             }
-            let body = format!("{name}\n");
-            let _ = write!(
+            let body = match request.split_whitespace().next() {
+                Some("/peer") => format!("{name} {peer}\n"),
+                _ => format!("{name}\n"),
+            };
+            let connection = if keep_alive { "keep-alive" } else { "close" };
+            let sent = write!(
                 writer,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
                 body.len()
             );
-            return;
+            if sent.is_err() || !keep_alive {
+                return;
+            }
+            continue;
+        }
+        if line.trim() == "peer" {
+            if writeln!(writer, "{peer}").is_err() {
+                return;
+            }
+            continue;
         }
         if let Some(n) = line.trim().strip_prefix("get ") {
             let Ok(mut left) = n.parse::<usize>() else {
@@ -134,7 +169,19 @@ impl Conversation {
     }
 
     pub fn who(&mut self) -> Result<String> {
-        writeln!(self.reader.get_mut(), "who")?;
+        self.ask("who")
+    }
+
+    /// The address and port the server sees this connection come from.
+    pub fn peer(&mut self) -> Result<SocketAddr> {
+        let answer = self.ask("peer")?;
+        answer
+            .parse()
+            .with_context(|| format!("the server's `peer` answer {answer:?}"))
+    }
+
+    fn ask(&mut self, question: &str) -> Result<String> {
+        writeln!(self.reader.get_mut(), "{question}")?;
         let mut answer = String::new();
         self.reader
             .read_line(&mut answer)
@@ -168,7 +215,8 @@ pub fn who(ns: &Netns, to: SocketAddr) -> Result<String> {
     Conversation::open(ns, to)?.who()
 }
 
-/// A UDP server in a namespace that answers every datagram with its name.
+/// A UDP server in a namespace that answers every datagram with its name, but `peer` with the
+/// address and port it came from.
 pub struct UdpNameServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -184,8 +232,12 @@ impl UdpNameServer {
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(name.as_bytes(), from);
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let answer = match &buf[..n] {
+                        b"peer" => from.to_string(),
+                        _ => name.clone(),
+                    };
+                    let _ = socket.send_to(answer.as_bytes(), from);
                 }
             }
         });
@@ -208,24 +260,90 @@ impl Drop for UdpNameServer {
 /// One UDP request from `ns` to `to`; the answer must come from `to` itself (a connected
 /// socket drops datagrams from any other source), which checks the reply's source address.
 pub fn udp_who(ns: &Netns, to: SocketAddr) -> Result<String> {
-    ns.within(move || -> Result<String> {
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        socket.connect(to)?;
-        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        socket.send(b"who")?;
-        let mut buf = [0u8; 1500];
-        let n = socket.recv(&mut buf).context("no UDP answer")?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })?
+    udp_ask(ns, to, "who")
+}
+
+/// As `udp_who`, with `question` (`who` or `peer`) as the datagram.
+pub fn udp_ask(ns: &Netns, to: SocketAddr, question: &'static str) -> Result<String> {
+    ns.within(move || udp_ask_here(to, question))?
+}
+
+/// As `udp_ask`, from the calling thread's own namespace (a thread started by `Netns::spawn`).
+pub fn udp_ask_here(to: SocketAddr, question: &str) -> Result<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(to)?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    socket.send(question.as_bytes())?;
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).context("no UDP answer")?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// `curl http://to/` from `ns`; returns the body.
 pub fn http_get(ns: &Netns, to: SocketAddr) -> Result<String> {
+    http_get_path(ns, to, "/")
+}
+
+/// `curl http://to{path}` from `ns`; returns the body.
+pub fn http_get_path(ns: &Netns, to: SocketAddr, path: &str) -> Result<String> {
     let out = super::netns::run(ns.command("curl").args([
         "-sS",
         "--max-time",
         "3",
-        &format!("http://{to}/"),
+        &format!("http://{to}{path}"),
     ]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// One `curl` from `ns` fetching `http://to{path}` `n` times (curl reuses its connection
+/// between the URLs of one invocation when the server keeps it open); returns each body with
+/// the number of connections curl opened for it (`%{num_connects}`: 0 when it reused one).
+pub fn http_keep_alive(
+    ns: &Netns,
+    to: SocketAddr,
+    path: &str,
+    n: usize,
+) -> Result<Vec<(String, u32)>> {
+    let url = format!("http://{to}{path}");
+    let out = super::netns::run(
+        ns.command("curl")
+            .args(["-sS", "--max-time", "5", "-w", "%{num_connects}\n"])
+            .args(std::iter::repeat_n(&url, n)),
+    )?;
+    // Each body is one line, followed by curl's line.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    anyhow::ensure!(
+        lines.len() == 2 * n,
+        "curl printed {} lines for {n} URLs: {text:?}",
+        lines.len()
+    );
+    lines
+        .chunks(2)
+        .map(|pair| {
+            let connects = pair[1]
+                .trim()
+                .parse()
+                .with_context(|| format!("curl's num_connects {:?}", pair[1]))?;
+            Ok((pair[0].trim().to_string(), connects))
+        })
+        .collect()
+}
+
+/// The peers of the established TCP connections to local `port` in `ns` (`ss`).
+pub fn established_peers(ns: &Netns, port: u16) -> Result<Vec<SocketAddr>> {
+    let out = super::netns::run(ns.command("ss").args([
+        "-tnH",
+        "state",
+        "established",
+        &format!("( sport = :{port} )"),
+    ]))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .map(|peer| {
+            peer.parse()
+                .with_context(|| format!("ss printed the peer {peer:?}"))
+        })
+        .collect()
 }
