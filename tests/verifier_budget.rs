@@ -4,7 +4,7 @@
 //! failure on some kernel later.
 
 use aya::programs::Xdp;
-use lb_common::maps::{ICMP_PROGRAM, NAT_REPLY_PROGRAM, PROGRAM_NAME, SNAT_PROGRAM};
+use lb_common::maps::{ICMP_PROGRAM, NAT_REPLY_PROGRAM, NAT_TABLE_PROGRAM, PROGRAM_NAME};
 use xdplb_tests::fixture::Dataplane;
 
 /// The kernel's limit, and the share of it a program may use.
@@ -27,7 +27,12 @@ services:
 #[test]
 fn every_program_verifies_well_within_the_kernels_limit() {
     let dp = Dataplane::new(POLICY, &[]);
-    for name in [PROGRAM_NAME, ICMP_PROGRAM, NAT_REPLY_PROGRAM, SNAT_PROGRAM] {
+    for name in [
+        PROGRAM_NAME,
+        ICMP_PROGRAM,
+        NAT_REPLY_PROGRAM,
+        NAT_TABLE_PROGRAM,
+    ] {
         let program: &Xdp = dp.loaded.ebpf.program(name).unwrap().try_into().unwrap();
         let verified = program
             .info()

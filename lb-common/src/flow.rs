@@ -84,12 +84,12 @@ pub struct CachedFlow {
     /// interface's own: a hit requires the same, so a frame sent to another station is never
     /// served from the cache.
     pub to_mac: [u8; 6],
-    /// SNAT to a real: the source port the real sees (network byte order).
-    pub snat_port: u16,
-    /// SNAT replies: the client their destination becomes (network byte order); 0 for NAT.
-    pub client: u32,
-    pub client_port: u16,
-    pub _pad2: u16,
+    /// NAT and SNAT: the side of the packet its table entry does not give, as it leaves
+    /// (network byte order). To a real: its source (the client's own in NAT, the SNAT address
+    /// and port in SNAT). A reply: its destination (the client, in both). Kept as data, so
+    /// the main program serves both modes on one path.
+    pub out_port: u16,
+    pub out_addr: u32,
 }
 
 /// `CachedFlow::direction`.

@@ -22,7 +22,7 @@ pub const SNAT_PORT_COUNT: u16 = 16384;
 /// Ports tried for a new SNAT flow before it is refused: each is the flow's hash stepped
 /// through the range, so both balancers of a pair try the same ports in the same order.
 pub const SNAT_PROBES: u32 = 16;
-/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 76 bytes each: 2.4 MiB per CPU).
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 72 bytes each: 2.3 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;
@@ -95,14 +95,14 @@ pub const ICMP_PROGRAM: &str = "xdplb_icmp";
 /// the flow adopted from the policy (`flow::NatOrigin`); tail-called by `xdplb` at
 /// `PROGRAM_NAT_REPLY`.
 pub const NAT_REPLY_PROGRAM: &str = "xdplb_nat_reply";
-/// The program for SNAT flows' packets, either way: claims a new flow's source port
-/// (`flow::NatReverse` in `SNAT_REVERSE`) and translates; tail-called by `xdplb` at
-/// `PROGRAM_SNAT`.
-pub const SNAT_PROGRAM: &str = "xdplb_snat";
+/// The program for NAT and SNAT packets through the connection table: a new NAT flow's first
+/// packet, and a SNAT flow's first of a clock tick, claiming a new flow's source port
+/// (`flow::NatReverse` in `SNAT_REVERSE`); tail-called by `xdplb` at `PROGRAM_NAT_TABLE`.
+pub const NAT_TABLE_PROGRAM: &str = "xdplb_nat_table";
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 pub const PROGRAM_ICMP: u32 = 0;
 pub const PROGRAM_NAT_REPLY: u32 = 1;
-pub const PROGRAM_SNAT: u32 = 2;
+pub const PROGRAM_NAT_TABLE: u32 = 2;
 /// Entries of `PROGRAMS`: room for tail-called programs to come without a new layout.
 pub const PROGRAM_SLOTS: u32 = 8;
 /// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current

@@ -59,8 +59,8 @@ pub fn get(packet: &Packet, now: u32) -> Option<&'static mut CachedFlow> {
     }
 }
 
-/// Caches a client's flow to `real` (NAT: with the next hop found at tick `now`; SNAT: and its
-/// source port).
+/// Caches a client's flow to `real` (NAT: with the next hop found at tick `now` and the source
+/// the packet left with, `src`).
 #[inline(always)]
 pub fn put_to_real(
     packet: &Packet,
@@ -68,7 +68,7 @@ pub fn put_to_real(
     generation: u32,
     now: u32,
     hop: NextHop,
-    snat_port: u16,
+    src: (u32, u16),
 ) {
     put(CachedFlow {
         key: packet.flow,
@@ -85,17 +85,21 @@ pub fn put_to_real(
             ..hop
         },
         to_mac: destination_mac(packet),
-        snat_port,
-        client: 0,
-        client_port: 0,
-        _pad2: 0,
+        out_port: src.1,
+        out_addr: src.0,
     });
 }
 
-/// Caches a NAT reply's translation back to `vip`:`vip_port` (SNAT: and to the client), with its
-/// next hop.
+/// Caches a NAT reply's translation back to `vip`:`vip_port` and to `client` (the reply's own
+/// destination in NAT), with its next hop.
 #[inline(always)]
-pub fn put_nat_reply(packet: &Packet, back: &NatReverse, now: u32, hop: NextHop) {
+pub fn put_nat_reply(
+    packet: &Packet,
+    back: &NatReverse,
+    now: u32,
+    hop: NextHop,
+    client: (u32, u16),
+) {
     put(CachedFlow {
         key: packet.flow,
         real: back.real,
@@ -111,10 +115,8 @@ pub fn put_nat_reply(packet: &Packet, back: &NatReverse, now: u32, hop: NextHop)
             ..hop
         },
         to_mac: destination_mac(packet),
-        snat_port: 0,
-        client: back.client,
-        client_port: back.client_port,
-        _pad2: 0,
+        out_port: client.1,
+        out_addr: client.0,
     });
 }
 

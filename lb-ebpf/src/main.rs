@@ -23,6 +23,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod nat_reply;
+mod nat_table;
 mod parse;
 mod schedule;
 mod snat;
@@ -34,7 +35,7 @@ use lb_common::{
     IPPROTO_ICMP,
     counters::Reason,
     flow::CACHED_NAT_REPLY,
-    maps::{PROGRAM_ICMP, PROGRAM_NAT_REPLY, PROGRAM_SNAT},
+    maps::{PROGRAM_ICMP, PROGRAM_NAT_REPLY, PROGRAM_NAT_TABLE},
     service::{REAL_NAT, REAL_SNAT},
 };
 use maps::PROGRAMS;
@@ -58,11 +59,11 @@ pub fn xdplb_nat_reply(ctx: XdpContext) -> u32 {
     action(nat_reply::frame(&ctx))
 }
 
-/// A SNAT flow's packet, either way, tail-called by `xdplb` (snat.rs): SNAT's rewrites and
-/// its port claim's probing loop stay out of the main program's verifier budget.
+/// A new NAT flow's first packet, or a SNAT flow's through the connection table, tail-called
+/// by `xdplb` (nat_table.rs).
 #[xdp]
-pub fn xdplb_snat(ctx: XdpContext) -> u32 {
-    action(snat::frame(&ctx))
+pub fn xdplb_nat_table(ctx: XdpContext) -> u32 {
+    action(nat_table::frame(&ctx))
 }
 
 /// The XDP action for a verdict: a packet not forwarded is counted under its reason, and
@@ -105,15 +106,17 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::transport(ctx, &datagram)?;
     let now = age::now();
     match route(ctx, &packet, now)? {
-        // SNAT, both ways, is a program of its own (snat.rs).
-        Path::ToReal(chosen) if chosen.real.flags & REAL_SNAT != 0 => {
+        // A new NAT flow's first packet, and a SNAT flow's through the tables (its first of a
+        // clock tick, or its very first, whose port is to be claimed), go to a program of their
+        // own (nat_table.rs); established NAT and cached SNAT packets are served here alike,
+        // the cache slot having the source a SNAT packet leaves with.
+        Path::ToReal(chosen)
+            if chosen.real.flags & REAL_NAT != 0
+                && (chosen.new_flow
+                    || (chosen.real.flags & REAL_SNAT != 0 && chosen.via_table)) =>
+        {
             // SAFETY: a tail call replaces this program; it returns only if it could not be made.
-            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_SNAT) };
-            Err(Reason::NotForVip)
-        }
-        Path::NatReply(to) if to.snat => {
-            // SAFETY: as above.
-            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_SNAT) };
+            unsafe { PROGRAMS.tail_call(ctx, PROGRAM_NAT_TABLE) };
             Err(Reason::NotForVip)
         }
         Path::ToReal(chosen) if chosen.real.flags & REAL_NAT != 0 => {
@@ -129,7 +132,7 @@ fn try_xdplb(ctx: &XdpContext) -> Result<u32, Reason> {
             );
             Ok(xdp_action::XDP_TX)
         }
-        Path::NatReply(to) => nat::reply::<false>(ctx, &packet, &to, now),
+        Path::NatReply(to) => nat::reply(ctx, &packet, &to, now),
         Path::UncachedReply => {
             // SAFETY: a tail call replaces this program; it returns only if it could not be made.
             unsafe { PROGRAMS.tail_call(ctx, PROGRAM_NAT_REPLY) };

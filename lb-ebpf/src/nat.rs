@@ -41,11 +41,13 @@ pub enum Route {
     NoNeighbour,
 }
 
-/// Client -> VIP:port, scheduled to a NAT real (`SNAT`: a SNAT real, whose port is claimed).
-/// The mode is a constant so each program holds only its own path: the main program has no
-/// SNAT code, which keeps its verification within budget.
+/// Client -> VIP:port, scheduled to a NAT or SNAT real; the packet leaves from `chosen.src`
+/// (the client's own, or the SNAT address and port). `FIRST`: the flow's packets through the
+/// table, handled by the `xdplb_nat_table` program (nat_table.rs), where a new flow makes its
+/// reverse entry and counts as new; the main program serves established flows only
+/// (`FIRST` false), so none of that is in its verifier budget.
 #[inline(always)]
-pub fn inbound<const SNAT: bool>(
+pub fn inbound<const FIRST: bool>(
     ctx: &XdpContext,
     packet: &Packet,
     chosen: &Chosen,
@@ -53,12 +55,12 @@ pub fn inbound<const SNAT: bool>(
     let flow = &packet.flow;
     let real = chosen.real;
     let port = real_port(flow, real);
-    let snat = SNAT;
     // The reverse entry is made with the forward one, before anything can refuse this packet:
     // the flow's later packets are established and would never make it, and the real's
     // replies would leave untranslated for the whole idle timeout. (SNAT's was made when its
     // port was claimed.)
-    if chosen.new_flow && !snat {
+    let new_flow = FIRST && chosen.new_flow;
+    if new_flow && real.flags & REAL_SNAT == 0 {
         let flags = if packet.closes { FLOW_CLOSING } else { 0 };
         let to = (flow.dst, flow.dport);
         enter_reply(
@@ -71,18 +73,14 @@ pub fn inbound<const SNAT: bool>(
         );
     }
     ttl_allows_forwarding(packet)?;
-    let (src, sport) = if snat {
-        (real.snat_addr, chosen.snat_port)
-    } else {
-        (flow.src, flow.sport)
-    };
+    let (src, sport) = chosen.src;
     let route = next_hop(
         ctx, packet.ip, flow.proto, chosen.hop, chosen.now, src, real.addr, sport, port,
     )?;
     match route {
         Route::NoNeighbour => {
             // Translated but not aged: the kernel forwards it (decrementing TTL) and resolves.
-            if chosen.new_flow {
+            if new_flow {
                 stats::count_new_flow(real.service, chosen.id);
             }
             translate(ctx, packet, (src, sport), (real.addr, port), false)?;
@@ -90,7 +88,7 @@ pub fn inbound<const SNAT: bool>(
         }
         Route::Found(hop) => {
             translate(ctx, packet, (src, sport), (real.addr, port), true)?;
-            stats::count_forwarded(real.service, chosen.id, packet.frame_len, chosen.new_flow);
+            stats::count_forwarded(real.service, chosen.id, packet.frame_len, new_flow);
             if chosen.via_table {
                 flow_cache::put_to_real(
                     packet,
@@ -98,7 +96,7 @@ pub fn inbound<const SNAT: bool>(
                     real.generation,
                     chosen.now,
                     hop,
-                    chosen.snat_port,
+                    chosen.src,
                 );
             }
             Ok(send(ctx, packet.eth, &hop))
@@ -214,14 +212,11 @@ pub fn mark_reply_closing(flow: &FlowKey, real: &Real, snat_port: u16) {
     }
 }
 
-/// A NAT reply's translation: the VIP:port its source becomes (SNAT: and the client its
-/// destination becomes), and where its next hop is kept.
+/// A NAT reply's translation: the VIP:port its source becomes, the client its destination is
+/// (NAT) or becomes (SNAT), and where its next hop is kept.
 pub struct ReplyTo {
-    /// A SNAT flow's reply (`client` is set).
-    pub snat: bool,
     vip: u32,
     vip_port: u16,
-    /// SNAT: the client address:port; 0 for NAT, whose replies are addressed to the client.
     client: u32,
     client_port: u16,
     id: u32,
@@ -231,22 +226,14 @@ pub struct ReplyTo {
     entry: *mut NatReverse,
 }
 
-/// Real -> client: a reply of a live NAT flow (`cached_reply` or `tracked_reply`) gets the
-/// VIP:port back as its source (`SNAT`: and the client as its destination).
+/// Real -> client: a reply of a live NAT or SNAT flow (`cached_reply` or `tracked_reply`)
+/// gets the VIP:port back as its source, and the client as its destination (in NAT, that is
+/// its destination already).
 #[inline(always)]
-pub fn reply<const SNAT: bool>(
-    ctx: &XdpContext,
-    packet: &Packet,
-    to: &ReplyTo,
-    now: u32,
-) -> Result<u32, Reason> {
+pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Result<u32, Reason> {
     let flow = &packet.flow;
     ttl_allows_forwarding(packet)?;
-    let (client, client_port) = if SNAT {
-        (to.client, to.client_port)
-    } else {
-        (flow.dst, flow.dport)
-    };
+    let (client, client_port) = (to.client, to.client_port);
     match next_hop(
         ctx,
         packet.ip,
@@ -279,7 +266,8 @@ pub fn reply<const SNAT: bool>(
             stats::count_forwarded(to.real.service, to.id, packet.frame_len, false);
             if !to.entry.is_null() {
                 // SAFETY: a map value pointer from a successful lookup.
-                flow_cache::put_nat_reply(packet, unsafe { &*to.entry }, now, hop);
+                let back = unsafe { &*to.entry };
+                flow_cache::put_nat_reply(packet, back, now, hop, (client, client_port));
             }
             Ok(send(ctx, packet.eth, &hop))
         }
@@ -287,10 +275,11 @@ pub fn reply<const SNAT: bool>(
 }
 
 impl ReplyTo {
-    /// A reply whose entry `entry` (in `NAT_REVERSE` or `SNAT_REVERSE`) keeps its next hop;
-    /// cached once known.
+    /// A reply `reply` whose entry `entry` (in `NAT_REVERSE` or `SNAT_REVERSE`) keeps its next
+    /// hop; cached once known.
     #[inline(always)]
     pub fn tracked(
+        reply: &FlowKey,
         vip: u32,
         vip_port: u16,
         id: u32,
@@ -298,9 +287,11 @@ impl ReplyTo {
         entry: *mut NatReverse,
     ) -> ReplyTo {
         // SAFETY: a map value pointer from a successful lookup.
-        let (client, client_port) = unsafe { ((*entry).client, (*entry).client_port) };
+        let (client, client_port) = match unsafe { ((*entry).client, (*entry).client_port) } {
+            (0, _) => (reply.dst, reply.dport),
+            snat => snat,
+        };
         ReplyTo {
-            snat: client != 0,
             vip,
             vip_port,
             client,
@@ -313,15 +304,20 @@ impl ReplyTo {
         }
     }
 
-    /// A NAT reply with no entry to keep anything in: the FIB is asked each time.
+    /// A NAT reply `reply` with no entry to keep anything in: the FIB is asked each time.
     #[inline(always)]
-    pub fn untracked(vip: u32, vip_port: u16, id: u32, real: &'static Real) -> ReplyTo {
+    pub fn untracked(
+        reply: &FlowKey,
+        vip: u32,
+        vip_port: u16,
+        id: u32,
+        real: &'static Real,
+    ) -> ReplyTo {
         ReplyTo {
-            snat: false,
             vip,
             vip_port,
-            client: 0,
-            client_port: 0,
+            client: reply.dst,
+            client_port: reply.dport,
             id,
             real,
             hop: core::ptr::null_mut(),
@@ -339,11 +335,10 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
         return None;
     }
     Some(ReplyTo {
-        snat: slot.client != 0,
         vip: slot.vip,
         vip_port: slot.vip_port,
-        client: slot.client,
-        client_port: slot.client_port,
+        client: slot.out_addr,
+        client_port: slot.out_port,
         id: slot.real,
         real,
         hop: &mut slot.hop,
@@ -397,7 +392,7 @@ pub fn reply_of(packet: &Packet, entry: *mut NatReverse, now: u32) -> Result<Rep
         // SAFETY: a map value pointer from a successful lookup.
         unsafe { age::mark_closing(&mut (*forward).flags) };
     }
-    Ok(ReplyTo::tracked(vip, vip_port, id, real, entry))
+    Ok(ReplyTo::tracked(flow, vip, vip_port, id, real, entry))
 }
 
 #[inline(always)]

@@ -52,13 +52,13 @@ pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
     let to = match nat::tracked_reply(&packet, now) {
         Ok(to) => to,
         Err(_) => match snat::tracked_reply(&packet, now) {
-            Ok(to) => return nat::reply::<true>(ctx, &packet, &to, now),
+            Ok(to) => to,
             Err(Reason::SnatUnknown) => return Err(Reason::SnatUnknown),
             // No live flow here: perhaps one a pair peer scheduled.
             Err(_) => adopt(ctx, &packet, now).map_err(|_| Reason::NotForVip)?,
         },
     };
-    nat::reply::<false>(ctx, &packet, &to, now)
+    nat::reply(ctx, &packet, &to, now)
 }
 
 /// The translation of a reply of a flow this node never saw, with its entries made; any
@@ -102,6 +102,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
     }
     if flood::flooded(now) {
         return Ok(ReplyTo::untracked(
+            flow,
             origin.vip,
             origin.vip_port,
             origin.real,
@@ -120,6 +121,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
     }
     match NAT_REVERSE.get_ptr_mut(flow) {
         Some(entry) => Ok(ReplyTo::tracked(
+            flow,
             origin.vip,
             origin.vip_port,
             origin.real,
@@ -127,6 +129,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
             entry,
         )),
         None => Ok(ReplyTo::untracked(
+            flow,
             origin.vip,
             origin.vip_port,
             origin.real,

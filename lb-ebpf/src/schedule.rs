@@ -43,8 +43,9 @@ pub struct Chosen {
     pub via_table: bool,
     /// The clock tick this packet was handled at.
     pub now: u32,
-    /// SNAT: the flow's source port toward the real (network byte order); 0 otherwise.
-    pub snat_port: u16,
+    /// NAT and SNAT: the source the packet leaves with (the client's own in NAT; the SNAT
+    /// address and port once known in SNAT).
+    pub src: (u32, u16),
 }
 
 impl Chosen {
@@ -59,7 +60,7 @@ impl Chosen {
             hop: core::ptr::null_mut(),
             via_table: false,
             now,
-            snat_port: 0,
+            src: (0, 0),
         }
     }
 }
@@ -82,7 +83,7 @@ pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
         hop: &mut slot.hop,
         via_table: false,
         now,
-        snat_port: slot.snat_port,
+        src: (slot.out_addr, slot.out_port),
     })
 }
 
@@ -158,12 +159,13 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
     if real.flags & REAL_NAT == 0 {
-        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default(), 0);
+        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default(), (0, 0));
         return Ok(Chosen::new_flow(id, real, now));
     }
+    let src = (flow.src, flow.sport);
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
         return Ok(Chosen {
-            snat_port,
+            src,
             ..Chosen::new_flow(id, real, now)
         });
     };
@@ -175,7 +177,7 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         hop: unsafe { &mut (*entry).hop },
         via_table: true,
         now,
-        snat_port,
+        src,
     })
 }
 
@@ -207,7 +209,7 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 nat::mark_reply_closing(flow, real, snat_port);
             }
             if real.flags & REAL_NAT == 0 {
-                flow_cache::put_to_real(packet, id, generation, now, NextHop::default(), 0);
+                flow_cache::put_to_real(packet, id, generation, now, NextHop::default(), (0, 0));
             }
             return Some(Chosen {
                 id,
@@ -217,7 +219,8 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 hop: unsafe { &mut (*entry).hop },
                 via_table: true,
                 now,
-                snat_port,
+                // SNAT's table path goes to the SNAT program, which knows its source.
+                src: (flow.src, flow.sport),
             });
         }
     }

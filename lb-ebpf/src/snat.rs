@@ -14,96 +14,21 @@
 //! never given to another flow, and an expired flow's entry is never refreshed (`reply_of`
 //! checks liveness first).
 
-use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use lb_common::{
     counters::Reason,
-    flow::{CACHED_NAT_REPLY, FLOW_CLOSING, FlowKey, NatReverse},
+    flow::{FLOW_CLOSING, FlowKey, NatReverse},
     hash::flow_hash,
     maps::{SNAT_PORT_COUNT, SNAT_PORT_FIRST, SNAT_PROBES},
-    service::{REAL_SNAT, REAL_UP, Real},
+    service::Real,
 };
 
 use crate::{
-    age, flow_cache,
-    maps::{FLOWS, REALS, SNAT_ADDRS, SNAT_REVERSE},
+    maps::{SNAT_ADDRS, SNAT_REVERSE},
     nat::{self, ReplyTo},
-    parse::{self, Packet},
-    schedule::{self, Chosen},
+    parse::Packet,
     zero,
 };
-
-/// The `xdplb_snat` program's body: `xdplb` found this packet to be a SNAT flow's, in the flow
-/// cache or the connection table (where it may just have entered the flow, with no port yet),
-/// or a reply of one in the flow cache.
-#[inline(always)]
-pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
-    let datagram = parse::datagram(ctx)?;
-    let packet = parse::transport(ctx, &datagram)?;
-    let now = age::now();
-    if !packet.closes
-        && !packet.opens
-        && let Some(slot) = flow_cache::get(&packet, now)
-    {
-        if slot.direction == CACHED_NAT_REPLY {
-            if let Some(to) = nat::cached_reply(slot)
-                && to.snat
-            {
-                return nat::reply::<true>(ctx, &packet, &to, now);
-            }
-        } else if let Some(chosen) = schedule::cached(slot, now)
-            && chosen.real.flags & REAL_SNAT != 0
-            && chosen.snat_port != 0
-        {
-            return nat::inbound::<true>(ctx, &packet, &chosen);
-        }
-    }
-    to_real(ctx, &packet, now)
-}
-
-/// A client's packet of a SNAT flow, from its connection-table entry; the flow's first packet
-/// (its entry has no port yet) claims one, and a flow that gets none loses its entry, so its
-/// next packet is scheduled afresh.
-#[inline(always)]
-fn to_real(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<u32, Reason> {
-    let flow = &packet.flow;
-    let entry = FLOWS.get_ptr_mut(flow).ok_or(Reason::NotForVip)?;
-    // SAFETY: a map value pointer from a successful lookup.
-    let (id, generation, known) =
-        unsafe { ((*entry).real, (*entry).generation, (*entry).snat_port) };
-    let real = match REALS.get(id) {
-        Some(real)
-            if real.generation == generation
-                && real.flags & (REAL_UP | REAL_SNAT) == REAL_UP | REAL_SNAT =>
-        {
-            real
-        }
-        _ => return Err(Reason::NotForVip),
-    };
-    let port = if known != 0 {
-        known
-    } else {
-        match claim(flow, real, id, now, packet.closes) {
-            Ok(port) => port,
-            Err(reason) => {
-                let _ = FLOWS.remove(flow);
-                return Err(reason);
-            }
-        }
-    };
-    // SAFETY: as above.
-    unsafe { (*entry).snat_port = port };
-    let chosen = Chosen {
-        id,
-        real,
-        new_flow: known == 0,
-        // SAFETY: a field of the entry found above.
-        hop: unsafe { &mut (*entry).hop },
-        via_table: true,
-        now,
-        snat_port: port,
-    };
-    nat::inbound::<true>(ctx, packet, &chosen)
-}
 
 /// The source port (network byte order) of a new SNAT flow `flow` to `real` (id `id`), with
 /// its reverse entry made; `SnatPortsExhausted` if every port tried is another live flow's or

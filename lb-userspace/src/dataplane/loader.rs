@@ -23,7 +23,7 @@ use lb_common::{
     LAYOUT_VERSION,
     maps::{
         CLOCK_PROGRAM, ICMP_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, NAT_REPLY_PROGRAM,
-        PROGRAM_ICMP, PROGRAM_NAME, PROGRAM_NAT_REPLY, PROGRAM_SNAT, SNAT_PROGRAM,
+        NAT_TABLE_PROGRAM, PROGRAM_ICMP, PROGRAM_NAME, PROGRAM_NAT_REPLY, PROGRAM_NAT_TABLE,
     },
 };
 use tracing::{debug, info};
@@ -106,7 +106,7 @@ fn load_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
     for (name, slot, what) in [
         (ICMP_PROGRAM, PROGRAM_ICMP, "ICMP"),
         (NAT_REPLY_PROGRAM, PROGRAM_NAT_REPLY, "NAT reply"),
-        (SNAT_PROGRAM, PROGRAM_SNAT, "SNAT"),
+        (NAT_TABLE_PROGRAM, PROGRAM_NAT_TABLE, "NAT table"),
     ] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
