@@ -29,6 +29,26 @@ pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
     !fold(sum)
 }
 
+/// What changing a 32-bit field from `old` to `new` adds to a checksum's complement: deltas of
+/// several fields are summed, then applied to each checksum covering them with `apply` (one
+/// fold for all, where `replace4` folds per field).
+#[inline(always)]
+pub fn delta4(old: u32, new: u32) -> u32 {
+    !(old as u16) as u32 + !((old >> 16) as u16) as u32 + (new as u16) as u32 + (new >> 16)
+}
+
+/// `delta4` for a 16-bit field.
+#[inline(always)]
+pub fn delta2(old: u16, new: u16) -> u32 {
+    !old as u32 + new as u32
+}
+
+/// The checksum after changes whose summed deltas are `delta` (at most a few dozen fields).
+#[inline(always)]
+pub fn apply(check: u16, delta: u32) -> u16 {
+    !fold(!check as u32 + delta)
+}
+
 /// Whether the IPv4 header of `words` 32-bit words at `ip` has a right checksum: the
 /// one's-complement sum of the whole header, checksum field included, is all ones. The first
 /// five words must already be bounds-checked; options are checked against `data_end` here.

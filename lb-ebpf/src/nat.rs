@@ -536,14 +536,15 @@ fn translate(
         let old_dst = u32::from_ne_bytes((*ip).dst_addr);
         (*ip).src_addr = src.0.to_ne_bytes();
         (*ip).dst_addr = dst.0.to_ne_bytes();
-        let mut ip_check = csum::replace4(u16::from_ne_bytes((*ip).check), old_src, src.0);
-        ip_check = csum::replace4(ip_check, old_dst, dst.0);
+        // The addresses are in both checksums (the L4 one through its pseudo-header).
+        let addresses = csum::delta4(old_src, src.0) + csum::delta4(old_dst, dst.0);
+        let mut ip_delta = addresses;
         if age {
             let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
             (*ip).ttl -= 1;
-            ip_check = csum::replace2(ip_check, old, u16::from_ne_bytes([(*ip).ttl, (*ip).proto]));
+            ip_delta += csum::delta2(old, u16::from_ne_bytes([(*ip).ttl, (*ip).proto]));
         }
-        (*ip).check = ip_check.to_ne_bytes();
+        (*ip).check = csum::apply(u16::from_ne_bytes((*ip).check), ip_delta).to_ne_bytes();
 
         let sport_field = l4.add(SPORT) as *mut [u8; 2];
         let dport_field = l4.add(DPORT) as *mut [u8; 2];
@@ -556,11 +557,10 @@ fn translate(
         if packet.flow.proto == IPPROTO_UDP && old_check == 0 {
             return Ok(()); // UDP sent without a checksum stays without one
         }
-        // The L4 checksum covers the addresses through the pseudo-header, and the ports.
-        let mut check = csum::replace4(old_check, old_src, src.0);
-        check = csum::replace4(check, old_dst, dst.0);
-        check = csum::replace2(check, old_sport, src.1);
-        check = csum::replace2(check, old_dport, dst.1);
+        let mut check = csum::apply(
+            old_check,
+            addresses + csum::delta2(old_sport, src.1) + csum::delta2(old_dport, dst.1),
+        );
         if packet.flow.proto == IPPROTO_UDP && check == 0 {
             check = 0xffff; // 0 would mean "no checksum" (RFC 768)
         }

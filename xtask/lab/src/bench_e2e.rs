@@ -9,7 +9,8 @@
 //! The generator is an XDP program run with BPF_PROG_TEST_RUN in live-frames mode; it writes
 //! the template frame (UDP 198.18.0.1:40000 → VIP 198.18.0.100:53) over every frame, because
 //! the kernel recycles pages a forwarder rewrote. Cases: a bare MAC-swapping XDP forwarder
-//! (the ceiling), xdplb DR, xdplb NAT (one-arm, VIP:53 → real:5353), and the kernel's
+//! (the ceiling), xdplb DR, xdplb NAT (one-arm, VIP:53 → real:5353), xdplb SNAT (the same,
+//! from the balancer's own address 198.18.0.2 and a port of xdplb's range), and the kernel's
 //! nftables DNAT (the path users have today; b0 runs an XDP_PASS program so the veth delivers).
 //! Every forwarder is loaded once, and a case starts by putting its program in b0's one XDP
 //! link (`Forwarders`), so rounds are short and ratios are taken within a round.
@@ -253,13 +254,15 @@ enum Forwarder {
     Ceiling,
     XdplbDr,
     XdplbNat,
+    XdplbSnat,
     Nftables,
 }
 
-const FORWARDERS: [(Forwarder, &str); 4] = [
+const FORWARDERS: [(Forwarder, &str); 5] = [
     (Forwarder::Ceiling, "ceiling (XDP MAC swap)"),
     (Forwarder::XdplbDr, "xdplb DR"),
     (Forwarder::XdplbNat, "xdplb NAT"),
+    (Forwarder::XdplbSnat, "xdplb SNAT"),
     (Forwarder::Nftables, "nftables DNAT"),
 ];
 
@@ -276,6 +279,7 @@ struct Forwarders {
     lab: Ebpf,
     dr: loader::Loaded,
     nat: loader::Loaded,
+    snat: loader::Loaded,
     link: Option<XdpLink>,
 }
 
@@ -296,11 +300,20 @@ impl Forwarders {
         run_command(lb.command("nft").arg(format!(
             "add table ip e2e; add chain ip e2e pre {{ type nat hook prerouting priority dstnat; }}; add rule ip e2e pre ip daddr {VIP} udp dport 53 dnat to {REAL}:5353"
         )))?;
-        let dr = load_xdplb(topology, &pin_dir.join("dr"), &policy("dr", ""))?;
+        let dr = load_xdplb(topology, &pin_dir.join("dr"), &policy("dr", "", ""))?;
         let nat = load_xdplb(
             topology,
             &pin_dir.join("nat"),
-            &policy("nat", "        port: 5353\n"),
+            &policy("nat", "", "        port: 5353\n"),
+        )?;
+        let snat = load_xdplb(
+            topology,
+            &pin_dir.join("snat"),
+            &policy(
+                "snat",
+                "    snat_address: 198.18.0.2\n",
+                "        port: 5353\n",
+            ),
         )?;
         let (lab, link) = in_netns(lb, || {
             let mut lab = Ebpf::load(object::LAB)?;
@@ -317,6 +330,7 @@ impl Forwarders {
             lab,
             dr,
             nat,
+            snat,
             link: Some(link),
         })
     }
@@ -328,6 +342,7 @@ impl Forwarders {
             Forwarder::Nftables => self.lab.program_mut("lab_pass"),
             Forwarder::XdplbDr => self.dr.ebpf.program_mut(PROGRAM_NAME),
             Forwarder::XdplbNat => self.nat.ebpf.program_mut(PROGRAM_NAME),
+            Forwarder::XdplbSnat => self.snat.ebpf.program_mut(PROGRAM_NAME),
         }
         .context("program missing")?
         .try_into()?;
@@ -357,9 +372,10 @@ fn load_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<
     })
 }
 
-fn policy(forwarding: &str, port: &str) -> String {
+/// The one-service policy: `service_keys` and `real_keys` are extra lines of each.
+fn policy(forwarding: &str, service_keys: &str, real_keys: &str) -> String {
     format!(
-        "interfaces:\n  - name: b0\nservices:\n  - name: dns\n    vip: {VIP}\n    ports: [53]\n    protocol: udp\n    forwarding: {forwarding}\n    reals:\n      - address: {REAL}\n{port}"
+        "interfaces:\n  - name: b0\nservices:\n  - name: dns\n    vip: {VIP}\n    ports: [53]\n    protocol: udp\n    forwarding: {forwarding}\n{service_keys}    reals:\n      - address: {REAL}\n{real_keys}"
     )
 }
 
@@ -371,7 +387,7 @@ pub fn run() -> Result<()> {
         report_table_memory(&pin_dir.join("dr"))?;
         cases(&traffic, &topology, &mut forwarders)
     });
-    for dir in ["dr", "nat"] {
+    for dir in ["dr", "nat", "snat"] {
         let _ = loader::remove_pins(&pin_dir.join(dir));
     }
     let _ = std::fs::remove_dir(&pin_dir);
@@ -462,17 +478,19 @@ fn report(cases: &[Case]) {
             median(c.generated.clone()) / 1e6
         );
     }
-    if let (Some(ceiling), Some(dr), Some(nat), Some(nft)) = (
+    if let (Some(ceiling), Some(dr), Some(nat), Some(snat), Some(nft)) = (
         get("ceiling"),
         get("xdplb DR"),
         get("xdplb NAT"),
+        get("xdplb SNAT"),
         get("nftables"),
     ) {
         println!(
-            "\nratios within a round, median:\n  xdplb DR  = {} the ceiling (target >= 0.9)\n  xdplb DR  = {} nftables DNAT (target >= 3)\n  xdplb NAT = {} the ceiling (target >= 0.8)",
+            "\nratios within a round, median:\n  xdplb DR   = {} the ceiling (target >= 0.9)\n  xdplb DR   = {} nftables DNAT (target >= 3)\n  xdplb NAT  = {} the ceiling (target >= 0.8)\n  xdplb SNAT = {} xdplb NAT (target >= 0.83, i.e. at most +20% per packet)",
             ratio(dr, ceiling),
             ratio(dr, nft),
-            ratio(nat, ceiling)
+            ratio(nat, ceiling),
+            ratio(snat, nat)
         );
     }
 }
