@@ -133,7 +133,7 @@ fn error(ctx: &XdpContext, datagram: &Datagram, now: u32) -> Result<u32, Reason>
             Rewrite {
                 quote_src: (real.addr, port),
                 quote_dst: to,
-                outer_src: outer_src,
+                outer_src,
                 outer_dst: real.addr,
             },
             id,

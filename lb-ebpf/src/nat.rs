@@ -351,7 +351,7 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
 /// the entry.
 #[inline(always)]
 pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
-    match NAT_REVERSE.get_ptr_mut(&packet.flow) {
+    match NAT_REVERSE.get_ptr_mut(packet.flow) {
         Some(entry) => reply_of(packet, entry, now),
         None => Err(Reason::NotForVip),
     }

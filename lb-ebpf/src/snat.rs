@@ -67,13 +67,13 @@ pub fn claim(flow: &FlowKey, real: &Real, id: u32, now: u32, closes: bool) -> Re
         let offset = hash.wrapping_add(probe.wrapping_mul(step)) & (SNAT_PORT_COUNT as u32 - 1);
         reply.dport = (SNAT_PORT_FIRST + offset as u16).to_be();
         if SNAT_REVERSE
-            .insert(&reply, back, BPF_NOEXIST as u64)
+            .insert(reply, back, BPF_NOEXIST as u64)
             .is_ok()
         {
             return Ok(reply.dport);
         }
         // Taken: by this flow (its entry is made anew), or by another.
-        if let Some(entry) = SNAT_REVERSE.get_ptr_mut(&reply)
+        if let Some(entry) = SNAT_REVERSE.get_ptr_mut(reply)
             // SAFETY: a map value pointer from a successful lookup.
             && unsafe { same_client(&*entry, flow) }
         {
