@@ -66,10 +66,7 @@ pub fn claim(flow: &FlowKey, real: &Real, id: u32, now: u32, closes: bool) -> Re
     while probe < SNAT_PROBES {
         let offset = hash.wrapping_add(probe.wrapping_mul(step)) & (SNAT_PORT_COUNT as u32 - 1);
         reply.dport = (SNAT_PORT_FIRST + offset as u16).to_be();
-        if SNAT_REVERSE
-            .insert(reply, back, BPF_NOEXIST as u64)
-            .is_ok()
-        {
+        if SNAT_REVERSE.insert(reply, back, BPF_NOEXIST as u64).is_ok() {
             return Ok(reply.dport);
         }
         // Taken: by this flow (its entry is made anew), or by another.
