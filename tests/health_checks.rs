@@ -44,7 +44,6 @@ impl Peers {
                     .build()
                     .unwrap();
                 let target = Target {
-                    source: None,
                     address: Ipv4Addr::LOCALHOST,
                     port,
                 };

@@ -516,7 +516,7 @@ fn snat_end_to_end(arms: Arms) -> Result<()> {
     // Nothing refused or dropped, and XDP did the work.
     let status = self::status(&lab)?;
     ensure!(
-        status["snat"]["flows_refused"] == 0 && status["snat"]["unknown_dropped"] == 0,
+        status["snat"]["refused_packets"] == 0 && status["snat"]["unknown_dropped"] == 0,
         "status snat: {}{}",
         status["snat"],
         diagnosis(&lab)

@@ -434,11 +434,32 @@ fn expired_flows_ports_are_freed_and_live_ones_kept() {
     let out = dp.run_in(&r.ns, "out0", &syn(&r, 50700, VIP, 443));
     let port = seen(&out.frame).sport;
     let now = dp.loaded.now_tick().unwrap();
-    assert_eq!(snat_sweep::sweep(&mut dp.loaded.maps, now).unwrap(), 0);
+    let hz = dp.loaded.hz;
+    let secs = |s| lb_common::clock::ticks_from_secs(s, hz);
+    // The client's second packet: no longer half-open.
+    let ack = frames::tcp(
+        &Flow::new(CLIENT, 50700, VIP, 443),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &ack).action, XDP_REDIRECT);
+    assert_eq!(snat_sweep::sweep(&mut dp.loaded.maps, now, hz).unwrap(), 0);
+    // Quiet for a minute: still alive (TCP's idle timeout is 900 s).
+    let minute = now + secs(61);
+    assert_eq!(
+        snat_sweep::sweep(&mut dp.loaded.maps, minute, hz).unwrap(),
+        0
+    );
     assert!(dp.loaded.maps.snat_reverse.get(&reply_key(port), 0).is_ok());
-    // Past TCP's idle timeout (900 s) in both directions.
-    let later = now + lb_common::clock::ticks_from_secs(901, dp.loaded.hz);
-    assert_eq!(snat_sweep::sweep(&mut dp.loaded.maps, later).unwrap(), 1);
+    // Past the idle timeout in both directions.
+    let later = now + secs(901);
+    assert_eq!(
+        snat_sweep::sweep(&mut dp.loaded.maps, later, hz).unwrap(),
+        1
+    );
     assert!(
         dp.loaded
             .maps
@@ -446,4 +467,67 @@ fn expired_flows_ports_are_freed_and_live_ones_kept() {
             .get(&reply_key(port), 0)
             .is_err()
     );
+}
+
+/// A SYN flood to a SNAT VIP: a half-open flow's port is freed once the client's side is past
+/// the closing timeout (10 s), even while the real keeps answering.
+#[test]
+fn half_open_flows_free_their_ports_after_the_closing_timeout() {
+    let r = router();
+    let mut dp = dataplane(&r);
+    let out = dp.run_in(&r.ns, "out0", &syn(&r, 50800, VIP, 443));
+    let port = seen(&out.frame).sport;
+    let now = dp.loaded.now_tick().unwrap();
+    let hz = dp.loaded.hz;
+    let secs = |s| lb_common::clock::ticks_from_secs(s, hz);
+    // The real answers (its SYN-ACK), keeping the reply side fresh.
+    let answer = from_real(&r, 8443, INSIDE, port, b"");
+    assert_eq!(dp.run_in(&r.ns, "in0", &answer).action, XDP_REDIRECT);
+    let soon = now + secs(5);
+    assert_eq!(snat_sweep::sweep(&mut dp.loaded.maps, soon, hz).unwrap(), 0);
+    let after = now + secs(11);
+    assert_eq!(
+        snat_sweep::sweep(&mut dp.loaded.maps, after, hz).unwrap(),
+        1
+    );
+    assert!(
+        dp.loaded
+            .maps
+            .snat_reverse
+            .get(&reply_key(port), 0)
+            .is_err()
+    );
+}
+
+/// A service's SNAT address changed (a reload, or a new route toward a real): its established
+/// flows are scheduled afresh, with a port claimed under the new address, never sent on from a
+/// port nobody claimed there.
+#[test]
+fn a_changed_snat_address_reschedules_flows_instead_of_reusing_their_ports() {
+    let r = router();
+    let mut dp = dataplane(&r);
+    assert_eq!(
+        dp.run_in(&r.ns, "out0", &syn(&r, 50900, VIP, 443)).action,
+        XDP_REDIRECT
+    );
+    let moved = Ipv4Addr::new(198, 19, 0, 5);
+    dp.policy.services[0].snat_address = Some(moved);
+    dp.apply();
+    let data = frames::tcp(
+        &Flow::new(CLIENT, 50900, VIP, 443),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        b"more",
+    );
+    let out = dp.run_in(&r.ns, "out0", &data);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let s = seen(&out.frame);
+    assert_eq!(s.src, moved);
+    // The real's reply to the new address finds the client: the port was claimed there.
+    let back = dp.run_in(&r.ns, "in0", &from_real(&r, 8443, moved, s.sport, b""));
+    assert_eq!(back.action, XDP_REDIRECT);
+    let s = seen(&back.frame);
+    assert_eq!((s.src, s.dst, s.dport), (VIP, CLIENT, 50900));
 }

@@ -99,13 +99,18 @@ pub const CACHED_NAT_REPLY: u8 = 2;
 /// `FlowValue::flags` / `NatReverse::flags`: a TCP FIN or RST was seen in either direction,
 /// so the real's `closing_timeout` applies.
 pub const FLOW_CLOSING: u32 = 1;
+/// `FlowValue::flags` of a SNAT flow: opened by a SYN and no other packet from the client yet
+/// (a half-open connection, or a spoofed SYN). Its closing timeout applies, and once it has
+/// passed its port is freed even if the real is still answering, so a SYN flood cannot hold
+/// SNAT's ports for the idle timeout (as IPVS's short SYN_RECV timeout).
+pub const FLOW_OPENING: u32 = 2;
 
 /// The expiry rule, one definition for the data plane and the controller: an entry last seen
 /// at tick `seen` with `flags` is alive at tick `now` while it has been idle no longer than
 /// its real's timeout (the closing one after a FIN or RST).
 #[inline(always)]
 pub fn entry_alive(seen: u32, flags: u32, real: &crate::service::Real, now: u32) -> bool {
-    let timeout = if flags & FLOW_CLOSING != 0 {
+    let timeout = if flags & (FLOW_CLOSING | FLOW_OPENING) != 0 {
         real.closing_timeout
     } else {
         real.idle_timeout

@@ -89,7 +89,9 @@ pub fn inbound<const FIRST: bool>(
         Route::Found(hop) => {
             translate(ctx, packet, (src, sport), (real.addr, port), true)?;
             stats::count_forwarded(real.service, chosen.id, packet.frame_len, new_flow);
-            if chosen.via_table {
+            // Not a SYN: the client's next packet takes the table path, which sees that the
+            // handshake went on (`FLOW_OPENING`).
+            if chosen.via_table && !packet.opens {
                 flow_cache::put_to_real(
                     packet,
                     chosen.id,
@@ -382,7 +384,7 @@ pub fn reply_of(packet: &Packet, entry: *mut NatReverse, now: u32) -> Result<Rep
         _ => return Err(Reason::NotForVip),
     };
     let client_side = forward_key(flow, vip, vip_port, client, client_port);
-    if !age::alive(seen, flags, real, now) && !forward_alive(&client_side, real, now) {
+    if !age::alive(seen, flags, real, now) && !forward_alive(&client_side, id, real, now) {
         return Err(Reason::NotForVip);
     }
     // SAFETY: fields of the entry found above.
@@ -411,12 +413,18 @@ pub fn ttl_allows(ip: *const Ipv4Hdr) -> Result<(), Reason> {
     }
 }
 
-/// Whether a reply's forward entry (client -> VIP) is still fresh: its own entry looks stale.
+/// Whether a reply's forward entry (client -> VIP) is still fresh and on the same real (id
+/// `id`): its own entry looks stale. The client's flow on another real does not keep an old
+/// reverse entry alive.
 #[inline(always)]
-fn forward_alive(client_side: &FlowKey, real: &Real, now: u32) -> bool {
+fn forward_alive(client_side: &FlowKey, id: u32, real: &Real, now: u32) -> bool {
     // SAFETY: the fields are copied out at once.
     match unsafe { FLOWS.get(client_side) } {
-        Some(forward) => age::alive(forward.seen, forward.flags, real, now),
+        Some(forward) => {
+            forward.real == id
+                && forward.generation == real.generation
+                && age::alive(forward.seen, forward.flags, real, now)
+        }
         None => false,
     }
 }

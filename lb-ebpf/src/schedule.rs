@@ -13,12 +13,15 @@
 use lb_common::{
     clock::fresh,
     counters::Reason,
-    flow::{CachedFlow, FLOW_CLOSING, FlowKey, FlowValue, NextHop, PersistKey, PersistValue},
+    flow::{
+        CachedFlow, FLOW_CLOSING, FLOW_OPENING, FlowKey, FlowValue, NextHop, PersistKey,
+        PersistValue,
+    },
     hash::flow_hash,
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{
-        FORWARD_DR, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real, SERVICE_PERSISTENT,
-        SERVICE_SOURCE_HASH, Service, VipKey,
+        FORWARD_DR, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_SNAT, REAL_UP, Real,
+        SERVICE_PERSISTENT, SERVICE_SOURCE_HASH, Service, VipKey,
     },
 };
 
@@ -152,7 +155,13 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
         (*v).real = id;
         (*v).generation = real.generation;
         (*v).seen = now;
-        (*v).flags = if packet.closes { FLOW_CLOSING } else { 0 };
+        (*v).flags = if packet.closes {
+            FLOW_CLOSING
+        } else if packet.opens && real.flags & REAL_SNAT != 0 {
+            FLOW_OPENING
+        } else {
+            0
+        };
         (*v).snat_port = snat_port;
         value.assume_init_ref()
     };
@@ -205,6 +214,11 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
             // SAFETY: fields of the entry found above.
             let began_closing =
                 unsafe { age::touch(&mut (*entry).seen, &mut (*entry).flags, now, packet.closes) };
+            if flags & FLOW_OPENING != 0 && !packet.opens {
+                // The client's second packet: the connection is no longer half-open.
+                // SAFETY: as above.
+                unsafe { (*entry).flags &= !FLOW_OPENING };
+            }
             if began_closing && real.flags & REAL_NAT != 0 {
                 nat::mark_reply_closing(flow, real, snat_port);
             }

@@ -42,9 +42,9 @@ pub struct Snat {
     /// Flows holding a port now (their ports are freed a second or so after both directions
     /// expire).
     pub flows: u64,
-    /// New flows refused because every port tried toward their real was held
-    /// (`snat_ports_exhausted`).
-    pub flows_refused: u64,
+    /// Packets of new flows dropped because every port tried toward their real was held
+    /// (`snat_ports_exhausted`; a client's retransmissions count each time).
+    pub refused_packets: u64,
     /// Packets to a SNAT port that belonged to no flow, dropped (`snat_unknown`).
     pub unknown_dropped: u64,
 }

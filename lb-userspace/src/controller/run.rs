@@ -103,6 +103,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     // maps already hold only working reals (a restart must not mark live reals down).
     c.monitor.follow(&c.policy)?;
     c.observed.snat_sources = snat::sources(&c.policy);
+    snat::log_source_changes(&c.policy, None, &c.observed.snat_sources);
     c.refresh_macs().await?;
     first_checks(&mut c, &mut reports).await;
     c.refresh_macs().await?;
@@ -130,12 +131,13 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
                 c.follow_adoption_window();
                 c.refresh_macs().await?;
                 c.observed.snat_sources = snat::sources(&c.policy);
+                snat::log_source_changes(&c.policy, Some(&before.1), &c.observed.snat_sources);
                 let now = c.loaded.now_tick()?;
                 let retired = c.sync.retire_idle(&mut c.loaded.maps, now)?;
                 for (real, after) in &retired {
                     info!(real = %real, after_s = after.as_secs(), "removed real retired: its last flow ended");
                 }
-                snat_sweep::sweep(&mut c.loaded.maps, now)?;
+                snat_sweep::sweep(&mut c.loaded.maps, now, c.loaded.hz)?;
                 if (&c.observed.macs, &c.observed.snat_sources) != (&before.0, &before.1)
                     || !retired.is_empty()
                 {
@@ -339,6 +341,10 @@ impl Controller {
             self.observed.unhealthy = self.monitor.unhealthy();
             // Admin state of reals that left the policy ends with them.
             self.admin.prune(&new)?;
+            let snat = |p: &Policy| p.services.iter().any(|s| s.forwarding == Forwarding::Snat);
+            if snat(&self.policy) && !snat(&new) {
+                snat::release_ports()?;
+            }
             self.policy = new;
             self.observed.snat_sources = snat::sources(&self.policy);
             self.refresh_macs().await?;
@@ -633,7 +639,12 @@ pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
             }
         }
     }
-    if let Err(e) = snat::release_ports() {
+    // Only a data plane that had SNAT addresses reserved the range (a DR balancer leaves an
+    // operator's own reservations alone).
+    let had_snat = Maps::open_pinned(pin_dir)
+        .map(|maps| maps.snat_addrs.keys().next().is_some())
+        .unwrap_or(false);
+    if had_snat && let Err(e) = snat::release_ports() {
         warn!(error = %format!("{e:#}"), "cannot release SNAT's reserved ports");
     }
     if let Err(e) = super::firewall::remove() {

@@ -32,47 +32,81 @@ fn range() -> String {
 /// taken for SNAT's and dropped.
 pub fn reserve_ports() -> Result<()> {
     warn_of_ports_in_use();
-    let current =
-        std::fs::read_to_string(RESERVED_PORTS).context("reading ip_local_reserved_ports")?;
-    let mut ranges: Vec<&str> = current
-        .trim()
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .collect();
-    let ours = range();
-    if ranges.contains(&ours.as_str()) {
+    let mut ranges = reserved()?;
+    let (first, last) = ours();
+    // The kernel prints merged ranges: ours may lie inside a wider one.
+    if ranges.iter().any(|&(a, b)| a <= first && last <= b) {
         return Ok(());
     }
-    ranges.push(&ours);
-    std::fs::write(RESERVED_PORTS, format!("{}\n", ranges.join(",")))
+    ranges.push((first, last));
+    write_reserved(&ranges)
         .context("reserving xdplb's SNAT ports in net.ipv4.ip_local_reserved_ports")?;
     info!(
-        ports = %ours,
+        ports = %range(),
         "net.ipv4.ip_local_reserved_ports: SNAT's source ports are reserved, so this host's own connections never take one"
     );
     Ok(())
 }
 
-/// Takes xdplb's range out of the reserved ports (`xdplb down`), leaving the rest.
+/// Takes xdplb's range out of the reserved ports (`xdplb down`, or a reload that leaves no SNAT
+/// service), leaving the ports outside it as they were.
 pub fn release_ports() -> Result<()> {
-    let Ok(current) = std::fs::read_to_string(RESERVED_PORTS) else {
+    let Ok(ranges) = reserved() else {
         return Ok(());
     };
-    let ours = range();
-    let ranges: Vec<&str> = current
-        .trim()
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .collect();
-    if !ranges.contains(&ours.as_str()) {
+    let (first, last) = ours();
+    if !ranges.iter().any(|&(a, b)| a <= last && first <= b) {
         return Ok(());
     }
-    let rest: Vec<&str> = ranges.into_iter().filter(|r| *r != ours).collect();
-    // With a newline: an empty write is no write(2) at all, and would leave the range.
-    std::fs::write(RESERVED_PORTS, format!("{}\n", rest.join(",")))
+    let mut rest = Vec::new();
+    for (a, b) in ranges {
+        if a < first {
+            rest.push((a, b.min(first - 1)));
+        }
+        if b > last {
+            rest.push((a.max(last + 1), b));
+        }
+    }
+    write_reserved(&rest)
         .context("releasing xdplb's SNAT ports from net.ipv4.ip_local_reserved_ports")?;
-    info!(ports = %ours, "SNAT's reserved ports released");
+    info!(ports = %range(), "SNAT's reserved ports released");
     Ok(())
+}
+
+fn ours() -> (u16, u16) {
+    (SNAT_PORT_FIRST, SNAT_PORT_FIRST + (SNAT_PORT_COUNT - 1))
+}
+
+/// The reserved ports as ranges (the sysctl's `8080,9000-9010` form).
+fn reserved() -> Result<Vec<(u16, u16)>> {
+    let text =
+        std::fs::read_to_string(RESERVED_PORTS).context("reading ip_local_reserved_ports")?;
+    Ok(parse_ranges(&text))
+}
+
+fn parse_ranges(text: &str) -> Vec<(u16, u16)> {
+    text.trim()
+        .split(',')
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn write_reserved(ranges: &[(u16, u16)]) -> std::io::Result<()> {
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    // With a newline: an empty write is no write(2) at all, and would leave the range.
+    std::fs::write(RESERVED_PORTS, format!("{}\n", text.join(",")))
 }
 
 /// This host's own address toward each real of a SNAT service without `snat_address`: the
@@ -89,11 +123,8 @@ pub fn sources(policy: &Policy) -> HashMap<Ipv4Addr, Ipv4Addr> {
                 continue;
             }
             let port = real.port.unwrap_or(service.ports[0]);
-            match source_toward(SocketAddrV4::new(real.address, port)) {
-                Some(source) => {
-                    out.insert(real.address, source);
-                }
-                None => warn!(real = %real.address, "no route to this SNAT real: it gets no flows"),
+            if let Some(source) = source_toward(SocketAddrV4::new(real.address, port)) {
+                out.insert(real.address, source);
             }
         }
     }
@@ -135,5 +166,54 @@ fn warn_of_ports_in_use() {
             range = %range(),
             "this host has TCP connections from ports of SNAT's range, opened before it was reserved: replies to them from a SNAT real's service address:port are dropped as SNAT's (reconnect them)"
         );
+    }
+}
+
+/// Logs the SNAT reals whose source address changed since `before` (all of them at the start,
+/// when `before` is `None`): a real without a route gets no flows.
+pub fn log_source_changes(
+    policy: &Policy,
+    before: Option<&HashMap<Ipv4Addr, Ipv4Addr>>,
+    now: &HashMap<Ipv4Addr, Ipv4Addr>,
+) {
+    let reals = policy
+        .services
+        .iter()
+        .filter(|s| s.forwarding == Forwarding::Snat && s.snat_address.is_none())
+        .flat_map(|s| s.members());
+    let mut seen = std::collections::HashSet::new();
+    for real in reals {
+        if !seen.insert(real.address) {
+            continue;
+        }
+        let (old, new) = (
+            before.and_then(|b| b.get(&real.address)),
+            now.get(&real.address),
+        );
+        if before.is_some() && old == new {
+            continue;
+        }
+        match new {
+            Some(source) => {
+                info!(real = %real.address, source = %source, "SNAT source toward this real")
+            }
+            None => {
+                warn!(real = %real.address, "no route to this SNAT real: it gets no flows until there is one")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ranges_parse_as_the_kernel_prints_them() {
+        assert_eq!(
+            parse_ranges("8080,40000-57400\n"),
+            vec![(8080, 8080), (40000, 57400)]
+        );
+        assert_eq!(parse_ranges("\n"), vec![]);
     }
 }

@@ -206,7 +206,7 @@ fn snat(policy: &Policy, snapshot: &counters::Snapshot, maps: &Maps) -> Snat {
         active: true,
         ports: format!("{first}-{}", first + (lb_common::maps::SNAT_PORT_COUNT - 1)),
         flows: maps.snat_reverse.keys().filter(|k| k.is_ok()).count() as u64,
-        flows_refused: reason(lb_common::counters::Reason::SnatPortsExhausted),
+        refused_packets: reason(lb_common::counters::Reason::SnatPortsExhausted),
         unknown_dropped: reason(lb_common::counters::Reason::SnatUnknown),
     }
 }

@@ -36,8 +36,7 @@ impl HttpProbe {
             .pool_max_idle_per_host(0)
             .no_proxy()
             .timeout(check.timeout + Duration::from_millis(100))
-            .user_agent(concat!("xdplb-health/", env!("CARGO_PKG_VERSION")))
-            .local_address(target.source.map(std::net::IpAddr::V4));
+            .user_agent(concat!("xdplb-health/", env!("CARGO_PKG_VERSION")));
         let url = match &check.host {
             Some(host) => {
                 builder = builder.resolve(host, address);

@@ -19,18 +19,14 @@ use std::{net::Ipv4Addr, time::Duration};
 pub struct Target {
     pub address: Ipv4Addr,
     pub port: u16,
-    /// The address the check comes from (a SNAT service's `snat_address`, so the reals see one
-    /// address only); `None`: whichever the kernel picks.
-    pub source: Option<Ipv4Addr>,
 }
 
-/// A TCP connection to the target, from its `source` if it has one.
+/// A TCP connection to the target, from the address the kernel picks toward it: for SNAT
+/// without `snat_address`, the very source the real sees its flows come from. (A floating
+/// `snat_address` cannot be the checks' source: on a pair's standby it is not this host's, and
+/// the real's answers would go to the active node.)
 pub async fn connect(target: Target) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    if let Some(source) = target.source {
-        socket.bind((source, 0).into())?;
-    }
-    socket.connect((target.address, target.port).into()).await
+    tokio::net::TcpStream::connect((target.address, target.port)).await
 }
 
 impl std::fmt::Display for Target {

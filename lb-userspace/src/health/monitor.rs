@@ -12,7 +12,7 @@ use super::{
     probe::Probe,
     state::{Change, Health},
 };
-use crate::policy::{Forwarding, HealthCheck, Policy, RealRef};
+use crate::policy::{HealthCheck, Policy, RealRef};
 
 /// A finished check of one real.
 #[derive(Debug)]
@@ -68,11 +68,6 @@ impl Monitor {
                         .port
                         .or(real.port)
                         .unwrap_or(service.ports[0]),
-                    // SNAT with an explicit source: the reals see checks come from it too.
-                    source: match service.forwarding {
-                        Forwarding::Snat => service.snat_address,
-                        _ => None,
-                    },
                 };
                 wanted.insert(key.clone());
                 if let Some(w) = self.watches.get(&key)

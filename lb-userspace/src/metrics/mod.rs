@@ -310,12 +310,12 @@ impl Collector for Traffic {
         )?;
         ConstGauge::new(snat.flows as i64).encode(metric)?;
         let metric = encoder.encode_descriptor(
-            "snat_flows_refused",
-            "New SNAT flows refused because every source port tried toward their real was held",
+            "snat_refused_packets",
+            "Packets of new SNAT flows dropped because every source port tried toward their real was held",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(snat.flows_refused).encode(metric)
+        ConstCounter::new(snat.refused_packets).encode(metric)
     }
 }
 

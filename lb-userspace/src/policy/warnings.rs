@@ -35,19 +35,6 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
                 service.name
             ));
         }
-        if service.snat_address.is_some() && matches!(check, CheckKind::DicomEcho | CheckKind::Exec)
-        {
-            out.push(format!(
-                "service `{}`: its {} checks come from this host's own address toward each real, \
-                 not from `snat_address` (the reals' firewalls must let both in)",
-                service.name,
-                if check == CheckKind::Exec {
-                    "exec"
-                } else {
-                    "dicom-echo"
-                }
-            ));
-        }
         if service.reals.iter().all(|r| r.weight == 0) {
             out.push(format!(
                 "service `{}`: every real has weight 0, so no real takes new flows{}",

@@ -39,19 +39,32 @@ impl Sync {
             if service.persistence.is_some() {
                 flags |= REAL_PERSISTENT;
             }
+            let snat_addr =
+                snat_source(service, real, observed).map_or(0, |a| u32::from_ne_bytes(a.octets()));
+            let port = real.port.unwrap_or(0).to_be();
+            // A real whose translation changed (its mode, its port, or the source SNAT gives
+            // its flows, after a reload or a route change) gets a new generation: its
+            // established flows are scheduled afresh rather than sent on with a port or source
+            // they were never given, where another flow may hold it.
+            if let Some(old) = self.written_reals.get(&id)
+                && (old.flags & (REAL_NAT | REAL_SNAT) != flags & (REAL_NAT | REAL_SNAT)
+                    || old.port != port
+                    || (old.snat_addr != snat_addr && old.snat_addr != 0))
+            {
+                self.generations[id as usize] = self.generations[id as usize].wrapping_add(1);
+            }
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
                 flags,
                 addr: u32::from_ne_bytes(real.address.octets()),
                 generation: self.generations[id as usize],
                 service: key.service,
-                port: real.port.unwrap_or(0).to_be(),
+                port,
                 _pad: 0,
                 idle_timeout: ticks_from_secs(service.timeouts.idle.as_secs(), self.hz),
                 closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs(), self.hz),
                 persist_mask: persist_mask(service),
-                snat_addr: snat_source(service, real, observed)
-                    .map_or(0, |a| u32::from_ne_bytes(a.octets())),
+                snat_addr,
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals
