@@ -2,7 +2,10 @@
 //! its VIPs: each VIP/32 goes on the client-facing interface (as keepalived's
 //! virtual_ipaddress does). Only addresses the controller added are marked in the VIP_ADDRS
 //! map, so `xdplb down` removes those and never an operator's own. With `none`, keepalived
-//! moves them between the nodes of a pair and xdplb adds or removes nothing.
+//! moves them between the nodes of a pair and xdplb adds or removes nothing. With `bgp`, each
+//! VIP/32 is on `lo` exactly while this balancer can serve it, for BIRD's `protocol direct` to
+//! announce to the ECMP router: only VIPs of which a service has a real in its table, and only
+//! once the data plane is filled (the caller's `servable`).
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
@@ -22,6 +25,7 @@ pub async fn follow(
     handle: &Handle,
     policy: &Policy,
     owned: &HashSet<Ipv4Addr>,
+    servable: &HashSet<Ipv4Addr>,
 ) -> Result<HashSet<Ipv4Addr>> {
     if policy.vip_announcement == VipAnnouncement::Unmanaged {
         if !owned.is_empty() {
@@ -32,14 +36,26 @@ pub async fn follow(
         }
         return Ok(owned.clone());
     }
-    let wanted = wanted(policy);
-    let outside = policy
-        .interfaces
-        .iter()
-        .find(|i| i.role == Role::Outside)
-        .map(|i| i.name.as_str())
-        .unwrap_or_default();
-    let now_owned = vips(handle, netconf::if_index(outside)?, &wanted, owned).await?;
+    let (wanted, interface) = match policy.vip_announcement {
+        VipAnnouncement::Bgp => {
+            let mut wanted: Vec<Ipv4Addr> = wanted(policy)
+                .into_iter()
+                .filter(|v| servable.contains(v))
+                .collect();
+            wanted.sort();
+            (wanted, "lo")
+        }
+        _ => (
+            wanted(policy),
+            policy
+                .interfaces
+                .iter()
+                .find(|i| i.role == Role::Outside)
+                .map(|i| i.name.as_str())
+                .unwrap_or_default(),
+        ),
+    };
+    let now_owned = vips(handle, interface, &wanted, owned).await?;
     withdraw(handle, owned, &wanted).await?;
     Ok(now_owned)
 }
@@ -52,18 +68,19 @@ pub fn wanted(policy: &Policy) -> Vec<Ipv4Addr> {
     v
 }
 
-/// Ensures every VIP is on `if_index`; returns the ones the controller owns (added now, or
+/// Ensures every VIP is on `interface`; returns the ones the controller owns (added now, or
 /// added by an earlier controller as `previously` says).
 async fn vips(
     handle: &Handle,
-    if_index: u32,
+    interface: &str,
     wanted: &[Ipv4Addr],
     previously: &HashSet<Ipv4Addr>,
 ) -> Result<HashSet<Ipv4Addr>> {
+    let if_index = netconf::if_index(interface)?;
     let mut owned = HashSet::new();
     for &vip in wanted {
         if address::add(handle, if_index, vip).await? {
-            info!(%vip, "VIP added to the client-facing interface");
+            info!(%vip, interface, "VIP added");
             owned.insert(vip);
         } else if previously.contains(&vip) {
             owned.insert(vip);
@@ -76,7 +93,7 @@ async fn vips(
 async fn withdraw(handle: &Handle, owned: &HashSet<Ipv4Addr>, wanted: &[Ipv4Addr]) -> Result<()> {
     for vip in owned.iter().filter(|v| !wanted.contains(v)) {
         if address::remove(handle, None, *vip).await? {
-            info!(%vip, "VIP removed from the interface");
+            info!(%vip, "VIP removed");
         }
     }
     Ok(())

@@ -14,6 +14,9 @@ use crate::{
 /// a reload).
 pub fn prepare(policy: &Policy) -> Result<()> {
     prepare_for_nat(policy)?;
+    if policy.vip_announcement == crate::policy::VipAnnouncement::Bgp {
+        answer_no_arp_for_vips(policy)?;
+    }
     if policy
         .services
         .iter()
@@ -81,6 +84,26 @@ fn prepare_for_nat(policy: &Policy) -> Result<()> {
                 interface,
                 "rp_filter=1 (strict) here drops NAT replies handed to the kernel while a client's MAC is unknown (their source is the VIP): use rp_filter=2 (loose) or 0 on this interface"
             );
+        }
+    }
+    Ok(())
+}
+
+/// BGP: the VIPs are on `lo`, and Linux answers ARP for any local address on any interface
+/// unless told otherwise: the client-facing interfaces answer only for their own addresses
+/// (`arp_ignore=1`) and never use a VIP as an ARP source (`arp_announce=2`), as on a DR real.
+fn answer_no_arp_for_vips(policy: &Policy) -> Result<()> {
+    for interface in policy.interfaces.iter().filter(|i| i.role == Role::Outside) {
+        for (name, value) in [("arp_ignore", 1), ("arp_announce", 2)] {
+            if netconf::sysctl::get(&interface.name, name)? < value {
+                netconf::sysctl::set(&interface.name, name, value).with_context(|| {
+                    format!("setting net.ipv4.conf.{}.{name}={value}", interface.name)
+                })?;
+                info!(
+                    interface = %interface.name,
+                    "{name}={value}: VIPs announced over BGP are on lo, and this interface must not answer ARP for them"
+                );
+            }
         }
     }
     Ok(())

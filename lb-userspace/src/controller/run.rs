@@ -33,14 +33,14 @@ use crate::{
     },
     dataplane::{
         loader,
-        maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_KEEPALIVED},
+        maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_BGP, VIP_ADDR_KEEPALIVED},
         snat_sweep,
         sync::{Observed, Sync},
     },
     health::monitor::{Monitor, Report},
     metrics::{self, Metrics, server::Scrape},
     netconf::{self, neighbour},
-    policy::{self, Forwarding, Policy, Role},
+    policy::{self, Forwarding, Policy, Role, VipAnnouncement},
 };
 
 /// How often reals' MACs are re-read from the neighbour table.
@@ -77,8 +77,15 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     // maps are written), and keepalived must not see it as a node coming back.
     let restarted = sync.found_services();
     let previously = owned_vips(&loaded.maps)?;
+    // BGP: nothing is announced or withdrawn until the maps are filled (below); a restart
+    // keeps what the previous controller announced.
+    let announced_vips = if policy.vip_announcement == VipAnnouncement::Bgp {
+        previously.clone()
+    } else {
+        announce::follow(&handle, &policy, &previously, &HashSet::new()).await?
+    };
     let observed = Observed {
-        announced_vips: announce::follow(&handle, &policy, &previously).await?,
+        announced_vips,
         ..Default::default()
     };
     let (monitor, mut reports) = Monitor::new();
@@ -108,6 +115,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
     first_checks(&mut c, &mut reports).await;
     c.refresh_macs().await?;
     c.apply()?;
+    c.follow_announcement().await?;
     c.follow_adoption_window();
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
@@ -143,6 +151,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
                 {
                     c.apply()?;
                 }
+                c.follow_announcement().await?;
             }
             Some(report) = reports.recv() => {
                 if c.record(report) {
@@ -207,6 +216,43 @@ impl Controller {
         self.serving.update(&self.policy, &self.sync.reals_view);
         self.firewall.follow(&self.policy, &mut self.loaded.maps)?;
         report_reals(&self.sync);
+        Ok(())
+    }
+
+    /// The VIPs this balancer can serve now: a service of theirs has a real in its table.
+    fn servable(&self) -> HashSet<Ipv4Addr> {
+        let serving: HashSet<&str> = self
+            .sync
+            .reals_view
+            .iter()
+            .filter(|r| r.in_table)
+            .map(|r| r.service.as_str())
+            .collect();
+        self.policy
+            .services
+            .iter()
+            .filter(|s| serving.contains(s.name.as_str()))
+            .map(|s| s.vip)
+            .collect()
+    }
+
+    /// BGP: announces the VIPs this balancer can serve and withdraws the others (within a
+    /// second of a change), once the maps hold what it serves.
+    async fn follow_announcement(&mut self) -> Result<()> {
+        if self.policy.vip_announcement != VipAnnouncement::Bgp {
+            return Ok(());
+        }
+        let announced = announce::follow(
+            &self.handle,
+            &self.policy,
+            &self.observed.announced_vips,
+            &self.servable(),
+        )
+        .await?;
+        if announced != self.observed.announced_vips {
+            self.observed.announced_vips = announced;
+            self.apply()?;
+        }
         Ok(())
     }
 
@@ -334,8 +380,13 @@ impl Controller {
             {
                 self.loaded.attach(&interface.name, interface.xdp_mode)?;
             }
-            self.observed.announced_vips =
-                announce::follow(&self.handle, &new, &self.observed.announced_vips).await?;
+            self.observed.announced_vips = announce::follow(
+                &self.handle,
+                &new,
+                &self.observed.announced_vips,
+                &self.servable(),
+            )
+            .await?;
             kernel::prepare(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
@@ -349,6 +400,7 @@ impl Controller {
             self.observed.snat_sources = snat::sources(&self.policy);
             self.refresh_macs().await?;
             self.apply()?;
+            self.follow_announcement().await?;
             anyhow::Ok(())
         };
         match step.await {
@@ -529,6 +581,20 @@ fn refuse_on_the_active_node(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long `xdplb down` keeps forwarding after withdrawing BGP-announced VIPs: BIRD sends the
+/// withdrawal as soon as the address leaves `lo` (milliseconds), and the router drops this
+/// next hop when it processes the update, well within a second; two seconds leave room for a
+/// loaded router.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the pinned data plane's VIPs were announced over BGP.
+fn announced_over_bgp(maps: &Maps) -> bool {
+    maps.vip_addrs
+        .iter()
+        .filter_map(|e| e.ok())
+        .any(|(_, flags)| flags & VIP_ADDR_BGP != 0)
+}
+
 fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
     let mut out = HashSet::new();
     for entry in maps.vip_addrs.iter() {
@@ -637,6 +703,15 @@ pub async fn down(pin_dir: &Path, force: bool) -> Result<()> {
             if netconf::address::remove(&handle, None, vip).await? {
                 println!("removed VIP {vip}");
             }
+        }
+        // BGP: the routers still send this balancer its VIPs' packets until the withdrawal
+        // reaches them; it keeps forwarding them meanwhile.
+        if announced_over_bgp(&maps) {
+            println!(
+                "VIPs withdrawn from BGP: forwarding {} s more while the routers converge",
+                WITHDRAW_GRACE.as_secs()
+            );
+            tokio::time::sleep(WITHDRAW_GRACE).await;
         }
     }
     // Only a data plane that had SNAT addresses reserved the range (a DR balancer leaves an

@@ -62,6 +62,9 @@ pub struct Maps {
 pub const VIP_ADDR_ADDED: u32 = 1;
 /// `VIP_ADDRS` value bit: the policy leaves this VIP to keepalived (`vip_announcement: none`).
 pub const VIP_ADDR_KEEPALIVED: u32 = 2;
+/// `VIP_ADDRS` value bit: the policy announces this VIP over BGP (`vip_announcement: bgp`):
+/// `xdplb down` withdraws it and waits for the routers before it detaches.
+pub const VIP_ADDR_BGP: u32 = 4;
 
 impl Maps {
     /// Takes the maps out of a loaded object.

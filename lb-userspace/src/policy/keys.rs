@@ -115,7 +115,7 @@ pub static POLICY: Section = Section {
                 ),
                 choice(
                     "bgp",
-                    "several active balancers announcing the VIPs over BGP (not available yet).",
+                    "xdplb keeps each VIP/32 on `lo` while this balancer can serve it (its data plane filled, a real of one of the VIP's services in the table) and removes it otherwise, for BIRD's `protocol direct` to announce over BGP: several active balancers behind an ECMP router. The balancer answers no ARP for VIPs.",
                 ),
             ]),
             "arp",

@@ -20,6 +20,9 @@ pub enum VipAnnouncement {
     /// `none`: xdplb never adds or removes a VIP address; keepalived (VRRP) moves them between
     /// the two balancers of a pair.
     Unmanaged,
+    /// `bgp`: xdplb keeps each VIP/32 on `lo` while this balancer can serve it, for BIRD's
+    /// `protocol direct` to announce to an ECMP router: several active balancers.
+    Bgp,
 }
 
 /// What a NAT balancer lets through from the client side to the server side (`nat_routing`).

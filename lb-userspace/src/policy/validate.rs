@@ -38,13 +38,7 @@ pub fn validate(raw: PolicyFile) -> Result<Policy, Vec<Invalid>> {
         Some(spec) => match spec.value {
             VipAnnouncementSpec::Arp => VipAnnouncement::Arp,
             VipAnnouncementSpec::None => VipAnnouncement::Unmanaged,
-            VipAnnouncementSpec::Bgp => {
-                problems.push(at(
-                    spec,
-                    "`vip_announcement: bgp` (several active balancers announcing the VIPs over BGP) is not available yet; use `arp` (a balancer on its own) or `none` (an active/standby pair: keepalived owns the VIPs)",
-                ));
-                VipAnnouncement::Arp
-            }
+            VipAnnouncementSpec::Bgp => VipAnnouncement::Bgp,
         },
     };
     let interfaces = interfaces(&raw.interfaces, &mut problems);

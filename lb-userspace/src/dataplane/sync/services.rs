@@ -20,7 +20,7 @@ use super::{
     persist_mask,
 };
 use crate::{
-    dataplane::maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_KEEPALIVED},
+    dataplane::maps::{Maps, VIP_ADDR_ADDED, VIP_ADDR_BGP, VIP_ADDR_KEEPALIVED},
     policy::{self, Forwarding, Policy, Scheduler, VipAnnouncement},
 };
 
@@ -156,8 +156,10 @@ impl Sync {
                 } else {
                     0
                 };
-                if policy.vip_announcement == VipAnnouncement::Unmanaged {
-                    flags |= VIP_ADDR_KEEPALIVED;
+                match policy.vip_announcement {
+                    VipAnnouncement::Unmanaged => flags |= VIP_ADDR_KEEPALIVED,
+                    VipAnnouncement::Bgp => flags |= VIP_ADDR_BGP,
+                    VipAnnouncement::Arp => {}
                 }
                 (u32::from_ne_bytes(s.vip.octets()), flags)
             })
