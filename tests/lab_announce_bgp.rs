@@ -110,7 +110,8 @@ fn vips_are_on_lo_exactly_while_the_balancer_can_serve_and_withdrawn_before_down
         if withdrawn.is_none() && !vip_on(ns, "lo")? {
             withdrawn = Some(at);
         }
-        if withdrawn.is_some() && !ns.ip(&["link", "show", "dev", "eth0"])?.contains("xdp") {
+        // Detached with its pins (the XDP link is pinned there).
+        if withdrawn.is_some() && !lab.balancer.pin_dir.join("link-eth0").exists() {
             detached = Some(at);
         }
         std::thread::sleep(Duration::from_millis(50));
