@@ -53,6 +53,18 @@ fn real<'a>(status: &'a Value, address: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no real {address} in {status}"))
 }
 
+/// GETs `path` from the metrics listener inside the balancer namespace.
+fn http_get(lab: &DrLab, path: &str) -> Result<String> {
+    let out = lab
+        .balancer
+        .ns
+        .command("curl")
+        .args(["-sf", &format!("http://127.0.0.1:9475{path}")])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "GET {path} failed");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Scrapes /metrics inside the balancer namespace and parses it with prometheus_client.
 fn scrape(lab: &DrLab) -> Result<Vec<(String, Value, f64)>> {
     let text = lab
@@ -146,6 +158,19 @@ fn status_drain_reload_and_metrics() -> Result<()> {
     for (name, c) in &mut held {
         assert_eq!(c.who()?, *name, "an established flow moved");
     }
+    // The status page on the metrics listener: one self-contained document, and its data, the
+    // same status (real-1 drained).
+    let page = http_get(&lab, "/")?;
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("status.json"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page must load nothing from elsewhere"
+    );
+    let data: serde_json::Value = serde_json::from_str(&http_get(&lab, "/status.json")?)?;
+    assert_eq!(real(&data, "198.18.0.11")["state"], "drained");
     ctl(&lab, &["undrain", "dicom", "198.18.0.11"])?;
     assert_eq!(real(&status(&lab)?, "198.18.0.11")["state"], "up");
 

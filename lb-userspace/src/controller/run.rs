@@ -162,13 +162,24 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
             Some((request, reply)) = calls.recv() => {
                 let _ = reply.send(c.answer(request).await);
             }
-            Some(scrape) = scrapes.recv() => {
-                let text = match c.status() {
-                    Ok(status) => c.metrics.render(&status),
-                    Err(e) => format!("# reading the data plane failed: {e}\n"),
-                };
-                let _ = scrape.send(text);
-            }
+            Some(scrape) = scrapes.recv() => match scrape {
+                Scrape::Metrics(reply) => {
+                    let text = match c.status() {
+                        Ok(status) => c.metrics.render(&status),
+                        Err(e) => format!("# reading the data plane failed: {e}\n"),
+                    };
+                    let _ = reply.send(text);
+                }
+                Scrape::Status(reply) => {
+                    let json = c
+                        .status()
+                        .and_then(|status| Ok(serde_json::to_string(&status)?))
+                        .unwrap_or_else(|e| {
+                            serde_json::json!({ "error": format!("{e:#}") }).to_string()
+                        });
+                    let _ = reply.send(json);
+                }
+            },
             _ = hangup.recv() => {
                 let _ = c.reload().await;
             }

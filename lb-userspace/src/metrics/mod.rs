@@ -4,6 +4,7 @@
 //! reals are labelled as in `xdplb status --json`: `service` (name) and `real` (address, or
 //! address:port for a NAT port translation).
 
+mod page;
 pub mod server;
 
 use std::fmt;
