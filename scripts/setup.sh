@@ -11,6 +11,7 @@ fail() { printf 'setup: FAILED: %s\n' "$*" >&2; exit 1; }
 declare -A debs=(
   [ip]=iproute2
   [ethtool]=ethtool
+  [dpkg-shlibdeps]=dpkg-dev
   [nft]=nftables
   [ping]=iputils-ping
   [bpftool]=bpftool

@@ -3,6 +3,8 @@
 //! machine lacks (Debian packages, nightly rust-src, bpf-linker) and takes about a second when
 //! everything is present.
 
+mod package;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -21,6 +23,7 @@ usage: cargo xtask <command>
   demo    build a lab, balance real TCP connections through xdplb in DR mode, show it, tear down
           (--nat: two-arm NAT with HTTP and UDP instead)
   bench   per-packet cost of the XDP program against a bare XDP_TX floor
+  package the Debian package, target/xdplb_VERSION_ARCH.deb
   lint    cargo fmt --check and clippy -D warnings on userspace and the eBPF crate";
 
 /// The clinical acceptance test binaries (tests/acceptance_*.rs).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         "demo" => setup(&root).and_then(|_| lab(&root, "demo", rest)),
         "bench" => setup(&root).and_then(|_| lab(&root, "bench", rest)),
         "lint" => setup(&root).and_then(|_| lint(&root)),
+        "package" => setup(&root).and_then(|_| package::package(&root).map(drop)),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -107,8 +111,10 @@ unsafe extern "C" {
 
 fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     require_root("cargo xtask test")?;
-    // Build first so the lab finds the xdplb binary next to the test binaries.
+    // Build first so the lab finds the xdplb binary next to the test binaries, and the package,
+    // which tests/package.rs unpacks.
     cargo(root, &["build", "--all-targets"])?;
+    package::package(root)?;
     let mut args = vec!["test"];
     args.extend(extra.iter().map(String::as_str));
     // Pass the output through, and close with the total over every test binary.
