@@ -197,6 +197,32 @@ fn status_drain_reload_and_metrics() -> Result<()> {
 
     // Metrics, read by Prometheus' own parser.
     let m = scrape(&lab)?;
+    // Every metric the packaged Grafana dashboard queries exists in a real scrape.
+    let dashboard = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/grafana/xdplb-dashboard.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(dashboard)?)?;
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        for target in panel["targets"].as_array().context("targets")? {
+            let expr = target["expr"].as_str().context("expr")?;
+            for (i, _) in expr.match_indices("xdplb_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in &queried {
+        assert!(
+            m.iter().any(|(sample, _, _)| sample == name),
+            "the dashboard queries {name}, which no scrape has"
+        );
+    }
     let r1 = [("service", "dicom"), ("real", "198.18.0.11")];
     assert!(sample(&m, "xdplb_real_packets_total", &r1).unwrap() >= 1.0);
     assert_eq!(sample(&m, "xdplb_real_up", &r1), Some(1.0));

@@ -54,7 +54,7 @@ pub fn package(root: &Path) -> Result<PathBuf, String> {
     let doc = stage.join("usr/share/doc/xdplb");
     copy(&root.join("README.md"), &doc.join("README.md"))?;
     copy(&root.join("docs/policy.md"), &doc.join("policy.md"))?;
-    for dir in ["examples", "keepalived"] {
+    for dir in ["examples", "keepalived", "grafana"] {
         for entry in
             std::fs::read_dir(root.join("packaging").join(dir)).map_err(|e| e.to_string())?
         {
