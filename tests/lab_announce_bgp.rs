@@ -41,8 +41,9 @@ fn vips_are_on_lo_exactly_while_the_balancer_can_serve_and_withdrawn_before_down
     lab.balancer.start(&policy)?;
     let ns = &lab.balancer.ns;
 
-    // Announced once the data plane is filled: on lo, not on the client-facing interface.
-    wait_for_vip_on_lo(ns, true, Duration::from_secs(10))?;
+    // Announced once the data plane is filled and has served for the settle time: on lo, not
+    // on the client-facing interface.
+    wait_for_vip_on_lo(ns, true, Duration::from_secs(15))?;
     ensure!(
         !vip_on(ns, "eth0")?,
         "the VIP must not be on eth0 in bgp mode"
@@ -93,7 +94,15 @@ fn vips_are_on_lo_exactly_while_the_balancer_can_serve_and_withdrawn_before_down
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for_vip_on_lo(ns, true, Duration::from_secs(5))?;
+    // Announced again only once the service has served for the settle time (the default
+    // check's rise 2 x interval 2 s + timeout 1 s = 5 s): a table of one real must not take
+    // its share of flows while the others' checks may still be rising.
+    let back = wait_for_vip_on_lo(ns, true, Duration::from_secs(15))?;
+    eprintln!("announced again {back:?} after a real returned");
+    ensure!(
+        back >= Duration::from_millis(4500),
+        "announced again after {back:?}, before the checks could settle"
+    );
     who(&lab.client, lab.vip(104))?;
 
     // `xdplb down`: the VIP leaves lo first; the data plane keeps forwarding while the routers

@@ -6,7 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +22,7 @@ use super::{
     announce,
     firewall::Firewall,
     kernel, lock,
-    readiness::Serving,
+    readiness::{self, Serving},
     snat, status,
 };
 use crate::{
@@ -104,6 +104,7 @@ pub async fn run(config: &Path, pin_dir: &Path, endpoints: &Endpoints) -> Result
         adoption: AdoptionWindow::default(),
         firewall: Firewall::default(),
         admin,
+        serving_since: HashMap::new(),
     };
 
     // First resolution: ask for every real, and run every health check once, so the first
@@ -215,6 +216,8 @@ struct Controller {
     firewall: Firewall,
     /// Operators' drains, halts and weights (kept in the state file).
     admin: AdminState,
+    /// BGP: since when each service has had a real in its table, continuously.
+    serving_since: HashMap<String, Instant>,
 }
 
 impl Controller {
@@ -230,19 +233,33 @@ impl Controller {
         Ok(())
     }
 
-    /// The VIPs this balancer can serve now: a service of theirs has a real in its table.
-    fn servable(&self) -> HashSet<Ipv4Addr> {
-        let serving: HashSet<&str> = self
+    /// The VIPs this balancer may announce now: a service of theirs has a real in its table,
+    /// and, for a VIP not announced yet, has had one for the settle time (the slowest check's
+    /// rise x interval + timeout, as for `xdplb ready`). A balancer coming back (its cable,
+    /// its reals) would otherwise take its share of flows with a table of the first real to
+    /// return, and move the flows of the others.
+    fn servable(&mut self) -> HashSet<Ipv4Addr> {
+        let serving: HashSet<String> = self
             .sync
             .reals_view
             .iter()
             .filter(|r| r.in_table)
-            .map(|r| r.service.as_str())
+            .map(|r| r.service.clone())
             .collect();
+        let now = Instant::now();
+        self.serving_since.retain(|s, _| serving.contains(s));
+        for service in &serving {
+            self.serving_since.entry(service.clone()).or_insert(now);
+        }
+        let settle = readiness::settle_time(&self.policy);
         self.policy
             .services
             .iter()
-            .filter(|s| serving.contains(s.name.as_str()))
+            .filter(|s| {
+                self.serving_since.get(&s.name).is_some_and(|since| {
+                    self.observed.announced_vips.contains(&s.vip) || since.elapsed() >= settle
+                })
+            })
             .map(|s| s.vip)
             .collect()
     }
@@ -253,11 +270,12 @@ impl Controller {
         if self.policy.vip_announcement != VipAnnouncement::Bgp {
             return Ok(());
         }
+        let servable = self.servable();
         let announced = announce::follow(
             &self.handle,
             &self.policy,
             &self.observed.announced_vips,
-            &self.servable(),
+            &servable,
         )
         .await?;
         if announced != self.observed.announced_vips {
@@ -391,13 +409,10 @@ impl Controller {
             {
                 self.loaded.attach(&interface.name, interface.xdp_mode)?;
             }
-            self.observed.announced_vips = announce::follow(
-                &self.handle,
-                &new,
-                &self.observed.announced_vips,
-                &self.servable(),
-            )
-            .await?;
+            let servable = self.servable();
+            self.observed.announced_vips =
+                announce::follow(&self.handle, &new, &self.observed.announced_vips, &servable)
+                    .await?;
             kernel::prepare(&new)?;
             self.monitor.follow(&new)?;
             self.observed.unhealthy = self.monitor.unhealthy();
