@@ -23,6 +23,7 @@ declare -A debs=(
   [nginx]=nginx-light
   [haproxy]=haproxy
   [keepalived]=keepalived
+  [bird]=bird2
 )
 # Packages without a command of their own (file -> package). Tests run Debian's python as
 # /usr/bin/python3: a python3 earlier on PATH (pyenv) does not see Debian's modules.
