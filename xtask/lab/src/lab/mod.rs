@@ -3,10 +3,11 @@
 //! Everything is named with a per-run prefix (`xdplb-PID-N-`), so parallel runs never collide,
 //! and deleted when the lab drops, also when a test panics. Namespaces and pins left by a run
 //! that was killed are swept when the next lab starts (their PID is dead), and so are its
-//! keepalived processes.
+//! keepalived and BIRD processes.
 
 mod arms;
 mod balancer;
+mod bird;
 mod daemon;
 pub mod dicom;
 mod dr;
@@ -24,6 +25,10 @@ mod traffic;
 
 pub use arms::{Arms, NAT_VIP, Topology};
 pub use balancer::{Balancer, xdplb_binary};
+pub use bird::{
+    BALANCER_AS, BFD_INTERVAL_MS, BFD_MULTIPLIER, BalancerBird, Bird, BirdLog, BirdProtocol,
+    ROUTER_AS, RouterBird, balancer_protocol,
+};
 pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
 pub use flood::{FLOOD_INTERFACE, FLOOD_SOURCES, SynFlood};
