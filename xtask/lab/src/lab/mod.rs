@@ -18,6 +18,7 @@ pub mod netns;
 mod pair;
 mod remote;
 mod router;
+mod scaleout;
 mod snat;
 mod switch;
 mod tcp;
@@ -43,6 +44,9 @@ pub use pair::{
 };
 pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
+pub use scaleout::{
+    SCALEOUT_PORT, SCALEOUT_VIP, SCALEOUT_VIPS, SECOND_VIP, ScaleoutLab, scaleout_balancer_address,
+};
 pub use snat::{SNAT_DICOM_PORT, SnatLab};
 pub use switch::Switch;
 pub use tcp::{
