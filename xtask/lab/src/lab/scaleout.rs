@@ -210,6 +210,12 @@ impl ScaleoutLab {
         Ok(())
     }
 
+    /// Stops BIRD on balancer `i` (it closes its session: the router withdraws its routes at
+    /// once); xdplb keeps running.
+    pub fn stop_bird(&mut self, i: usize) {
+        self.birds[i] = None;
+    }
+
     pub fn router_bird(&self) -> Result<&Bird> {
         self.router_bird
             .as_ref()
