@@ -25,6 +25,7 @@ declare -A debs=(
   [haproxy]=haproxy
   [keepalived]=keepalived
   [chromium]=chromium
+  [bird]=bird2
 )
 # Packages without a command of their own (file -> package). Tests run Debian's python as
 # /usr/bin/python3: a python3 earlier on PATH (pyenv) does not see Debian's modules.

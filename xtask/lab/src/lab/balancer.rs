@@ -233,6 +233,15 @@ impl Balancer {
         Ok(None)
     }
 
+    /// Whether an XDP program is attached to `interface` (in any mode). Read from `ip -j`:
+    /// the text output names the peer's namespace (`link-netns xdplb-...`), which contains
+    /// "xdp" whatever is attached.
+    pub fn xdp_attached(&self, interface: &str) -> Result<bool> {
+        let text = self.ns.ip(&["-j", "link", "show", "dev", interface])?;
+        let links: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(links[0].get("xdp").is_some())
+    }
+
     /// This host's MAC on `interface`, as `ip` prints it.
     pub fn mac(&self, interface: &str) -> Result<String> {
         Ok(mac_text(&self.ns.mac(interface)?))

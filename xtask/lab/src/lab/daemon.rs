@@ -86,3 +86,44 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Kills daemons (keepalived, BIRD) left by lab runs whose process is gone (a test run killed
+/// before it could drop its runners): found by the pid files `pid_files` in the runs' work
+/// directories (`/tmp/xdplb-PID-...`), and only if that process runs that directory's
+/// configuration file `config` (a pid can be reused).
+pub(super) fn kill_leftover_daemons(config: &str, pid_files: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(run_pid) = name
+            .strip_prefix("xdplb-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if kill(Pid::from_raw(run_pid), None).is_ok() {
+            continue;
+        }
+        let dir = entry.path();
+        let config = dir.join(config);
+        let Some(config) = config.to_str() else {
+            continue;
+        };
+        for file in pid_files {
+            let Some(pid) = std::fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(config));
+            if ours {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}

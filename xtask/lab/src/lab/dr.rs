@@ -50,6 +50,23 @@ pub struct DrLab {
     pub switch: Switch,
 }
 
+/// Prepares DR real `name` in `ns` for `vip` as an operator would, with the real
+/// `xdplb realserver up` (ARP suppressed on eth0, the VIP on lo).
+pub fn realserver_up(ns: &Netns, vip: Ipv4Addr, name: &str) -> Result<()> {
+    run(ns
+        .command(xdplb_binary()?.to_str().context("xdplb path")?)
+        .args([
+            "realserver",
+            "up",
+            "--vip",
+            &vip.to_string(),
+            "--interface",
+            "eth0",
+        ]))
+    .with_context(|| format!("xdplb realserver up on {name}"))?;
+    Ok(())
+}
+
 pub fn real_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 11 + i as u8)
 }
@@ -72,19 +89,10 @@ impl DrLab {
         }
         switch.attach_pass()?;
 
-        let xdplb = xdplb_binary()?;
         let mut servers = Vec::new();
         for (ns, _, name) in &reals {
             let mut own = Vec::new();
-            run(ns.command(xdplb.to_str().unwrap()).args([
-                "realserver",
-                "up",
-                "--vip",
-                &VIP.to_string(),
-                "--interface",
-                "eth0",
-            ]))
-            .with_context(|| format!("xdplb realserver up on {name}"))?;
+            realserver_up(ns, VIP, name)?;
             for &port in &config.ports {
                 own.push(EchoServer::start(ns, port, name)?);
             }

@@ -475,44 +475,13 @@ impl Keepalived {
 }
 
 /// Kills keepalived processes left by lab runs whose process is gone (a test run killed
-/// before it could drop its runner): found by the pid files in their work directories
-/// (`/tmp/xdplb-PID-...`), and only if that process is a keepalived running that
-/// directory's configuration.
+/// before it could drop its runner): found by the pid files in their work directories, and
+/// only if that process is a keepalived running that directory's configuration.
 pub fn sweep_leftovers() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(run_pid) = name
-            .strip_prefix("xdplb-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if kill(Pid::from_raw(run_pid), None).is_ok() {
-            continue;
-        }
-        let dir = entry.path();
-        let config = dir.join("keepalived.conf");
-        let Some(config) = config.to_str() else {
-            continue;
-        };
-        for file in ["keepalived_vrrp.pid", "keepalived.pid"] {
-            let Some(pid) = fs::read_to_string(dir.join(file))
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let ours = fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(config));
-            if ours {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
+    super::daemon::kill_leftover_daemons(
+        "keepalived.conf",
+        &["keepalived_vrrp.pid", "keepalived.pid"],
+    );
 }
 
 impl Drop for Keepalived {

@@ -3,10 +3,11 @@
 //! Everything is named with a per-run prefix (`xdplb-PID-N-`), so parallel runs never collide,
 //! and deleted when the lab drops, also when a test panics. Namespaces and pins left by a run
 //! that was killed are swept when the next lab starts (their PID is dead), and so are its
-//! keepalived processes.
+//! keepalived and BIRD processes.
 
 mod arms;
 mod balancer;
+mod bird;
 mod daemon;
 pub mod dicom;
 mod dr;
@@ -17,6 +18,7 @@ pub mod netns;
 mod pair;
 mod remote;
 mod router;
+mod scaleout;
 mod snat;
 mod switch;
 mod tcp;
@@ -24,6 +26,10 @@ mod traffic;
 
 pub use arms::{Arms, NAT_VIP, Topology};
 pub use balancer::{Balancer, xdplb_binary};
+pub use bird::{
+    BALANCER_AS, BFD_INTERVAL_MS, BFD_MULTIPLIER, BalancerBird, Bird, BirdLog, BirdProtocol,
+    ROUTER_AS, RouterBird, balancer_protocol,
+};
 pub use daemon::Daemon;
 pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
 pub use flood::{FLOOD_INTERFACE, FLOOD_SOURCES, SynFlood};
@@ -38,6 +44,9 @@ pub use pair::{
 };
 pub use remote::{REMOTE_CLIENT, ROUTER, RemoteClient};
 pub use router::{FibRouter, RunResult, in_netns, test_run_in, xdp_md};
+pub use scaleout::{
+    SCALEOUT_PORT, SCALEOUT_VIP, SCALEOUT_VIPS, SECOND_VIP, ScaleoutLab, scaleout_balancer_address,
+};
 pub use snat::{SNAT_DICOM_PORT, SnatLab};
 pub use switch::Switch;
 pub use tcp::{

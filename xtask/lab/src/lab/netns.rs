@@ -122,9 +122,10 @@ pub fn threaded_napi(ns: &Netns, dev: &str) -> Result<()> {
 }
 
 /// Deletes namespaces and pins left by lab runs whose process is gone, and ends their
-/// keepalived processes.
+/// keepalived and BIRD processes.
 pub fn sweep_leftovers() {
     super::keepalived::sweep_leftovers();
+    super::bird::sweep_leftovers();
     let dead = |name: &str| {
         name.strip_prefix("xdplb-")
             .and_then(|rest| rest.split('-').next())

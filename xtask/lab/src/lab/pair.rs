@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use super::{
     Balancer, EchoServer, Switch,
     balancer::xdplb_binary,
+    dr::realserver_up,
     keepalived::{Keepalived, KeepalivedConfig, Node, XdplbPaths},
     netns::{self, Netns, run},
 };
@@ -101,18 +102,9 @@ impl PairLab {
         }
         switch.attach_pass()?;
 
-        let xdplb = xdplb_binary()?;
         let mut servers = Vec::new();
         for (ns, _, name) in &hosts {
-            run(ns.command(xdplb.to_str().unwrap()).args([
-                "realserver",
-                "up",
-                "--vip",
-                &PAIR_VIP.to_string(),
-                "--interface",
-                "eth0",
-            ]))
-            .with_context(|| format!("xdplb realserver up on {name}"))?;
+            realserver_up(ns, PAIR_VIP, name)?;
             for &port in ports {
                 servers.push(EchoServer::start(ns, port, name)?);
             }

@@ -163,6 +163,11 @@ impl Conversation {
         })
     }
 
+    /// This end's address and port: the client's side of the flow.
+    pub fn local(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().local_addr()?)
+    }
+
     /// The connection itself (any bytes read ahead are dropped: use between exchanges).
     pub fn into_stream(self) -> TcpStream {
         self.reader.into_inner()

@@ -71,6 +71,8 @@ pub struct Fresh {
 /// One long-lived connection's story.
 #[derive(Clone, Debug, Default)]
 pub struct LongLived {
+    /// The client's address and port (the flow's source).
+    pub local: Option<SocketAddr>,
     /// The real it answered from first.
     pub real: String,
     pub answers: usize,
@@ -95,6 +97,8 @@ impl LongLived {
 /// One download's story.
 #[derive(Clone, Debug, Default)]
 pub struct Download {
+    /// The client's address and port (the flow's source).
+    pub local: Option<SocketAddr>,
     /// The real it answered `who` from before the download began.
     pub real: String,
     pub bytes: usize,
@@ -113,6 +117,8 @@ impl Download {
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     started: Instant,
+    /// The client ends of the long-lived connections and downloads.
+    locals: Vec<SocketAddr>,
     fresh: Option<JoinHandle<Vec<Fresh>>>,
     long: Vec<JoinHandle<LongLived>>,
     downloads: Vec<JoinHandle<Download>>,
@@ -124,10 +130,12 @@ impl Traffic {
     pub fn start(ns: &Netns, config: TrafficConfig) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
+        let mut locals = Vec::new();
         let mut long = Vec::new();
         for i in 0..config.long_lived {
             let mut conversation = Conversation::open(ns, config.to)
                 .with_context(|| format!("opening long-lived connection {i}"))?;
+            locals.extend(conversation.local().ok());
             let real = conversation
                 .who()
                 .with_context(|| format!("first answer on long-lived connection {i}"))?;
@@ -140,6 +148,7 @@ impl Traffic {
         for i in 0..config.downloads {
             let mut conversation = Conversation::open(ns, config.to)
                 .with_context(|| format!("opening download {i}"))?;
+            locals.extend(conversation.local().ok());
             let real = conversation
                 .who()
                 .with_context(|| format!("first answer on download {i}"))?;
@@ -155,6 +164,7 @@ impl Traffic {
         Ok(Traffic {
             stop,
             started,
+            locals,
             fresh: Some(fresh),
             long,
             downloads,
@@ -163,6 +173,11 @@ impl Traffic {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The client ends (address, port) of the long-lived connections and the downloads.
+    pub fn long_lived_locals(&self) -> &[SocketAddr] {
+        &self.locals
     }
 
     /// Stops starting new exchanges, waits for those under way and reports.
@@ -268,6 +283,7 @@ fn converse(
     started: Instant,
 ) -> LongLived {
     let mut story = LongLived {
+        local: conversation.local().ok(),
         real: real.clone(),
         answers: 1,
         answered_at: vec![Instant::now()],
@@ -307,6 +323,7 @@ fn download(
     started: Instant,
 ) -> Download {
     let mut story = Download {
+        local: conversation.local().ok(),
         real,
         ..Download::default()
     };
