@@ -683,3 +683,28 @@ fn snat_takes_a_source_address_and_port_translation() {
         );
     }
 }
+
+#[test]
+fn nat_and_a_shared_snat_address_behind_several_balancers_are_warned_about() {
+    let bgp = format!("vip_announcement: bgp\n{GOOD}");
+    let warnings = crate::policy::warnings(&parse("p.yaml", &bgp).unwrap());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("`viewer`: NAT behind several")),
+        "{warnings:?}"
+    );
+    let snat = bgp.replace(
+        "forwarding: nat",
+        "forwarding: snat\n    snat_address: 198.19.0.1",
+    );
+    let warnings = crate::policy::warnings(&parse("p.yaml", &snat).unwrap());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("`snat_address` with vip_announcement: bgp"))
+    );
+    // DR, and SNAT from each balancer's own address, are what several balancers do well.
+    let fine = bgp.replace("forwarding: nat", "forwarding: snat");
+    assert!(crate::policy::warnings(&parse("p.yaml", &fine).unwrap()).is_empty());
+}

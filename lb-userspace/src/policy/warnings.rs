@@ -1,7 +1,7 @@
 //! Policies that are valid but probably not what the operator wants: `xdplb validate` prints
 //! them, `xdplb run` and reloads log them.
 
-use super::model::{CheckKind, NatRouting, Policy, Protocol};
+use super::model::{CheckKind, Forwarding, NatRouting, Policy, Protocol, VipAnnouncement};
 
 /// One line per suspicious setting, in the policy's own words.
 pub fn warnings(policy: &Policy) -> Vec<String> {
@@ -17,6 +17,25 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
         );
     }
     for service in &policy.services {
+        if policy.vip_announcement == VipAnnouncement::Bgp {
+            if service.forwarding == Forwarding::Nat {
+                out.push(format!(
+                    "service `{}`: NAT behind several active balancers: a real's replies go to \
+                     its gateway, which is not the balancer each flow came through; use DR, or \
+                     SNAT (each balancer its own source address)",
+                    service.name
+                ));
+            }
+            if service.forwarding == Forwarding::Snat && service.snat_address.is_some() {
+                out.push(format!(
+                    "service `{}`: `snat_address` with vip_announcement: bgp: every active \
+                     balancer would give its flows that one source, and the reals' replies \
+                     would reach only the balancer holding it; leave it out (each balancer \
+                     then uses its own address)",
+                    service.name
+                ));
+            }
+        }
         let check = service.health.kind;
         if service.protocol == Protocol::Tcp && check == CheckKind::None {
             out.push(format!(
