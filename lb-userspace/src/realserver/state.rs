@@ -1,8 +1,9 @@
 //! What `realserver up` changed, kept in /run/xdplb so `down` can restore it. One file per
-//! network namespace (keyed by the namespace's inode), since several lab real servers share
-//! one /run.
+//! network namespace, since several lab real servers share one /run: keyed by the namespace's
+//! cookie, which the kernel never gives to another namespace (an inode number is reused once
+//! a namespace is gone, and a later one would restore what its predecessor recorded).
 
-use std::{fs, net::Ipv4Addr, os::unix::fs::MetadataExt, path::PathBuf};
+use std::{fs, net::Ipv4Addr, os::fd::AsRawFd, path::PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -14,11 +15,28 @@ pub struct State {
 }
 
 fn path() -> Result<PathBuf> {
-    let netns = fs::metadata("/proc/self/ns/net")
-        .context("reading this process's network namespace")?
-        .ino();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+        .context("a socket to read this network namespace's cookie")?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the buffer and its length describe `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "reading this network namespace's cookie: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(PathBuf::from(format!(
-        "/run/xdplb/realserver-netns-{netns}.state"
+        "/run/xdplb/realserver-netns-{cookie}.state"
     )))
 }
 
