@@ -99,6 +99,18 @@ fn syn(r: &FibRouter, client_port: u16, vip: Ipv4Addr, port: u16) -> Vec<u8> {
     )
 }
 
+/// An established client packet (no SYN) of the flow from `client_port` to VIP:443.
+fn from_client(r: &FibRouter, client_port: u16, payload: &[u8]) -> Vec<u8> {
+    frames::tcp(
+        &Flow::new(CLIENT, client_port, VIP, 443),
+        &Shape {
+            dst_mac: Some(r.out_mac),
+            ..Default::default()
+        },
+        payload,
+    )
+}
+
 fn from_real(r: &FibRouter, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut frame = frames::tcp(
         &Flow::new(REAL, sport, dst, dport),
@@ -148,14 +160,7 @@ fn tcp_reaches_the_real_from_the_balancer_and_the_reply_the_client_from_the_vip(
     assert_eq!(s.payload, b"200 OK");
 
     // Every later packet, from the flow cache or the tables, comes out exactly alike.
-    let request = frames::tcp(
-        &Flow::new(CLIENT, 50000, VIP, 443),
-        &Shape {
-            dst_mac: Some(r.out_mac),
-            ..Default::default()
-        },
-        b"GET /study",
-    );
+    let request = from_client(&r, 50000, b"GET /study");
     let first_in = dp.run_in(&r.ns, "out0", &request);
     let s = seen(&first_in.frame);
     assert_eq!((s.src, s.sport, s.dst, s.dport), (INSIDE, port, REAL, 8443));
@@ -391,14 +396,7 @@ fn a_flow_is_given_the_same_port_again_after_its_entries_are_gone() {
     {
         let _ = dp.loaded.maps.flows.remove(&key);
     }
-    let again = frames::tcp(
-        &Flow::new(CLIENT, 50600, VIP, 443),
-        &Shape {
-            dst_mac: Some(r.out_mac),
-            ..Default::default()
-        },
-        b"more",
-    );
+    let again = from_client(&r, 50600, b"more");
     let out = dp.run_in(&r.ns, "out0", &again);
     assert_eq!(out.action, XDP_REDIRECT);
     assert_eq!(seen(&out.frame).sport, port);
@@ -437,14 +435,7 @@ fn expired_flows_ports_are_freed_and_live_ones_kept() {
     let hz = dp.loaded.hz;
     let secs = |s| lb_common::clock::ticks_from_secs(s, hz);
     // The client's second packet: no longer half-open.
-    let ack = frames::tcp(
-        &Flow::new(CLIENT, 50700, VIP, 443),
-        &Shape {
-            dst_mac: Some(r.out_mac),
-            ..Default::default()
-        },
-        b"",
-    );
+    let ack = from_client(&r, 50700, b"");
     assert_eq!(dp.run_in(&r.ns, "out0", &ack).action, XDP_REDIRECT);
     assert_eq!(snat_sweep::sweep(&mut dp.loaded.maps, now, hz).unwrap(), 0);
     // Quiet for a minute: still alive (TCP's idle timeout is 900 s).
@@ -513,14 +504,7 @@ fn a_changed_snat_address_reschedules_flows_instead_of_reusing_their_ports() {
     let moved = Ipv4Addr::new(198, 19, 0, 5);
     dp.policy.services[0].snat_address = Some(moved);
     dp.apply();
-    let data = frames::tcp(
-        &Flow::new(CLIENT, 50900, VIP, 443),
-        &Shape {
-            dst_mac: Some(r.out_mac),
-            ..Default::default()
-        },
-        b"more",
-    );
+    let data = from_client(&r, 50900, b"more");
     let out = dp.run_in(&r.ns, "out0", &data);
     assert_eq!(out.action, XDP_REDIRECT);
     let s = seen(&out.frame);

@@ -473,14 +473,14 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!();
     for (reason, count) in &snapshot.reasons {
-        println!("{:<14} {count}", reason.name());
+        println!("{:<20} {count}", reason.name());
     }
     println!(
-        "{:<14} {} (packets of new flows forwarded without a table entry during floods)",
+        "{:<20} {} (packets of new flows forwarded without a table entry during floods)",
         "untracked", snapshot.untracked
     );
     println!(
-        "{:<14} {} (NAT flows taken over from a real's reply, e.g. after a pair's failover)",
+        "{:<20} {} (NAT flows taken over from a real's reply, e.g. after a pair's failover)",
         "nat_adopted", snapshot.nat_adopted
     );
     Ok(())
