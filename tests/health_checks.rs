@@ -44,7 +44,7 @@ impl Peers {
                     .build()
                     .unwrap();
                 let target = Target {
-                    address: Ipv4Addr::LOCALHOST,
+                    address: Ipv4Addr::LOCALHOST.into(),
                     port,
                 };
                 rt.block_on(async {

@@ -1,6 +1,9 @@
 //! DR forwarding, packet by packet, through the real XDP program under BPF_PROG_TEST_RUN.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use xdplb_tests::{
     fixture::{Dataplane, XDP_DROP, XDP_PASS, XDP_TX},
@@ -281,14 +284,15 @@ fn established_flows_stay_when_a_real_is_added() {
         .collect();
     // A fourth real joins: new flows may go to it, established ones must not move.
     dp.policy.services[0].reals.push(xdplb::policy::Real {
-        address: Ipv4Addr::new(198, 18, 0, 14),
+        address: Ipv4Addr::new(198, 18, 0, 14).into(),
         weight: 100,
         port: None,
         backup: false,
     });
-    dp.observed
-        .macs
-        .insert(Ipv4Addr::new(198, 18, 0, 14), [0x02, 0, 0, 0, 0, 0x14]);
+    dp.observed.macs.insert(
+        Ipv4Addr::new(198, 18, 0, 14).into(),
+        [0x02, 0, 0, 0, 0, 0x14],
+    );
     dp.apply();
     for (frame, real) in flows.iter().zip(&before) {
         let later = frames::tcp(
@@ -313,7 +317,9 @@ fn flows_of_an_unreachable_real_move_and_no_real_means_drop() {
     );
     assert_eq!(dp.run(&frame).unwrap().action, XDP_TX);
     // The only real of the UDP service becomes unreachable: its flows must not be sent to it.
-    dp.observed.macs.remove(&Ipv4Addr::new(198, 18, 0, 12));
+    dp.observed
+        .macs
+        .remove(&IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)));
     dp.apply();
     assert_eq!(
         dp.run(&frame).unwrap().action,

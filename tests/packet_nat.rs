@@ -367,7 +367,7 @@ fn a_nat_port_removed_from_the_policy_stops_both_directions() {
     // only the purge of the reverse entries can stop the old replies being translated.
     let mut other = dp.policy.services[0].clone();
     other.name = "viewer-2".into();
-    other.vip = Ipv4Addr::new(198, 18, 0, 103);
+    other.vip = Ipv4Addr::new(198, 18, 0, 103).into();
     dp.policy.services.push(other);
     dp.apply();
     let request = frames::tcp(

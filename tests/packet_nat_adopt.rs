@@ -242,10 +242,11 @@ fn only_replies_that_can_be_a_vip_flows_are_adopted() {
     // A VIP:port on its way out of the policy: its service entry is gone, its origins not
     // yet (a reload removes them in a later step).
     let key = lb_common::service::VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
+        addr: lb_common::addr::Addr::from(VIP),
         port: 443u16.to_be(),
         proto: lb_common::IPPROTO_TCP,
         _pad: 0,
+        _pad2: 0,
     };
     dp.loaded.maps.services.remove(&key).unwrap();
     passes(

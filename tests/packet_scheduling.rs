@@ -165,7 +165,7 @@ fn source_hash_sends_a_clients_flows_to_one_real_and_keeps_established_ones_thro
     let other = (index + 1) % 3;
     dp.policy.services[0].reals.remove(other);
     let added = xdplb::policy::Real {
-        address: FALLBACK.0,
+        address: FALLBACK.0.into(),
         ..dp.policy.services[0].reals[0].clone()
     };
     dp.policy.services[0].reals.push(added);

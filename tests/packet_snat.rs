@@ -12,6 +12,7 @@
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{
+    addr::Addr,
     counters::Reason,
     flow::{FlowKey, NatReverse},
     hash::flow_hash,
@@ -82,7 +83,7 @@ fn router() -> FibRouter {
 /// would find toward its real: the inside address.
 fn dataplane(r: &FibRouter) -> Dataplane {
     let mut dp = Dataplane::on_router(POLICY, &[], r);
-    dp.observed.snat_sources.insert(REAL, INSIDE);
+    dp.observed.snat_sources.insert(REAL.into(), INSIDE.into());
     dp.apply();
     dp
 }
@@ -276,15 +277,15 @@ fn every_flow_gets_its_own_port_and_its_replies_find_their_client() {
 /// The ports a flow tries, in order, as the data plane computes them (snat.rs).
 fn probes(client_port: u16) -> Vec<u16> {
     let flow = FlowKey {
-        src: u32::from_ne_bytes(CLIENT.octets()),
-        dst: u32::from_ne_bytes(VIP.octets()),
+        src: Addr::from(CLIENT),
+        dst: Addr::from(VIP),
         sport: client_port.to_be(),
         dport: 443u16.to_be(),
         proto: 6,
         _pad1: 0,
         _pad2: 0,
     };
-    let hash = flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto);
+    let hash = flow_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto);
     let step = (hash >> 16) | 1;
     (0..SNAT_PROBES)
         .map(|i| {
@@ -296,8 +297,8 @@ fn probes(client_port: u16) -> Vec<u16> {
 
 fn reply_key(port: u16) -> FlowKey {
     FlowKey {
-        src: u32::from_ne_bytes(REAL.octets()),
-        dst: u32::from_ne_bytes(INSIDE.octets()),
+        src: Addr::from(REAL),
+        dst: Addr::from(INSIDE),
         sport: 8443u16.to_be(),
         dport: port.to_be(),
         proto: 6,
@@ -330,7 +331,7 @@ fn a_flow_whose_ports_are_all_taken_is_refused_not_given_one_in_use() {
     };
     for (i, port) in tried.iter().enumerate() {
         let taken = NatReverse {
-            vip: u32::from_ne_bytes(VIP.octets()),
+            vip: Addr::from(VIP),
             vip_port: 443u16.to_be(),
             _pad: 0,
             real: id,
@@ -338,9 +339,10 @@ fn a_flow_whose_ports_are_all_taken_is_refused_not_given_one_in_use() {
             seen: now,
             flags: 0,
             hop: Default::default(),
-            client: u32::from_ne_bytes(Ipv4Addr::new(198, 18, 0, 50 + i as u8).octets()),
+            client: Addr::from(Ipv4Addr::new(198, 18, 0, 50 + i as u8)),
             client_port: 1234u16.to_be(),
             _pad2: 0,
+            _pad3: 0,
         };
         dp.loaded
             .maps
@@ -354,8 +356,8 @@ fn a_flow_whose_ports_are_all_taken_is_refused_not_given_one_in_use() {
     assert_eq!(dp.reason_count(Reason::SnatPortsExhausted), before + 1);
     // Nothing of the refused flow stays: its next packet is scheduled afresh.
     let forward = FlowKey {
-        src: u32::from_ne_bytes(CLIENT.octets()),
-        dst: u32::from_ne_bytes(VIP.octets()),
+        src: Addr::from(CLIENT),
+        dst: Addr::from(VIP),
         sport: client_port.to_be(),
         dport: 443u16.to_be(),
         proto: 6,
@@ -502,7 +504,7 @@ fn a_changed_snat_address_reschedules_flows_instead_of_reusing_their_ports() {
         XDP_REDIRECT
     );
     let moved = Ipv4Addr::new(198, 19, 0, 5);
-    dp.policy.services[0].snat_address = Some(moved);
+    dp.policy.services[0].snat_address = Some(moved.into());
     dp.apply();
     let data = from_client(&r, 50900, b"more");
     let out = dp.run_in(&r.ns, "out0", &data);

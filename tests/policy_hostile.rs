@@ -3,7 +3,7 @@
 //! that is accepted is safe to run; one that is refused is refused with positions inside the
 //! file, in file order, in the policy's words rather than the parser's.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
@@ -179,11 +179,22 @@ fn mutate(rng: &mut Pcg64, text: &str) -> String {
 
 /// What a policy that validates must never contain (README, "Validate").
 fn assert_safe(policy: &Policy, text: &str) {
-    let vips: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
-    let usable = |a: Ipv4Addr| {
-        let first = a.octets()[0];
-        !(a.is_loopback() || a.is_broadcast() || a.is_multicast() || first == 0 || first >= 240)
+    let vips: Vec<IpAddr> = policy.services.iter().map(|s| s.vip).collect();
+    let usable = |a: IpAddr| match a {
+        IpAddr::V4(a) => {
+            let first = a.octets()[0];
+            !(a.is_loopback() || a.is_broadcast() || a.is_multicast() || first == 0 || first >= 240)
+        }
+        IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some())
+        }
     };
+    // A service is of one family.
+    let same_family = |a: IpAddr, b: IpAddr| a.is_ipv4() == b.is_ipv4();
     for s in &policy.services {
         assert!(!s.reals.is_empty(), "{} has no reals:\n{text}", s.name);
         assert!(
@@ -202,13 +213,16 @@ fn assert_safe(policy: &Policy, text: &str) {
         assert!(usable(s.vip), "vip {}:\n{text}", s.vip);
         for r in &s.reals {
             assert!(
-                usable(r.address) && !vips.contains(&r.address),
+                usable(r.address) && !vips.contains(&r.address) && same_family(r.address, s.vip),
                 "real {}:\n{text}",
                 r.address
             );
         }
         if let Some(f) = s.fallback {
-            assert!(usable(f.address) && f.address != s.vip, "fallback:\n{text}");
+            assert!(
+                usable(f.address) && f.address != s.vip && same_family(f.address, s.vip),
+                "fallback:\n{text}"
+            );
         }
         let h = &s.health;
         if h.kind != CheckKind::None {

@@ -4,7 +4,7 @@
 //! failure on some kernel later.
 
 use aya::programs::Xdp;
-use lb_common::maps::{ICMP_PROGRAM, NAT_REPLY_PROGRAM, NAT_TABLE_PROGRAM, PROGRAM_NAME};
+use lb_common::maps::{PROGRAM_NAME, TAIL_CALLED};
 use xdplb_tests::fixture::Dataplane;
 
 /// The kernel's limit, and the share of it a program may use.
@@ -27,12 +27,8 @@ services:
 #[test]
 fn every_program_verifies_well_within_the_kernels_limit() {
     let dp = Dataplane::new(POLICY, &[]);
-    for name in [
-        PROGRAM_NAME,
-        ICMP_PROGRAM,
-        NAT_REPLY_PROGRAM,
-        NAT_TABLE_PROGRAM,
-    ] {
+    let tail_called = TAIL_CALLED.iter().map(|(name, _)| *name);
+    for name in std::iter::once(PROGRAM_NAME).chain(tail_called) {
         let program: &Xdp = dp.loaded.ebpf.program(name).unwrap().try_into().unwrap();
         let verified = program
             .info()

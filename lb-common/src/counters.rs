@@ -17,9 +17,9 @@ pub struct TrafficCounters {
 pub enum Reason {
     /// Forwarded to a real. Not kept by the data plane: readers sum the service counters.
     Forwarded = 0,
-    /// Not IPv4 (ARP, IPv6, LLDP ...): passed.
-    NotIpv4 = 1,
-    /// IPv4 but not TCP/UDP to a configured VIP:port: passed.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP ...): passed.
+    NotIp = 1,
+    /// IP but not TCP/UDP to a configured VIP:port: passed.
     NotForVip = 2,
     /// Truncated or inconsistent headers: passed, so the kernel drops and counts it as usual.
     Malformed = 3,
@@ -39,8 +39,9 @@ pub enum Reason {
     /// Frame unicast to another station's MAC (a promiscuous NIC, a bridge member, a switch
     /// flooding unknown unicast): passed untouched, never forwarded.
     OtherHost = 10,
-    /// A new flow from a source no host can have (0/8, 127/8, multicast, broadcast, or the
-    /// destination itself): passed, for the kernel to drop as a martian.
+    /// A new flow from a source no host can have (IPv4: 0/8, 127/8, multicast, broadcast;
+    /// IPv6: unspecified, loopback, multicast, IPv4-mapped; or the destination itself): passed,
+    /// for the kernel to drop as a martian.
     Martian = 11,
     /// An ICMP error (destination unreachable, time exceeded) about no flow of a VIP, or
     /// quoting a packet too short to tell: passed.
@@ -56,15 +57,18 @@ pub enum Reason {
     /// before the client's next packet reaches this node): dropped, since the kernel would
     /// answer it with a reset that kills the real's side of a live connection.
     SnatUnknown = 15,
+    /// IPv6 with more extension headers before TCP/UDP than the data plane walks
+    /// (`parse::IPV6_EXTENSION_HEADERS`), or one it does not walk (AH, ESP, mobility): passed.
+    Ipv6ExtensionHeaders = 16,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// Entries of `REASON_COUNTERS`: room for reasons to come without a new layout.
     pub const SLOTS: u32 = 32;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
-        Reason::NotIpv4,
+        Reason::NotIp,
         Reason::NotForVip,
         Reason::Malformed,
         Reason::Fragment,
@@ -79,13 +83,14 @@ impl Reason {
         Reason::DirectToReal,
         Reason::SnatPortsExhausted,
         Reason::SnatUnknown,
+        Reason::Ipv6ExtensionHeaders,
     ];
 
     /// Label used in status output and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Reason::Forwarded => "forwarded",
-            Reason::NotIpv4 => "not_ipv4",
+            Reason::NotIp => "not_ip",
             Reason::NotForVip => "not_for_vip",
             Reason::Malformed => "malformed",
             Reason::Fragment => "fragment",
@@ -100,6 +105,7 @@ impl Reason {
             Reason::DirectToReal => "direct_to_real",
             Reason::SnatPortsExhausted => "snat_ports_exhausted",
             Reason::SnatUnknown => "snat_unknown",
+            Reason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
         }
     }
 }

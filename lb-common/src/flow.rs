@@ -1,12 +1,14 @@
 //! The connection table: which real an established flow goes to.
 
+use crate::addr::Addr;
+
 /// Key of the `FLOWS` LRU map: the packet's 5-tuple as seen on arrival.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Addresses and ports in network byte order.
-    pub src: u32,
-    pub dst: u32,
+    pub src: Addr,
+    pub dst: Addr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -16,11 +18,11 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key's memory as two words (`src` and `dst`; the ports, `proto` and the padding):
-    /// the data plane compares keys in two steps instead of seven.
+    /// The key's memory as five words (`src` and `dst` in two each; the ports, `proto` and the
+    /// padding): the data plane compares keys in five steps instead of thirteen.
     #[inline(always)]
-    pub const fn words(&self) -> [u64; 2] {
-        // SAFETY: FlowKey is 16 bytes of plain integers with no implicit padding.
+    pub const fn words(&self) -> [u64; 5] {
+        // SAFETY: FlowKey is 40 bytes of plain integers with no implicit padding.
         unsafe { core::mem::transmute(*self) }
     }
 }
@@ -72,7 +74,7 @@ pub struct CachedFlow {
     /// `CACHE_EPOCH` when cached: the controller's changes since then void the slot.
     pub epoch: u32,
     /// NAT replies: the VIP and service port their source becomes.
-    pub vip: u32,
+    pub vip: Addr,
     pub vip_port: u16,
     /// `CACHED_TO_REAL` or `CACHED_NAT_REPLY`: a reply's 5-tuple is never taken for a
     /// client's, even if a real sends to a VIP from its service port.
@@ -89,7 +91,7 @@ pub struct CachedFlow {
     /// and port in SNAT). A reply: its destination (the client, in both). Kept as data, so
     /// the main program serves both modes on one path.
     pub out_port: u16,
-    pub out_addr: u32,
+    pub out_addr: Addr,
 }
 
 /// `CachedFlow::direction`.
@@ -125,7 +127,7 @@ pub fn entry_alive(seen: u32, flags: u32, real: &crate::service::Real, now: u32)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatReverse {
     /// VIP and service port the client addressed, network byte order.
-    pub vip: u32,
+    pub vip: Addr,
     pub vip_port: u16,
     pub _pad: u16,
     /// Real id, for counters and to ignore replies of a real that was replaced.
@@ -137,21 +139,22 @@ pub struct NatReverse {
     /// Where the replies go next (to the client).
     pub hop: NextHop,
     /// SNAT: the client address and port the reply's destination becomes (network byte
-    /// order); 0 in NAT entries, whose replies are addressed to the client already.
-    pub client: u32,
+    /// order); `Addr::NONE` in NAT entries, whose replies are addressed to the client already.
+    pub client: Addr,
     pub client_port: u16,
     pub _pad2: u16,
+    pub _pad3: u32,
 }
 
 /// Key of the `NAT_ORIGINS` map: an address:port:protocol a NAT real replies from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReplySource {
-    /// Network byte order.
-    pub addr: u32,
+    pub addr: Addr,
     pub port: u16,
     pub proto: u8,
     pub _pad: u8,
+    pub _pad2: u32,
 }
 
 /// Value of the `NAT_ORIGINS` map: the one VIP:port a NAT real's address:port serves, so a
@@ -162,13 +165,14 @@ pub struct ReplySource {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatOrigin {
     /// VIP and service port, network byte order.
-    pub vip: u32,
+    pub vip: Addr,
     pub vip_port: u16,
     pub _pad: u16,
     /// The real's id and `Real::generation`: an origin of a real whose id was given to another
     /// is ignored.
     pub real: u32,
     pub generation: u32,
+    pub _pad2: u32,
 }
 
 /// Key of the `PERSIST` LRU map: a client (source address masked by the service's netmask)
@@ -176,9 +180,10 @@ pub struct NatOrigin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PersistKey {
+    /// Masked client address.
+    pub client: Addr,
     pub service: u32,
-    /// Masked client address, network byte order.
-    pub client: u32,
+    pub _pad: u32,
 }
 
 /// Value of the `PERSIST` map: the client's real, and when the client was last seen.

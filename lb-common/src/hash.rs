@@ -1,5 +1,7 @@
 //! The flow hash both sides compute: the data plane to pick a Maglev entry, tests to predict it.
 
+use crate::addr::Addr;
+
 /// MurmurHash3's 64-bit finaliser: cheap (two multiplies) and mixes every input bit.
 #[inline(always)]
 const fn fmix64(mut k: u64) -> u64 {
@@ -11,10 +13,11 @@ const fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-/// Hash of a 5-tuple, fields in network byte order as stored in `FlowKey`.
+/// Hash of a 5-tuple, fields in network byte order as stored in `FlowKey` (addresses folded,
+/// `Addr::fold`).
 #[inline(always)]
-pub const fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> u32 {
-    let addrs = ((src as u64) << 32) | dst as u64;
+pub const fn flow_hash(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
+    let addrs = ((src.fold() as u64) << 32) | dst.fold() as u64;
     let rest = ((sport as u64) << 48) | ((dport as u64) << 32) | proto as u64;
     let h = fmix64(addrs ^ fmix64(rest ^ 0x9e37_79b9_7f4a_7c15));
     (h ^ (h >> 32)) as u32
@@ -22,7 +25,7 @@ pub const fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) ->
 
 /// Bit of the VIP filter for a destination (network byte order fields).
 #[inline(always)]
-pub const fn vip_filter_bit(addr: u32, port: u16, proto: u8) -> u32 {
-    let h = fmix64(((addr as u64) << 32) | ((port as u64) << 8) | proto as u64);
+pub const fn vip_filter_bit(addr: &Addr, port: u16, proto: u8) -> u32 {
+    let h = fmix64(((addr.fold() as u64) << 32) | ((port as u64) << 8) | proto as u64);
     (h as u32) & (crate::maps::VIP_FILTER_BITS - 1)
 }

@@ -3,9 +3,11 @@
 //! kernel copies these bytes between the two sides verbatim.
 //!
 //! Byte order: addresses and ports are stored exactly as they appear on the wire (network
-//! order), so the data plane can compare them without swapping.
+//! order), so the data plane can compare them without swapping. Addresses of both families
+//! share one 16-byte form (`addr::Addr`).
 #![cfg_attr(not(test), no_std)]
 
+pub mod addr;
 pub mod clock;
 pub mod counters;
 pub mod flood;
@@ -17,9 +19,10 @@ pub mod service;
 
 /// Bumped whenever any layout in this crate changes; a controller refuses to adopt pinned maps
 /// written by a build with another version.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;

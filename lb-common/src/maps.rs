@@ -21,7 +21,7 @@ pub const SNAT_PORT_FIRST: u16 = 40960;
 pub const SNAT_PORT_COUNT: u16 = 16384;
 /// Ports tried for a new SNAT flow before it is refused: each is the flow's hash stepped
 /// through the range, so both balancers of a pair try the same ports in the same order.
-pub const SNAT_PROBES: u32 = 16;
+pub const SNAT_PROBES: u32 = 8;
 /// Slots of the per-CPU flow cache (`flow::CachedFlow`, 72 bytes each: 2.3 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
@@ -99,12 +99,42 @@ pub const NAT_REPLY_PROGRAM: &str = "xdplb_nat_reply";
 /// packet, and a SNAT flow's first of a clock tick, claiming a new flow's source port
 /// (`flow::NatReverse` in `SNAT_REVERSE`); tail-called by `xdplb` at `PROGRAM_NAT_TABLE`.
 pub const NAT_TABLE_PROGRAM: &str = "xdplb_nat_table";
+/// IPv6 has programs of its own, the same code built for the other family, so each family's
+/// verifier budget (and IPv4's per-packet cost) is what it would be alone: `xdplb` tail-calls
+/// `xdplb_v6` for every IPv6 frame, which tail-calls the IPv6 versions of the others.
+pub const IPV6_PROGRAM: &str = "xdplb_v6";
+pub const ICMP6_PROGRAM: &str = "xdplb_icmp6";
+pub const NAT_REPLY6_PROGRAM: &str = "xdplb_nat_reply6";
+pub const NAT_TABLE6_PROGRAM: &str = "xdplb_nat_table6";
+/// A packet the flow cache did not serve, through the connection tables: scheduling, an
+/// established flow's first packet of a clock tick, a NAT reply; `xdplb` holds only the
+/// cached paths.
+pub const TABLE_PROGRAM: &str = "xdplb_table";
+pub const TABLE6_PROGRAM: &str = "xdplb_table6";
 pub const MAP_PROGRAMS: &str = "PROGRAMS";
 pub const PROGRAM_ICMP: u32 = 0;
 pub const PROGRAM_NAT_REPLY: u32 = 1;
 pub const PROGRAM_NAT_TABLE: u32 = 2;
+pub const PROGRAM_IPV6: u32 = 3;
+pub const PROGRAM_ICMP6: u32 = 4;
+pub const PROGRAM_NAT_REPLY6: u32 = 5;
+pub const PROGRAM_NAT_TABLE6: u32 = 6;
+pub const PROGRAM_TABLE: u32 = 7;
+pub const PROGRAM_TABLE6: u32 = 8;
+/// Every tail-called program: its name and `PROGRAMS` slot.
+pub const TAIL_CALLED: [(&str, u32); 9] = [
+    (ICMP_PROGRAM, PROGRAM_ICMP),
+    (NAT_REPLY_PROGRAM, PROGRAM_NAT_REPLY),
+    (NAT_TABLE_PROGRAM, PROGRAM_NAT_TABLE),
+    (IPV6_PROGRAM, PROGRAM_IPV6),
+    (ICMP6_PROGRAM, PROGRAM_ICMP6),
+    (NAT_REPLY6_PROGRAM, PROGRAM_NAT_REPLY6),
+    (NAT_TABLE6_PROGRAM, PROGRAM_NAT_TABLE6),
+    (TABLE_PROGRAM, PROGRAM_TABLE),
+    (TABLE6_PROGRAM, PROGRAM_TABLE6),
+];
 /// Entries of `PROGRAMS`: room for tail-called programs to come without a new layout.
-pub const PROGRAM_SLOTS: u32 = 8;
+pub const PROGRAM_SLOTS: u32 = 16;
 /// A second XDP program, never attached: each BPF_PROG_TEST_RUN of it stores the current
 /// jiffies in `CLOCK`, so the controller reads the data plane's clock.
 pub const CLOCK_PROGRAM: &str = "xdplb_clock";

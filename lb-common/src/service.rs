@@ -1,15 +1,17 @@
 //! What the data plane knows of a virtual service and of its real servers.
 
+use crate::addr::Addr;
+
 /// Key of the `SERVICES` map: one entry per VIP, port and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VipKey {
-    /// VIP, network byte order.
-    pub addr: u32,
+    pub addr: Addr,
     /// Destination port, network byte order.
     pub port: u16,
     pub proto: u8,
     pub _pad: u8,
+    pub _pad2: u32,
 }
 
 /// Forwarding modes (`Service::forwarding`).
@@ -34,8 +36,8 @@ pub struct Service {
     /// Persistence: how long a client's real is remembered after its last packet, in clock
     /// ticks (`clock`).
     pub persist_timeout: u32,
-    /// Persistence: the client address mask, network byte order.
-    pub persist_mask: u32,
+    /// Persistence: the client address mask, in the VIP's family.
+    pub persist_mask: Addr,
 }
 
 /// `Service::flags`: the Maglev table is indexed by the client address alone and no flow
@@ -66,8 +68,12 @@ pub struct Real {
     /// Ethernet address the data plane sends to (DR), learnt from the neighbour table.
     pub mac: [u8; 6],
     pub flags: u16,
-    /// Real server address, network byte order.
-    pub addr: u32,
+    /// Real server address, in its service's family.
+    pub addr: Addr,
+    /// Persistence: the client address mask of the service.
+    pub persist_mask: Addr,
+    /// SNAT: the source address the real sees; `Addr::NONE` otherwise.
+    pub snat_addr: Addr,
     /// Bumped each time the id is given to another real, so flows remembered for the previous
     /// holder of the id are never sent to the new one.
     pub generation: u32,
@@ -82,10 +88,7 @@ pub struct Real {
     /// `closing_timeout` applies instead.
     pub idle_timeout: u32,
     pub closing_timeout: u32,
-    /// Persistence: the client address mask (network byte order) of the service.
-    pub persist_mask: u32,
-    /// SNAT: the source address the real sees, network byte order; 0 otherwise.
-    pub snat_addr: u32,
+    pub _pad2: u32,
 }
 
 #[cfg(feature = "user")]

@@ -10,6 +10,7 @@ use core::ptr::read_unaligned;
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
+    addr::Addr,
     counters::Reason,
     hash::vip_filter_bit,
     interface::{INTERFACE_GUARDS_REALS, INTERFACE_SLOTS},
@@ -22,7 +23,7 @@ use crate::{
 };
 
 #[inline(always)]
-fn bit_set(filter: &aya_ebpf::maps::Array<u64>, addr: u32, port: u16, proto: u8) -> bool {
+fn bit_set(filter: &aya_ebpf::maps::Array<u64>, addr: &Addr, port: u16, proto: u8) -> bool {
     is_set(filter, vip_filter_bit(addr, port, proto))
 }
 
@@ -35,9 +36,9 @@ fn is_set(filter: &aya_ebpf::maps::Array<u64>, bit: u32) -> bool {
 /// The filter bit of the packet's destination address:port:protocol, for `maybe_to_vip` and
 /// `maybe_to_nat_real` (one hash for both).
 #[inline(always)]
-pub fn destination_bit(packet: &Packet) -> u32 {
-    let flow = &packet.flow;
-    vip_filter_bit(flow.dst, flow.dport, flow.proto)
+pub fn destination_bit<const V6: bool>(packet: &Packet<V6>) -> u32 {
+    let flow = packet.flow();
+    vip_filter_bit(&flow.dst, flow.dport, flow.proto)
 }
 
 /// Whether the destination (its `destination_bit`) may be a VIP:port.
@@ -48,9 +49,9 @@ pub fn maybe_to_vip(destination_bit: u32) -> bool {
 
 /// Whether the source may be a NAT real's service address:port.
 #[inline(always)]
-pub fn maybe_from_nat_real(packet: &Packet) -> bool {
-    let flow = &packet.flow;
-    bit_set(&REAL_FILTER, flow.src, flow.sport, flow.proto)
+pub fn maybe_from_nat_real<const V6: bool>(packet: &Packet<V6>) -> bool {
+    let flow = packet.flow();
+    bit_set(&REAL_FILTER, &flow.src, flow.sport, flow.proto)
 }
 
 /// Whether the destination (its `destination_bit`) may be a NAT real's service address:port.
@@ -76,32 +77,40 @@ pub fn guards_reals(ctx: &XdpContext) -> bool {
 /// must not become a flow). Checked on the forwarding paths only, so other traffic does not
 /// pay for it.
 #[inline(always)]
-pub fn for_us(ctx: &XdpContext, packet: &Packet) -> Result<(), Reason> {
+pub fn for_us<const V6: bool>(ctx: &XdpContext, packet: &Packet<V6>) -> Result<(), Reason> {
     frame_for_us(
         ctx,
         packet.eth as *const u8,
         packet.ip as *const u8,
+        V6,
         packet.ip_words,
     )
 }
 
-/// `for_us` for any IPv4 frame: `eth` and `ip` bounds-checked, the IP header `ip_words` long.
+/// `for_us` for any IP frame: `eth` and `ip` bounds-checked, an IPv4 header `ip_words` long.
 #[inline(always)]
 pub fn frame_for_us(
     ctx: &XdpContext,
     eth: *const u8,
     ip: *const u8,
+    v6: bool,
     ip_words: usize,
 ) -> Result<(), Reason> {
     addressed_here(ctx, eth)?;
-    header_valid(ctx, ip, ip_words)
+    header_valid(ctx, ip, v6, ip_words)
 }
 
-/// The IP header checksum is right (`for_us` without the MAC check, for flow-cache hits,
-/// whose slot checked the MAC).
+/// The IPv4 header checksum is right (`for_us` without the MAC check, for flow-cache hits,
+/// whose slot checked the MAC). IPv6 has no header checksum: a flipped bit in an address is
+/// caught by the TCP/UDP checksum at the real, as it would be behind any router.
 #[inline(always)]
-pub fn header_valid(ctx: &XdpContext, ip: *const u8, ip_words: usize) -> Result<(), Reason> {
-    if csum::ipv4_header_valid(ip, ip_words, ctx.data_end()) {
+pub fn header_valid(
+    ctx: &XdpContext,
+    ip: *const u8,
+    v6: bool,
+    ip_words: usize,
+) -> Result<(), Reason> {
+    if v6 || csum::ipv4_header_valid(ip, ip_words, ctx.data_end()) {
         Ok(())
     } else {
         Err(Reason::Malformed)

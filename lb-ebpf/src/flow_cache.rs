@@ -20,6 +20,7 @@
 use core::ptr::read_unaligned;
 
 use lb_common::{
+    addr::Addr,
     flow::{CACHED_NAT_REPLY, CACHED_TO_REAL, CachedFlow, NatReverse, NextHop},
     maps::FLOW_CACHE_SLOTS,
 };
@@ -29,13 +30,14 @@ use crate::{
     parse::Packet,
 };
 
-/// The slot of a 5-tuple, from its two words (`FlowKey::words`): Fibonacci hashing of the
+/// The slot of a 5-tuple, from its five words (`FlowKey::words`): Fibonacci hashing of the
 /// words folded into one, whose top bits depend on every input bit. One multiply, where the
 /// Maglev hash chains four: a weaker spread only costs hit rate (two flows sharing a slot take
-/// turns), never correctness.
+/// turns), never correctness. The destination's halves are rotated so that an IPv4 flow's
+/// mapping words cancel and its two addresses fill one word, as they did in 8-byte keys.
 #[inline(always)]
-fn slot(words: [u64; 2]) -> u32 {
-    let folded = words[0] ^ (words[1] << 16);
+fn slot(words: [u64; 5]) -> u32 {
+    let folded = words[0] ^ words[1] ^ (words[2] ^ words[3]).rotate_left(32) ^ (words[4] << 16);
     (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FLOW_CACHE_SLOTS.trailing_zeros())) as u32
 }
 
@@ -43,13 +45,13 @@ fn slot(words: [u64; 2]) -> u32 {
 /// table it is from. The frame must be addressed to the MAC the cached one was, which
 /// `classify::for_us` checked to be the receiving interface's own.
 #[inline(always)]
-pub fn get(packet: &Packet, now: u32) -> Option<&'static mut CachedFlow> {
+pub fn get<const V6: bool>(packet: &Packet<V6>, now: u32) -> Option<&'static mut CachedFlow> {
     let words = packet.key_words;
     let cached = FLOW_CACHE.get_ptr_mut(slot(words))?;
     // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
     let cached = unsafe { &mut *cached };
     if cached.seen == now
-        && cached.key.words() == words
+        && same_words(&cached.key.words(), &words)
         && cached.epoch == epoch()
         && same_mac(&cached.to_mac, packet.eth as *const u8)
     {
@@ -62,62 +64,82 @@ pub fn get(packet: &Packet, now: u32) -> Option<&'static mut CachedFlow> {
 /// Caches a client's flow to `real` (NAT: with the next hop found at tick `now` and the source
 /// the packet left with, `src`).
 #[inline(always)]
-pub fn put_to_real(
-    packet: &Packet,
+pub fn put_to_real<const V6: bool>(
+    packet: &Packet<V6>,
     real: u32,
     generation: u32,
     now: u32,
     hop: NextHop,
-    src: (u32, u16),
+    src: (Addr, u16),
 ) {
-    put(CachedFlow {
-        key: packet.flow,
-        real,
-        generation,
-        seen: now,
-        epoch: epoch(),
-        vip: 0,
-        vip_port: 0,
-        direction: CACHED_TO_REAL,
-        _pad: 0,
-        hop: NextHop {
-            checked: now,
-            ..hop
-        },
-        to_mac: destination_mac(packet),
-        out_port: src.1,
-        out_addr: src.0,
-    });
+    if let Some(slot) = slot_of(packet) {
+        // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
+        let slot = unsafe { &mut *slot };
+        fill(slot, packet, real, generation, now, hop);
+        slot.vip = Addr::NONE;
+        slot.vip_port = 0;
+        slot.direction = CACHED_TO_REAL;
+        slot.out_port = src.1;
+        slot.out_addr = Addr::load(&src.0);
+    }
 }
 
 /// Caches a NAT reply's translation back to `vip`:`vip_port` and to `client` (the reply's own
 /// destination in NAT), with its next hop.
 #[inline(always)]
-pub fn put_nat_reply(
-    packet: &Packet,
+pub fn put_nat_reply<const V6: bool>(
+    packet: &Packet<V6>,
     back: &NatReverse,
     now: u32,
     hop: NextHop,
-    client: (u32, u16),
+    client: (Addr, u16),
 ) {
-    put(CachedFlow {
-        key: packet.flow,
-        real: back.real,
-        generation: back.generation,
-        seen: now,
-        epoch: epoch(),
-        vip: back.vip,
-        vip_port: back.vip_port,
-        direction: CACHED_NAT_REPLY,
-        _pad: 0,
-        hop: NextHop {
-            checked: now,
-            ..hop
-        },
-        to_mac: destination_mac(packet),
-        out_port: client.1,
-        out_addr: client.0,
-    });
+    if let Some(slot) = slot_of(packet) {
+        // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
+        let slot = unsafe { &mut *slot };
+        fill(slot, packet, back.real, back.generation, now, hop);
+        slot.vip = Addr::load(&back.vip);
+        slot.vip_port = back.vip_port;
+        slot.direction = CACHED_NAT_REPLY;
+        slot.out_port = client.1;
+        slot.out_addr = Addr::load(&client.0);
+    }
+}
+
+/// The slot of the packet's flow.
+#[inline(always)]
+fn slot_of<const V6: bool>(packet: &Packet<V6>) -> Option<*mut CachedFlow> {
+    FLOW_CACHE.get_ptr_mut(slot(packet.key_words))
+}
+
+/// Writes the fields both kinds of slot have, in place: an entry built on the stack and copied
+/// would take 120 of the program's 512 stack bytes.
+#[inline(always)]
+fn fill<const V6: bool>(
+    slot: &mut CachedFlow,
+    packet: &Packet<V6>,
+    real: u32,
+    generation: u32,
+    now: u32,
+    hop: NextHop,
+) {
+    slot.key = *packet.flow();
+    slot.real = real;
+    slot.generation = generation;
+    slot.seen = now;
+    slot.epoch = epoch();
+    slot._pad = 0;
+    slot.hop = NextHop {
+        checked: now,
+        ..hop
+    };
+    slot.to_mac = destination_mac(packet);
+}
+
+/// Whether two keys' words are equal, as one test of their differences.
+#[inline(always)]
+fn same_words(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
 /// Whether the frame at `eth` is addressed to `mac`, compared as a 4- and a 2-byte word.
@@ -132,7 +154,7 @@ fn same_mac(mac: &[u8; 6], eth: *const u8) -> bool {
 }
 
 #[inline(always)]
-fn destination_mac(packet: &Packet) -> [u8; 6] {
+fn destination_mac<const V6: bool>(packet: &Packet<V6>) -> [u8; 6] {
     // SAFETY: parse bounds-checked the Ethernet header.
     unsafe { (*packet.eth).dst_addr }
 }
@@ -141,12 +163,4 @@ fn destination_mac(packet: &Packet) -> [u8; 6] {
 #[inline(always)]
 fn epoch() -> u32 {
     CACHE_EPOCH.get(0).copied().unwrap_or(0)
-}
-
-#[inline(always)]
-fn put(entry: CachedFlow) {
-    if let Some(cached) = FLOW_CACHE.get_ptr_mut(slot(entry.key.words())) {
-        // SAFETY: as above.
-        unsafe { *cached = entry };
-    }
 }

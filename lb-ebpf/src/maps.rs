@@ -7,6 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
+    addr::Addr,
     counters::{Reason, TrafficCounters},
     flood::FloodState,
     flow::{
@@ -37,7 +38,7 @@ pub static SERVICES: HashMap<VipKey, Service> = HashMap::pinned(MAX_VIP_PORTS, 0
 
 /// VIP addresses (any port), to recognise fragments addressed to a VIP. Value unused.
 #[map]
-pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_VIP_PORTS, 0);
+pub static VIP_ADDRS: HashMap<Addr, u32> = HashMap::pinned(MAX_VIP_PORTS, 0);
 
 /// Bitmap of hashed VIP:port:protocol (see lb_common::hash::vip_filter_bit).
 #[map]
@@ -60,7 +61,7 @@ pub static SNAT_REVERSE: HashMap<FlowKey, NatReverse> =
 
 /// The SNAT addresses in use. Value unused.
 #[map]
-pub static SNAT_ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_SNAT_ADDRS, 0);
+pub static SNAT_ADDRS: HashMap<Addr, u32> = HashMap::pinned(MAX_SNAT_ADDRS, 0);
 
 /// A NAT real's reply source -> the one VIP:port it serves, to adopt flows scheduled by a
 /// pair peer (nat_reply.rs).
@@ -86,6 +87,16 @@ pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_TABLES * MAGLEV_TABLE_SIZE,
 /// Connection table: 5-tuple -> real, so established flows stay put.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Per CPU, one entry: an IPv6 payload offset the parser stores and reads back, so the
+/// verifier forgets which way through the extension headers it came (parse.rs, `forget`).
+#[map]
+pub static OFFSET_SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU, one entry: the request of the FIB lookup being made (nat.rs), kept off the stack.
+#[map]
+pub static FIB_REQUEST: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU cache of flows seen in their table this clock tick (flow_cache.rs). Not pinned: a
 /// new program starts with it empty.

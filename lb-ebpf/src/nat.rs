@@ -2,9 +2,10 @@
 //! and replies coming back through the balancer get the VIP:port back as their source. SNAT
 //! (snat.rs) is NAT whose source is rewritten too, to the real's SNAT address and a port of
 //! xdplb's range; its replies get the client back as their destination.
-//! Like a router: TTL is decremented (a packet that would expire is left to the kernel), the
-//! next hop and egress interface come from the kernel's FIB, and checksums are updated
-//! incrementally (a UDP checksum of 0, "none", stays 0).
+//! Like a router: TTL (hop limit) is decremented (a packet that would expire is left to the
+//! kernel), the next hop and egress interface come from the kernel's FIB, and checksums are
+//! updated incrementally (an IPv4 UDP checksum of 0, "none", stays 0). Both families take the
+//! same path; what differs in their headers is in ip.rs.
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
@@ -13,22 +14,22 @@ use aya_ebpf::{
 };
 use lb_common::{
     IPPROTO_UDP,
+    addr::Addr,
     counters::Reason,
     flow::{CachedFlow, FLOW_CLOSING, FlowKey, NatReverse, NextHop},
     service::{REAL_SNAT, Real},
 };
 
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::eth::EthHdr;
 
 use crate::{
-    age, csum, flow_cache,
-    maps::{FLOWS, NAT_REVERSE, REALS, SNAT_REVERSE},
+    age, csum, flow_cache, ip,
+    maps::{FIB_REQUEST, FLOWS, NAT_REVERSE, REALS, SNAT_REVERSE},
     parse::Packet,
     schedule::Chosen,
     stats, zero,
 };
 
-const AF_INET: u8 = 2;
 /// Offsets in the TCP and UDP headers.
 const SPORT: usize = 0;
 const DPORT: usize = 2;
@@ -47,12 +48,12 @@ pub enum Route {
 /// reverse entry and counts as new; the main program serves established flows only
 /// (`FIRST` false), so none of that is in its verifier budget.
 #[inline(always)]
-pub fn inbound<const FIRST: bool>(
+pub fn inbound<const FIRST: bool, const V6: bool>(
     ctx: &XdpContext,
-    packet: &Packet,
+    packet: &Packet<V6>,
     chosen: &Chosen,
 ) -> Result<u32, Reason> {
-    let flow = &packet.flow;
+    let flow = packet.flow();
     let real = chosen.real;
     let port = real_port(flow, real);
     // The reverse entry is made with the forward one, before anything can refuse this packet:
@@ -62,7 +63,7 @@ pub fn inbound<const FIRST: bool>(
     let new_flow = FIRST && chosen.new_flow;
     if new_flow && real.flags & REAL_SNAT == 0 {
         let flags = if packet.closes { FLOW_CLOSING } else { 0 };
-        let to = (flow.dst, flow.dport);
+        let to = (Addr::load(&flow.dst), flow.dport);
         enter_reply(
             &reply_key(flow, real, 0),
             to,
@@ -75,7 +76,16 @@ pub fn inbound<const FIRST: bool>(
     ttl_allows_forwarding(packet)?;
     let (src, sport) = chosen.src;
     let route = next_hop(
-        ctx, packet.ip, flow.proto, chosen.hop, chosen.now, src, real.addr, sport, port,
+        ctx,
+        packet.ip,
+        V6,
+        flow.proto,
+        chosen.hop,
+        chosen.now,
+        src,
+        Addr::load(&real.addr),
+        sport,
+        port,
     )?;
     match route {
         Route::NoNeighbour => {
@@ -83,11 +93,23 @@ pub fn inbound<const FIRST: bool>(
             if new_flow {
                 stats::count_new_flow(real.service, chosen.id);
             }
-            translate(ctx, packet, (src, sport), (real.addr, port), false)?;
+            translate(
+                ctx,
+                packet,
+                (src, sport),
+                (Addr::load(&real.addr), port),
+                false,
+            )?;
             Err(Reason::NoNeighbour)
         }
         Route::Found(hop) => {
-            translate(ctx, packet, (src, sport), (real.addr, port), true)?;
+            translate(
+                ctx,
+                packet,
+                (src, sport),
+                (Addr::load(&real.addr), port),
+                true,
+            )?;
             stats::count_forwarded(real.service, chosen.id, packet.frame_len, new_flow);
             // Not a SYN: the client's next packet takes the table path, which sees that the
             // handshake went on (`FLOW_OPENING`).
@@ -111,7 +133,7 @@ pub fn inbound<const FIRST: bool>(
 #[inline(always)]
 pub fn enter_reply(
     reply: &FlowKey,
-    to: (u32, u16),
+    to: (Addr, u16),
     id: u32,
     generation: u32,
     now: u32,
@@ -122,7 +144,7 @@ pub fn enter_reply(
     let b = back.as_mut_ptr();
     // SAFETY: writing fields of the zeroed value, then reading it whole.
     let back = unsafe {
-        (*b).vip = to.0;
+        (*b).vip = Addr::load(&to.0);
         (*b).vip_port = to.1;
         (*b).real = id;
         (*b).generation = generation;
@@ -148,12 +170,12 @@ pub fn real_port(flow: &FlowKey, real: &Real) -> u16 {
 #[inline(always)]
 fn reply_key(flow: &FlowKey, real: &Real, snat_port: u16) -> FlowKey {
     let (dst, dport) = if real.flags & REAL_SNAT != 0 {
-        (real.snat_addr, snat_port)
+        (Addr::load(&real.snat_addr), snat_port)
     } else {
-        (flow.src, flow.sport)
+        (Addr::load(&flow.src), flow.sport)
     };
     FlowKey {
-        src: real.addr,
+        src: Addr::load(&real.addr),
         dst,
         sport: real_port(flow, real),
         dport,
@@ -176,11 +198,17 @@ fn reverse_entry(reply: &FlowKey, snat: bool) -> Option<*mut NatReverse> {
 /// The client's 5-tuple of the flow a reply belongs to: the reply's source becomes VIP:port,
 /// and its destination is the client (NAT) or becomes it (SNAT, `client` set).
 #[inline(always)]
-fn forward_key(reply: &FlowKey, vip: u32, vip_port: u16, client: u32, client_port: u16) -> FlowKey {
-    let (src, sport) = if client != 0 {
+fn forward_key(
+    reply: &FlowKey,
+    vip: Addr,
+    vip_port: u16,
+    client: Addr,
+    client_port: u16,
+) -> FlowKey {
+    let (src, sport) = if !client.is_none() {
         (client, client_port)
     } else {
-        (reply.dst, reply.dport)
+        (Addr::load(&reply.dst), reply.dport)
     };
     FlowKey {
         src,
@@ -217,9 +245,9 @@ pub fn mark_reply_closing(flow: &FlowKey, real: &Real, snat_port: u16) {
 /// A NAT reply's translation: the VIP:port its source becomes, the client its destination is
 /// (NAT) or becomes (SNAT), and where its next hop is kept.
 pub struct ReplyTo {
-    vip: u32,
+    vip: Addr,
     vip_port: u16,
-    client: u32,
+    client: Addr,
     client_port: u16,
     id: u32,
     real: &'static Real,
@@ -232,17 +260,23 @@ pub struct ReplyTo {
 /// gets the VIP:port back as its source, and the client as its destination (in NAT, that is
 /// its destination already).
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Result<u32, Reason> {
-    let flow = &packet.flow;
+pub fn reply<const V6: bool>(
+    ctx: &XdpContext,
+    packet: &Packet<V6>,
+    to: &ReplyTo,
+    now: u32,
+) -> Result<u32, Reason> {
+    let flow = packet.flow();
     ttl_allows_forwarding(packet)?;
-    let (client, client_port) = (to.client, to.client_port);
+    let (client, client_port) = (Addr::load(&to.client), to.client_port);
     match next_hop(
         ctx,
         packet.ip,
+        V6,
         flow.proto,
         to.hop,
         now,
-        to.vip,
+        Addr::load(&to.vip),
         client,
         to.vip_port,
         client_port,
@@ -251,7 +285,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
             translate(
                 ctx,
                 packet,
-                (to.vip, to.vip_port),
+                (Addr::load(&to.vip), to.vip_port),
                 (client, client_port),
                 false,
             )?;
@@ -261,7 +295,7 @@ pub fn reply(ctx: &XdpContext, packet: &Packet, to: &ReplyTo, now: u32) -> Resul
             translate(
                 ctx,
                 packet,
-                (to.vip, to.vip_port),
+                (Addr::load(&to.vip), to.vip_port),
                 (client, client_port),
                 true,
             )?;
@@ -282,16 +316,18 @@ impl ReplyTo {
     #[inline(always)]
     pub fn tracked(
         reply: &FlowKey,
-        vip: u32,
+        vip: Addr,
         vip_port: u16,
         id: u32,
         real: &'static Real,
         entry: *mut NatReverse,
     ) -> ReplyTo {
         // SAFETY: a map value pointer from a successful lookup.
-        let (client, client_port) = match unsafe { ((*entry).client, (*entry).client_port) } {
-            (0, _) => (reply.dst, reply.dport),
-            snat => snat,
+        let (client, client_port) = unsafe { (Addr::load(&(*entry).client), (*entry).client_port) };
+        let (client, client_port) = if client.is_none() {
+            (Addr::load(&reply.dst), reply.dport)
+        } else {
+            (client, client_port)
         };
         ReplyTo {
             vip,
@@ -310,7 +346,7 @@ impl ReplyTo {
     #[inline(always)]
     pub fn untracked(
         reply: &FlowKey,
-        vip: u32,
+        vip: Addr,
         vip_port: u16,
         id: u32,
         real: &'static Real,
@@ -318,7 +354,7 @@ impl ReplyTo {
         ReplyTo {
             vip,
             vip_port,
-            client: reply.dst,
+            client: Addr::load(&reply.dst),
             client_port: reply.dport,
             id,
             real,
@@ -337,9 +373,9 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
         return None;
     }
     Some(ReplyTo {
-        vip: slot.vip,
+        vip: Addr::load(&slot.vip),
         vip_port: slot.vip_port,
-        client: slot.out_addr,
+        client: Addr::load(&slot.out_addr),
         client_port: slot.out_port,
         id: slot.real,
         real,
@@ -352,8 +388,8 @@ pub fn cached_reply(slot: &'static mut CachedFlow) -> Option<ReplyTo> {
 /// expired, or of a real whose id now belongs to another, are left to the kernel); refreshes
 /// the entry.
 #[inline(always)]
-pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
-    match NAT_REVERSE.get_ptr_mut(packet.flow) {
+pub fn tracked_reply<const V6: bool>(packet: &Packet<V6>, now: u32) -> Result<ReplyTo, Reason> {
+    match NAT_REVERSE.get_ptr_mut(packet.flow()) {
         Some(entry) => reply_of(packet, entry, now),
         None => Err(Reason::NotForVip),
     }
@@ -362,20 +398,24 @@ pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
 /// The translation of a reply whose reverse entry (NAT's or SNAT's) is `entry`, if its flow is
 /// live; refreshes the entry, and marks both directions closing on a FIN or RST.
 #[inline(always)]
-pub fn reply_of(packet: &Packet, entry: *mut NatReverse, now: u32) -> Result<ReplyTo, Reason> {
-    let flow = &packet.flow;
+pub fn reply_of<const V6: bool>(
+    packet: &Packet<V6>,
+    entry: *mut NatReverse,
+    now: u32,
+) -> Result<ReplyTo, Reason> {
+    let flow = packet.flow();
     // SAFETY: a map value pointer from a successful lookup. Only the fields needed are read
     // (copying the entry and the real whole costs every packet).
     let (vip, vip_port, id, generation, seen, flags, client, client_port) = unsafe {
         let back = &*entry;
         (
-            back.vip,
+            Addr::load(&back.vip),
             back.vip_port,
             back.real,
             back.generation,
             back.seen,
             back.flags,
-            back.client,
+            Addr::load(&back.client),
             back.client_port,
         )
     };
@@ -398,19 +438,8 @@ pub fn reply_of(packet: &Packet, entry: *mut NatReverse, now: u32) -> Result<Rep
 }
 
 #[inline(always)]
-fn ttl_allows_forwarding(packet: &Packet) -> Result<(), Reason> {
-    ttl_allows(packet.ip)
-}
-
-/// A router forwards only what has TTL left after its own hop.
-#[inline(always)]
-pub fn ttl_allows(ip: *const Ipv4Hdr) -> Result<(), Reason> {
-    // SAFETY: the caller bounds-checked the IPv4 header.
-    if unsafe { (*ip).ttl } <= 1 {
-        Err(Reason::TtlExpired)
-    } else {
-        Ok(())
-    }
+fn ttl_allows_forwarding<const V6: bool>(packet: &Packet<V6>) -> Result<(), Reason> {
+    ip::hops_allow(packet.ip, V6)
 }
 
 /// Whether a reply's forward entry (client -> VIP) is still fresh and on the same real (id
@@ -435,12 +464,13 @@ fn forward_alive(client_side: &FlowKey, id: u32, real: &Real, now: u32) -> bool 
 #[inline(always)]
 pub fn next_hop(
     ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
+    ip: *const u8,
+    v6: bool,
     proto: u8,
     cache: *mut NextHop,
     now: u32,
-    src: u32,
-    dst: u32,
+    src: Addr,
+    dst: Addr,
     sport: u16,
     dport: u16,
 ) -> Result<Route, Reason> {
@@ -451,7 +481,7 @@ pub fn next_hop(
             return Ok(Route::Found(cached));
         }
     }
-    let route = fib(ctx, ip, proto, src, dst, sport, dport)?;
+    let route = fib(ctx, ip, v6, proto, &src, &dst, sport, dport)?;
     if let Route::Found(hop) = &route
         && !cache.is_null()
     {
@@ -466,33 +496,32 @@ pub fn next_hop(
     Ok(route)
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn fib(
     ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
+    ip: *const u8,
+    v6: bool,
     proto: u8,
-    src: u32,
-    dst: u32,
+    src: &Addr,
+    dst: &Addr,
     sport: u16,
     dport: u16,
 ) -> Result<Route, Reason> {
-    // An all-zero bpf_fib_lookup is a valid request to fill in.
-    let mut request = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
-    zero::fill(&mut request);
-    // SAFETY: all zero bytes is a valid bpf_fib_lookup (plain integers and unions of them).
-    let params = unsafe { request.assume_init_mut() };
-    params.family = AF_INET;
+    // The request lives in a per-CPU map slot, not on the stack: 64 of the 512 stack bytes
+    // are too many for the NAT programs with 16-byte addresses. An all-zero bpf_fib_lookup is
+    // a valid request to fill in.
+    let request = FIB_REQUEST.get_ptr_mut(0).ok_or(Reason::NoRoute)?;
+    zero::fill_in_place(request);
+    // SAFETY: a per-CPU slot, used only by this CPU while the program runs; all zero bytes is
+    // a valid bpf_fib_lookup (plain integers and unions of them).
+    let params = unsafe { &mut *request };
     params.l4_protocol = proto;
     params.sport = sport;
     params.dport = dport;
-    // SAFETY: the caller bounds-checked the IPv4 header; the unions are plain integers.
-    unsafe {
-        params.__bindgen_anon_1.tot_len = u16::from_be_bytes((*ip).tot_len);
-        params.__bindgen_anon_2.tos = (*ip).tos;
-        params.__bindgen_anon_3.ipv4_src = src;
-        params.__bindgen_anon_4.ipv4_dst = dst;
-        params.ifindex = (*ctx.ctx).ingress_ifindex;
-    }
+    ip::fib_request(params, ip, v6, src, dst);
+    // SAFETY: reading the context's ingress interface.
+    params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     // SAFETY: the helper reads and writes only `params`.
     let rc = unsafe {
         fib_lookup(
@@ -518,16 +547,15 @@ fn fib(
 /// unchanged (NAT rewrites one, SNAT both): a rewrite to the same value leaves the checksums as
 /// they were, and a single unconditional path keeps the verifier's work flat.
 #[inline(always)]
-fn translate(
+fn translate<const V6: bool>(
     ctx: &XdpContext,
-    packet: &Packet,
-    src: (u32, u16),
-    dst: (u32, u16),
+    packet: &Packet<V6>,
+    src: (Addr, u16),
+    dst: (Addr, u16),
     age: bool,
 ) -> Result<(), Reason> {
-    let ip = packet.ip;
     let l4 = packet.l4;
-    let check_at = if packet.flow.proto == IPPROTO_UDP {
+    let check_at = if packet.flow().proto == IPPROTO_UDP {
         UDP_CHECK
     } else {
         TCP_CHECK
@@ -537,23 +565,11 @@ fn translate(
     if l4 as usize + check_at + 2 > ctx.data_end() {
         return Err(Reason::Malformed);
     }
-    // SAFETY: parse bounds-checked the IPv4 header and a whole TCP/UDP header at `l4`, which
-    // covers both ports and the checksum.
+    // The addresses are in the TCP/UDP checksum too, through its pseudo-header.
+    let addresses = ip::rewrite_addresses(ctx, packet.ip, V6, &src.0, &dst.0, age)?;
+    // SAFETY: parse bounds-checked a whole TCP/UDP header at `l4`, which covers both ports and
+    // the checksum.
     unsafe {
-        let old_src = u32::from_ne_bytes((*ip).src_addr);
-        let old_dst = u32::from_ne_bytes((*ip).dst_addr);
-        (*ip).src_addr = src.0.to_ne_bytes();
-        (*ip).dst_addr = dst.0.to_ne_bytes();
-        // The addresses are in both checksums (the L4 one through its pseudo-header).
-        let addresses = csum::delta4(old_src, src.0) + csum::delta4(old_dst, dst.0);
-        let mut ip_delta = addresses;
-        if age {
-            let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
-            (*ip).ttl -= 1;
-            ip_delta += csum::delta2(old, u16::from_ne_bytes([(*ip).ttl, (*ip).proto]));
-        }
-        (*ip).check = csum::apply(u16::from_ne_bytes((*ip).check), ip_delta).to_ne_bytes();
-
         let sport_field = l4.add(SPORT) as *mut [u8; 2];
         let dport_field = l4.add(DPORT) as *mut [u8; 2];
         let old_sport = u16::from_ne_bytes(*sport_field);
@@ -562,14 +578,14 @@ fn translate(
         *dport_field = dst.1.to_ne_bytes();
         let check_field = l4.add(check_at) as *mut [u8; 2];
         let old_check = u16::from_ne_bytes(*check_field);
-        if packet.flow.proto == IPPROTO_UDP && old_check == 0 {
+        if packet.flow().proto == IPPROTO_UDP && old_check == 0 {
             return Ok(()); // UDP sent without a checksum stays without one
         }
         let mut check = csum::apply(
             old_check,
             addresses + csum::delta2(old_sport, src.1) + csum::delta2(old_dport, dst.1),
         );
-        if packet.flow.proto == IPPROTO_UDP && check == 0 {
+        if packet.flow().proto == IPPROTO_UDP && check == 0 {
             check = 0xffff; // 0 would mean "no checksum" (RFC 768)
         }
         *check_field = check.to_ne_bytes();

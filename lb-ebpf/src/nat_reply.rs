@@ -28,6 +28,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
+    addr::Addr,
     counters::Reason,
     flow::{FLOW_CLOSING, FlowKey, FlowValue, NatOrigin, ReplySource},
     maps::NAT_ADOPT_ALWAYS,
@@ -35,7 +36,7 @@ use lb_common::{
 };
 
 use crate::{
-    age, flood,
+    age, flood, ip,
     maps::{FLOWS, NAT_ADOPT_UNTIL, NAT_ADOPTED, NAT_ORIGINS, NAT_REVERSE, REALS, SERVICES},
     nat::{self, ReplyTo, Route},
     parse::{self, Packet},
@@ -45,8 +46,8 @@ use crate::{
 /// The program's body. `xdplb` checked that the frame is for us (`classify::for_us`) and that
 /// its source may be a NAT real's before the tail call.
 #[inline(always)]
-pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
-    let datagram = parse::datagram(ctx)?;
+pub fn frame<const V6: bool>(ctx: &XdpContext) -> Result<u32, Reason> {
+    let datagram = parse::datagram::<V6>(ctx)?;
     let packet = parse::transport(ctx, &datagram)?;
     let now = age::now();
     let to = match nat::tracked_reply(&packet, now) {
@@ -64,32 +65,46 @@ pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
 /// The translation of a reply of a flow this node never saw, with its entries made; any
 /// refusal leaves the packet to the kernel.
 #[inline(always)]
-fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
+fn adopt<const V6: bool>(
+    ctx: &XdpContext,
+    packet: &Packet<V6>,
+    now: u32,
+) -> Result<ReplyTo, Reason> {
     if !adoption_open(now) || packet.opens {
         return Err(Reason::NotForVip);
     }
-    let flow = &packet.flow;
+    let flow = packet.flow();
     let (origin, real) = origin_of(flow)?;
     // Where the real is: the route back to it leaves by the interface this came in on.
     // SAFETY: reading the context's ingress interface.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let cache = core::ptr::null_mut();
     match nat::next_hop(
-        ctx, packet.ip, flow.proto, cache, now, flow.dst, real.addr, flow.dport, flow.sport,
+        ctx,
+        packet.ip,
+        V6,
+        flow.proto,
+        cache,
+        now,
+        Addr::load(&flow.dst),
+        Addr::load(&real.addr),
+        flow.dport,
+        flow.sport,
     )? {
         Route::Found(hop) if hop.ifindex == ingress => {}
         _ => return Err(Reason::NotForVip),
     }
     // Onward to a client, not to this host (the FIB refuses local destinations).
-    nat::ttl_allows(packet.ip)?;
+    ip::hops_allow(packet.ip, V6)?;
     nat::next_hop(
         ctx,
         packet.ip,
+        V6,
         flow.proto,
         cache,
         now,
-        origin.vip,
-        flow.dst,
+        Addr::load(&origin.vip),
+        Addr::load(&flow.dst),
         origin.vip_port,
         flow.dport,
     )?;
@@ -103,7 +118,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
     if flood::flooded(now) {
         return Ok(ReplyTo::untracked(
             flow,
-            origin.vip,
+            Addr::load(&origin.vip),
             origin.vip_port,
             origin.real,
             real,
@@ -112,7 +127,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
     let flags = if packet.closes { FLOW_CLOSING } else { 0 };
     // A stale entry (expired, or of a replaced real) is overwritten: the real answers, so the
     // flow lives.
-    let to = (origin.vip, origin.vip_port);
+    let to = (Addr::load(&origin.vip), origin.vip_port);
     nat::enter_reply(flow, to, origin.real, origin.generation, now, flags);
     enter_client_side(&client_side, &origin, now, flags);
     if let Some(adopted) = NAT_ADOPTED.get_ptr_mut(0) {
@@ -122,7 +137,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
     match NAT_REVERSE.get_ptr_mut(flow) {
         Some(entry) => Ok(ReplyTo::tracked(
             flow,
-            origin.vip,
+            Addr::load(&origin.vip),
             origin.vip_port,
             origin.real,
             real,
@@ -130,7 +145,7 @@ fn adopt(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<ReplyTo, Reason>
         )),
         None => Ok(ReplyTo::untracked(
             flow,
-            origin.vip,
+            Addr::load(&origin.vip),
             origin.vip_port,
             origin.real,
             real,
@@ -152,18 +167,20 @@ fn adoption_open(now: u32) -> bool {
 #[inline(always)]
 fn origin_of(flow: &FlowKey) -> Result<(NatOrigin, &'static Real), Reason> {
     let source = ReplySource {
-        addr: flow.src,
+        addr: Addr::load(&flow.src),
         port: flow.sport,
         proto: flow.proto,
         _pad: 0,
+        _pad2: 0,
     };
     // SAFETY: the value is copied out at once.
     let origin = unsafe { *NAT_ORIGINS.get(source).ok_or(Reason::NotForVip)? };
     let vip = VipKey {
-        addr: origin.vip,
+        addr: Addr::load(&origin.vip),
         port: origin.vip_port,
         proto: flow.proto,
         _pad: 0,
+        _pad2: 0,
     };
     // SAFETY: only its presence is read.
     if unsafe { SERVICES.get(vip) }.is_none() {
@@ -181,8 +198,8 @@ fn origin_of(flow: &FlowKey) -> Result<(NatOrigin, &'static Real), Reason> {
 #[inline(always)]
 fn client_side(reply: &FlowKey, origin: &NatOrigin) -> FlowKey {
     FlowKey {
-        src: reply.dst,
-        dst: origin.vip,
+        src: Addr::load(&reply.dst),
+        dst: Addr::load(&origin.vip),
         sport: reply.dport,
         dport: origin.vip_port,
         proto: reply.proto,

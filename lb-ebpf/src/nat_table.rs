@@ -7,6 +7,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
+    addr::Addr,
     counters::Reason,
     service::{REAL_NAT, REAL_SNAT, REAL_UP},
 };
@@ -23,8 +24,8 @@ use crate::{
 /// The program's body. `xdplb` scheduled the packet's flow to a NAT or SNAT real and found or
 /// made its `FLOWS` entry.
 #[inline(always)]
-pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
-    let datagram = parse::datagram(ctx)?;
+pub fn frame<const V6: bool>(ctx: &XdpContext) -> Result<u32, Reason> {
+    let datagram = parse::datagram::<V6>(ctx)?;
     let packet = parse::transport(ctx, &datagram)?;
     to_real(ctx, &packet, age::now())
 }
@@ -34,8 +35,8 @@ pub fn frame(ctx: &XdpContext) -> Result<u32, Reason> {
 /// claims one, and a flow that gets none loses its entry, so its next packet is scheduled
 /// afresh.
 #[inline(always)]
-fn to_real(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<u32, Reason> {
-    let flow = &packet.flow;
+fn to_real<const V6: bool>(ctx: &XdpContext, packet: &Packet<V6>, now: u32) -> Result<u32, Reason> {
+    let flow = packet.flow();
     let entry = FLOWS.get_ptr_mut(flow).ok_or(Reason::NotForVip)?;
     // SAFETY: a map value pointer from a successful lookup.
     let (id, generation, known) =
@@ -50,15 +51,15 @@ fn to_real(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<u32, Reason> {
         _ => return Err(Reason::NotForVip),
     };
     let (new_flow, src) = if real.flags & REAL_SNAT == 0 {
-        (true, (flow.src, flow.sport))
+        (true, (Addr::load(&flow.src), flow.sport))
     } else if known != 0 {
-        (false, (real.snat_addr, known))
+        (false, (Addr::load(&real.snat_addr), known))
     } else {
         match snat::claim(flow, real, id, now, packet.closes) {
             Ok(port) => {
                 // SAFETY: as above.
                 unsafe { (*entry).snat_port = port };
-                (true, (real.snat_addr, port))
+                (true, (Addr::load(&real.snat_addr), port))
             }
             Err(reason) => {
                 let _ = FLOWS.remove(flow);
@@ -76,5 +77,5 @@ fn to_real(ctx: &XdpContext, packet: &Packet, now: u32) -> Result<u32, Reason> {
         now,
         src,
     };
-    nat::inbound::<true>(ctx, packet, &chosen)
+    nat::inbound::<true, V6>(ctx, packet, &chosen)
 }

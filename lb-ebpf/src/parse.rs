@@ -1,5 +1,12 @@
-//! Parsing: Ethernet (one optional 802.1Q tag), IPv4 with options, TCP/UDP.
-//! Every read is bounds-checked against data_end in a form the verifier accepts.
+//! Parsing: Ethernet (one optional 802.1Q tag), IPv4 with options or IPv6 with extension
+//! headers, TCP/UDP. Every read is bounds-checked against data_end in a form the verifier
+//! accepts.
+//!
+//! IPv6: up to `IPV6_EXTENSION_HEADERS` hop-by-hop, routing, destination-options and fragment
+//! headers are walked to find TCP/UDP; a longer chain is `Reason::Ipv6ExtensionHeaders` and
+//! passed, as is anything behind AH or ESP (`NotForVip`: no ports to read). An IPv6 packet with
+//! an IPv4-mapped source or destination is refused as martian: mapped addresses are how the
+//! maps keep IPv4 (lb_common::addr), and no such packet is legitimate on a wire (RFC 4038).
 //!
 //! A packet is parsed only if it is whole and consistent, as the receiving kernel would judge
 //! it: the IP datagram inside the frame (Ethernet padding may follow), the TCP header (its
@@ -17,24 +24,34 @@
 use core::{mem::size_of, ptr::read_unaligned};
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP, counters::Reason, flow::FlowKey};
+use lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP,
+    addr::{Addr, V4_MAPPED},
+    counters::Reason,
+    flow::FlowKey,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
     vlan::VlanHdr,
 };
 
-use crate::{classify, maps::VIP_ADDRS};
+use crate::{
+    classify,
+    maps::{OFFSET_SCRATCH, VIP_ADDRS},
+};
 
-/// An IPv4 datagram whose header was checked (version, length, the whole datagram inside the
-/// frame; Ethernet padding may follow it).
-pub struct Datagram {
+/// An IP datagram whose header was checked (version, length, the whole datagram inside the
+/// frame; Ethernet padding may follow it). `V6`: the family, a constant of each program.
+pub struct Datagram<const V6: bool> {
     pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
-    /// IPv4 header length in 32-bit words.
+    /// The IP header: an `Ipv4Hdr`, or an `Ipv6Hdr` if `V6`.
+    pub ip: *mut u8,
+    /// IPv4 header length in 32-bit words (0 for IPv6, whose header has no checksum).
     pub ip_words: usize,
+    /// The transport protocol (IPv6: the header after the extension headers).
     pub proto: u8,
     /// A fragment (more fragments, or an offset).
     pub fragment: bool,
@@ -43,24 +60,43 @@ pub struct Datagram {
     pub end: usize,
 }
 
-/// A TCP or UDP packet, parsed.
-pub struct Packet {
+/// A TCP or UDP packet, parsed (`V6`: its family).
+pub struct Packet<const V6: bool> {
     pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
+    /// The IP header: an `Ipv4Hdr`, or an `Ipv6Hdr` if `V6`.
+    pub ip: *mut u8,
     /// Start of the TCP or UDP header; at least a whole header of `flow.proto` is in the frame.
     pub l4: *mut u8,
-    pub flow: FlowKey,
-    /// `flow.words()`, computed from the packet's loads: read back from `flow`, which is
-    /// stored field by field, each word would wait for several stores to reach the cache.
-    pub key_words: [u64; 2],
+    /// The 5-tuple (`flow()`) as the five words of `FlowKey::words`, computed from the
+    /// packet's loads: a key stored field by field would make each word wait for several
+    /// stores, and a key kept in both forms would take 40 more of the 512 stack bytes.
+    pub key_words: [u64; 5],
     /// TCP with FIN or RST set: the connection is ending.
     pub closes: bool,
     /// TCP with SYN set and ACK clear: a client opening a connection.
     pub opens: bool,
     /// Whole frame length, for byte counters.
     pub frame_len: u64,
-    /// IPv4 header length in 32-bit words (5..=15).
+    /// IPv4 header length in 32-bit words (5..=15; 0 for IPv6).
     pub ip_words: usize,
+}
+
+impl<const V6: bool> Packet<V6> {
+    /// The packet's 5-tuple as seen on arrival.
+    #[inline(always)]
+    pub fn flow(&self) -> &FlowKey {
+        // SAFETY: `FlowKey` is 40 bytes of plain integers laid out as `key_words` (its `words`),
+        // with alignment 4 against the array's 8.
+        unsafe { &*(self.key_words.as_ptr() as *const FlowKey) }
+    }
+}
+
+impl<const V6: bool> Datagram<V6> {
+    /// The IPv4 header (`!V6`).
+    #[inline(always)]
+    pub fn ipv4(&self) -> *mut Ipv4Hdr {
+        self.ip as *mut Ipv4Hdr
+    }
 }
 
 /// Offset of the source address in the IPv4 header (the destination follows it).
@@ -108,13 +144,27 @@ pub fn opaque_offset(offset: usize) -> usize {
 }
 
 const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETHERTYPE_IPV6: u16 = EtherType::Ipv6 as u16;
+/// IPv6 extension headers walked before the transport header; a packet with more is passed
+/// (`Reason::Ipv6ExtensionHeaders`). Real traffic has none or one (a fragment header).
+pub const IPV6_EXTENSION_HEADERS: u32 = 4;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DESTINATION_OPTIONS: u8 = 60;
+/// Offset of the source address in the IPv6 header (the destination follows it).
+const IPV6_SRC: usize = 8;
+/// Fragment offset and more-fragments flag, in the on-wire bytes 2-3 of a fragment header.
+const IPV6_OFFSET_OR_MF: u16 = 0xfff9;
 const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
 /// More-fragments flag and fragment offset, in the on-wire bytes of `Ipv4Hdr::frags`.
 const IP_MF_OR_OFFSET: u16 = 0x3fff;
 
-/// Ethernet (one optional 802.1Q tag) and the IPv4 header.
+/// Ethernet (one optional 802.1Q tag) and the IP header of the program's family (`V6`); a
+/// frame of the other IP family is `NotIp` (the IPv4 program hands IPv6 on, `carries_ipv6`).
+/// The family is a constant of each program, so the other family's code is not in it.
 #[inline(always)]
-pub fn datagram(ctx: &XdpContext) -> Result<Datagram, Reason> {
+pub fn datagram<const V6: bool>(ctx: &XdpContext) -> Result<Datagram<V6>, Reason> {
     let eth: *mut EthHdr = opaque(ptr_at(ctx, 0)?);
     let mut l3 = EthHdr::LEN;
     // SAFETY: ptr_at checked the header lies inside the frame.
@@ -125,8 +175,15 @@ pub fn datagram(ctx: &XdpContext) -> Result<Datagram, Reason> {
         ether_type = unsafe { (*vlan).ether_type };
         l3 += VlanHdr::LEN;
     }
+    if V6 {
+        return if ether_type == ETHERTYPE_IPV6 {
+            ipv6(ctx, eth, l3)
+        } else {
+            Err(Reason::NotIp)
+        };
+    }
     if ether_type != ETHERTYPE_IPV4 {
-        return Err(Reason::NotIpv4);
+        return Err(Reason::NotIp);
     }
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3)?;
@@ -150,7 +207,7 @@ pub fn datagram(ctx: &XdpContext) -> Result<Datagram, Reason> {
     }
     Ok(Datagram {
         eth,
-        ip,
+        ip: ip as *mut u8,
         ip_words: ihl / 4,
         proto,
         fragment: frags & IP_MF_OR_OFFSET != 0,
@@ -159,16 +216,152 @@ pub fn datagram(ctx: &XdpContext) -> Result<Datagram, Reason> {
     })
 }
 
+/// `offset` as a value the verifier knows nothing of but its bounds. Each way through the
+/// extension headers leaves another constant offset, and the verifier would walk everything
+/// after the parse once per way (up to 31 times; a program near the kernel's limit). A value
+/// read back from a map is one unknown, so all ways merge into one.
+#[inline(always)]
+fn forget(offset: usize) -> Result<usize, Reason> {
+    let slot = OFFSET_SCRATCH.get_ptr_mut(0).ok_or(Reason::Malformed)?;
+    // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
+    let read = unsafe {
+        *slot = offset as u32;
+        core::ptr::read_volatile(slot)
+    };
+    // Every offset `ipv6` returns is below this (the header chain is bounded); the mask makes
+    // the bound one the verifier sees.
+    if read as usize >= MAX_IPV6_PAYLOAD_OFFSET {
+        return Err(Reason::Malformed);
+    }
+    Ok(read as usize & (MAX_IPV6_PAYLOAD_OFFSET - 1))
+}
+
+/// Above any offset of an IPv6 payload `ipv6` finds: VLAN and IPv6 headers, and
+/// `IPV6_EXTENSION_HEADERS` of at most 2048 bytes.
+const MAX_IPV6_PAYLOAD_OFFSET: usize = 16384;
+
+/// Whether the frame is IPv6 (after one optional 802.1Q tag): read only for frames that are
+/// not IPv4.
+#[inline(always)]
+pub fn carries_ipv6(ctx: &XdpContext) -> bool {
+    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    if ether_type == ETHERTYPE_VLAN {
+        let Ok(vlan) = ptr_at::<VlanHdr>(ctx, EthHdr::LEN) else {
+            return false;
+        };
+        // SAFETY: as above.
+        ether_type = unsafe { (*vlan).ether_type };
+    }
+    ether_type == ETHERTYPE_IPV6
+}
+
+/// The IPv6 header at `l3` and its extension headers.
+#[inline(always)]
+fn ipv6<const V6: bool>(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    l3: usize,
+) -> Result<Datagram<V6>, Reason> {
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked the header lies inside the frame; misaligned access is allowed.
+    let (version, payload_len, mut next, src_high, src_low, dst_high, dst_low) = unsafe {
+        let at = (ip as *const u8).add(IPV6_SRC);
+        (
+            (*ip).vcf[0] >> 4,
+            u16::from_be_bytes((*ip).payload_len) as usize,
+            (*ip).next_hdr,
+            read_unaligned(at as *const u64),
+            read_unaligned(at.add(8) as *const u64),
+            read_unaligned(at.add(16) as *const u64),
+            read_unaligned(at.add(24) as *const u64),
+        )
+    };
+    if version != 6 {
+        return Err(Reason::Malformed);
+    }
+    let end = l3 + Ipv6Hdr::LEN + payload_len;
+    if ctx.data() + end > ctx.data_end() {
+        return Err(Reason::Malformed);
+    }
+    // The first half zero and the mapping word next: an IPv4-mapped address.
+    let mapped = |high: u64, low: u64| high == 0 && low as u32 == V4_MAPPED;
+    if mapped(src_high, src_low) || mapped(dst_high, dst_low) {
+        return Err(Reason::Martian);
+    }
+    let mut offset = l3 + Ipv6Hdr::LEN;
+    let mut fragment = false;
+    let mut walked = 0;
+    while walked < IPV6_EXTENSION_HEADERS {
+        if next == IPV6_FRAGMENT {
+            let header: *const [u8; 8] = ptr_at(ctx, offset)?;
+            // SAFETY: bounds-checked by ptr_at.
+            let (following, offset_and_mf) = unsafe {
+                (
+                    (*header)[0],
+                    u16::from_be_bytes([(*header)[2], (*header)[3]]),
+                )
+            };
+            // An atomic fragment (offset 0, no more fragments) is a whole packet (RFC 6946).
+            fragment |= offset_and_mf & IPV6_OFFSET_OR_MF != 0;
+            next = following;
+            offset += 8;
+        } else if next == IPV6_HOP_BY_HOP
+            || next == IPV6_ROUTING
+            || next == IPV6_DESTINATION_OPTIONS
+        {
+            let header: *const [u8; 8] = ptr_at(ctx, offset)?;
+            // SAFETY: bounds-checked by ptr_at.
+            let (following, units) = unsafe { ((*header)[0], (*header)[1]) };
+            next = following;
+            offset += (units as usize + 1) * 8;
+        } else {
+            break;
+        }
+        walked += 1;
+    }
+    if next == IPV6_FRAGMENT
+        || next == IPV6_HOP_BY_HOP
+        || next == IPV6_ROUTING
+        || next == IPV6_DESTINATION_OPTIONS
+    {
+        return Err(Reason::Ipv6ExtensionHeaders);
+    }
+    if offset > end {
+        return Err(Reason::Malformed);
+    }
+    Ok(Datagram {
+        eth,
+        ip: ip as *mut u8,
+        ip_words: 0,
+        proto: next,
+        fragment,
+        payload: forget(offset)?,
+        end,
+    })
+}
+
 /// The TCP or UDP packet in `datagram`. Fragments addressed to a VIP are dropped (see above).
 #[inline(always)]
-pub fn transport(ctx: &XdpContext, datagram: &Datagram) -> Result<Packet, Reason> {
+pub fn transport<const V6: bool>(
+    ctx: &XdpContext,
+    datagram: &Datagram<V6>,
+) -> Result<Packet<V6>, Reason> {
     let (eth, ip, proto) = (datagram.eth, datagram.ip, datagram.proto);
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Err(Reason::NotForVip);
     }
     if datagram.fragment {
-        // SAFETY: parse bounds-checked the IPv4 header.
-        let dst = unsafe { u32::from_ne_bytes((*ip).dst_addr) };
+        let dst = if V6 {
+            // SAFETY: parse bounds-checked the IPv6 header.
+            Addr::from_octets(unsafe { (*(ip as *const Ipv6Hdr)).dst_addr })
+        } else {
+            // SAFETY: parse bounds-checked the IPv4 header.
+            Addr::v4(unsafe { u32::from_ne_bytes((*datagram.ipv4()).dst_addr) })
+        };
         // SAFETY: map lookups with a stack key; the value is not read.
         let to_vip = unsafe { VIP_ADDRS.get(dst).is_some() };
         // A fragment that was not sent to this host is not ours to drop.
@@ -203,34 +396,42 @@ pub fn transport(ctx: &XdpContext, datagram: &Datagram) -> Result<Packet, Reason
         }
         (udp as *mut u8, 0)
     };
-    // Two loads for the key: source and destination address are adjacent in the IPv4 header,
-    // and so are the two ports at the start of TCP and UDP.
-    // SAFETY: parse bounds-checked the IPv4 header and at least a UDP header at `l4_ptr`; the
-    // data plane is built with misaligned access allowed.
-    let (addrs, ports) = unsafe {
-        (
-            read_unaligned((ip as *const u8).add(IP_SRC) as *const u64),
-            read_unaligned(l4_ptr as *const u32),
-        )
-    };
+    // SAFETY: parse bounds-checked at least a UDP header at `l4_ptr`; the data plane is
+    // built with misaligned access allowed. The two ports are adjacent at the start of TCP
+    // and UDP.
+    let ports = unsafe { read_unaligned(l4_ptr as *const u32) };
     // Little endian (the bpfel target): each field is its bytes on the wire, and `proto`
-    // follows the ports in the key's second word.
-    let flow = FlowKey {
-        src: addrs as u32,
-        dst: (addrs >> 32) as u32,
-        sport: ports as u16,
-        dport: (ports >> 16) as u16,
-        proto,
-        _pad1: 0,
-        _pad2: 0,
+    // follows the ports in the key's last word.
+    let ports_word = ports as u64 | (proto as u64) << 32;
+    let key_words = if V6 {
+        // SAFETY: parse bounds-checked the IPv6 header, whose addresses are adjacent.
+        unsafe {
+            let at = ip.add(IPV6_SRC);
+            [
+                read_unaligned(at as *const u64),
+                read_unaligned(at.add(8) as *const u64),
+                read_unaligned(at.add(16) as *const u64),
+                read_unaligned(at.add(24) as *const u64),
+                ports_word,
+            ]
+        }
+    } else {
+        // SAFETY: parse bounds-checked the IPv4 header, whose addresses are adjacent.
+        let addrs = unsafe { read_unaligned(ip.add(IP_SRC) as *const u64) };
+        // The mapped addresses' words: 0, then the mapping word with the address above it.
+        [
+            0,
+            V4_MAPPED as u64 | addrs << 32,
+            0,
+            V4_MAPPED as u64 | addrs & 0xffff_ffff_0000_0000,
+            ports_word,
+        ]
     };
-    let key_words = [addrs, ports as u64 | (proto as u64) << 32];
 
     Ok(Packet {
         eth,
         ip,
         l4: l4_ptr,
-        flow,
         key_words,
         closes: tcp_flags & TCP_FIN_OR_RST != 0,
         opens: tcp_flags & TCP_SYN_OR_ACK == TCP_SYN,

@@ -11,6 +11,7 @@
 //! still takes new flows (not down, drained or out of the table).
 
 use lb_common::{
+    addr::Addr,
     clock::fresh,
     counters::Reason,
     flow::{
@@ -48,7 +49,7 @@ pub struct Chosen {
     pub now: u32,
     /// NAT and SNAT: the source the packet leaves with (the client's own in NAT; the SNAT
     /// address and port once known in SNAT).
-    pub src: (u32, u16),
+    pub src: (Addr, u16),
 }
 
 impl Chosen {
@@ -63,7 +64,7 @@ impl Chosen {
             hop: core::ptr::null_mut(),
             via_table: false,
             now,
-            src: (0, 0),
+            src: (Addr::NONE, 0),
         }
     }
 }
@@ -86,13 +87,13 @@ pub fn cached(slot: &'static mut CachedFlow, now: u32) -> Option<Chosen> {
         hop: &mut slot.hop,
         via_table: false,
         now,
-        src: (slot.out_addr, slot.out_port),
+        src: (Addr::load(&slot.out_addr), slot.out_port),
     })
 }
 
 /// The real for a packet to a VIP, from the connection table or by scheduling it.
 #[inline(always)]
-pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
+pub fn pick_real<const V6: bool>(packet: &Packet<V6>, now: u32) -> Result<Chosen, Reason> {
     // During a flood (lb_common::flood) a SYN skips the connection table: a spoofed one has
     // no entry to find. (The flood state is read again below rather than kept: a value held
     // across the scheduling steps multiplies the paths the verifier walks.)
@@ -101,15 +102,16 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     {
         return Ok(chosen);
     }
-    let flow = &packet.flow;
+    let flow = packet.flow();
     if martian(flow) {
         return Err(Reason::Martian);
     }
     let vip = VipKey {
-        addr: flow.dst,
+        addr: Addr::load(&flow.dst),
         port: flow.dport,
         proto: flow.proto,
         _pad: 0,
+        _pad2: 0,
     };
     // SAFETY: the value is copied out at once.
     let service = match unsafe { SERVICES.get(vip) } {
@@ -168,10 +170,17 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
     // A full table evicts the least recently used flow; an error here only costs stickiness.
     let _ = FLOWS.insert(flow, value, 0);
     if real.flags & REAL_NAT == 0 {
-        flow_cache::put_to_real(packet, id, real.generation, now, NextHop::default(), (0, 0));
+        flow_cache::put_to_real(
+            packet,
+            id,
+            real.generation,
+            now,
+            NextHop::default(),
+            (Addr::NONE, 0),
+        );
         return Ok(Chosen::new_flow(id, real, now));
     }
-    let src = (flow.src, flow.sport);
+    let src = (Addr::load(&flow.src), flow.sport);
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
         return Ok(Chosen {
             src,
@@ -193,8 +202,8 @@ pub fn pick_real(packet: &Packet, now: u32) -> Result<Chosen, Reason> {
 /// An established flow, from its connection-table entry while the entry is alive and its
 /// real up and the same; refreshes the entry.
 #[inline(always)]
-fn established(packet: &Packet, now: u32) -> Option<Chosen> {
-    let flow = &packet.flow;
+fn established<const V6: bool>(packet: &Packet<V6>, now: u32) -> Option<Chosen> {
+    let flow = packet.flow();
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup.
         let (id, generation, seen, flags, snat_port) = unsafe {
@@ -223,7 +232,14 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 nat::mark_reply_closing(flow, real, snat_port);
             }
             if real.flags & REAL_NAT == 0 {
-                flow_cache::put_to_real(packet, id, generation, now, NextHop::default(), (0, 0));
+                flow_cache::put_to_real(
+                    packet,
+                    id,
+                    generation,
+                    now,
+                    NextHop::default(),
+                    (Addr::NONE, 0),
+                );
             }
             return Some(Chosen {
                 id,
@@ -234,7 +250,7 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
                 via_table: true,
                 now,
                 // SNAT's table path goes to the SNAT program, which knows its source.
-                src: (flow.src, flow.sport),
+                src: (Addr::load(&flow.src), flow.sport),
             });
         }
     }
@@ -249,9 +265,15 @@ fn established(packet: &Packet, now: u32) -> Option<Chosen> {
 fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
     // `persist_mask` is all ones without persistence: source hashing uses the whole address.
     let hash = if service.flags & (SERVICE_SOURCE_HASH | SERVICE_PERSISTENT) != 0 {
-        flow_hash(flow.src & service.persist_mask, 0, 0, 0, 0)
+        flow_hash(
+            &flow.src.masked(&service.persist_mask),
+            &Addr::NONE,
+            0,
+            0,
+            0,
+        )
     } else {
-        flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto)
+        flow_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto)
     };
     match MAGLEV.get(service.table_base + hash % MAGLEV_TABLE_SIZE) {
         Some(&id) if id != NO_REAL => Ok(id),
@@ -324,7 +346,7 @@ fn remembered(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32, &'sta
         return None;
     }
     // SAFETY: the value is copied out at once.
-    let remembered = unsafe { *PERSIST.get(client_key(flow, service.id, service.persist_mask))? };
+    let remembered = unsafe { *PERSIST.get(client_key(flow, service.id, &service.persist_mask))? };
     still_remembered(&remembered, service, now)
 }
 
@@ -335,7 +357,7 @@ fn remembered_client(flow: &FlowKey, service: &Service, now: u32) -> Option<(u32
     if service.flags & SERVICE_PERSISTENT == 0 {
         return None;
     }
-    let key = client_key(flow, service.id, service.persist_mask);
+    let key = client_key(flow, service.id, &service.persist_mask);
     let entry = PERSIST.get_ptr_mut(key)?;
     // SAFETY: a map value pointer from a successful lookup.
     let found = still_remembered(unsafe { &*entry }, service, now)?;
@@ -362,10 +384,11 @@ fn still_remembered(
 }
 
 #[inline(always)]
-fn client_key(flow: &FlowKey, service: u32, mask: u32) -> PersistKey {
+fn client_key(flow: &FlowKey, service: u32, mask: &Addr) -> PersistKey {
     PersistKey {
         service,
-        client: flow.src & mask,
+        client: flow.src.masked(mask),
+        _pad: 0,
     }
 }
 
@@ -378,16 +401,26 @@ fn refresh_client(flow: &FlowKey, real: &Real, id: u32, now: u32) {
         seen: now,
         _pad: 0,
     };
-    let _ = PERSIST.insert(client_key(flow, real.service, real.persist_mask), value, 0);
+    let _ = PERSIST.insert(client_key(flow, real.service, &real.persist_mask), value, 0);
 }
 
 /// A source no host can have, or the destination itself (a "land" packet): never a flow.
-/// Only new flows are checked: no established flow can have such a source.
+/// Only new flows are checked: no established flow can have such a source. (An IPv6 packet
+/// with an IPv4-mapped address never gets this far: parse refuses it.)
 #[inline(always)]
 fn martian(flow: &FlowKey) -> bool {
+    let src = &flow.src;
+    if src.same(&flow.dst) {
+        return true;
+    }
     // The first octet of the address as it lies in memory (network order, little endian).
-    let first = flow.src as u8;
-    first == 0 || first == 127 || first >= 224 || flow.src == flow.dst
+    if src.is_v4() {
+        let first = src.v4_word() as u8;
+        first == 0 || first == 127 || first >= 224
+    } else {
+        // Unspecified, loopback and the rest of ::/96; multicast (ff00::/8).
+        (src.words[0] | src.words[1] | src.words[2]) == 0 || src.words[0] as u8 == 0xff
+    }
 }
 
 #[inline(always)]

@@ -16,6 +16,7 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use lb_common::{
+    addr::Addr,
     counters::Reason,
     flow::{FLOW_CLOSING, FlowKey, NatReverse},
     hash::flow_hash,
@@ -40,26 +41,26 @@ pub fn claim(flow: &FlowKey, real: &Real, id: u32, now: u32, closes: bool) -> Re
     let b = back.as_mut_ptr();
     // SAFETY: writing fields of the zeroed value, then reading it whole.
     let back = unsafe {
-        (*b).vip = flow.dst;
+        (*b).vip = Addr::load(&flow.dst);
         (*b).vip_port = flow.dport;
         (*b).real = id;
         (*b).generation = real.generation;
         (*b).seen = now;
         (*b).flags = if closes { FLOW_CLOSING } else { 0 };
-        (*b).client = flow.src;
+        (*b).client = Addr::load(&flow.src);
         (*b).client_port = flow.sport;
         back.assume_init_ref()
     };
     let mut reply = FlowKey {
-        src: real.addr,
-        dst: real.snat_addr,
+        src: Addr::load(&real.addr),
+        dst: Addr::load(&real.snat_addr),
         sport: nat::real_port(flow, real),
         dport: 0,
         proto: flow.proto,
         _pad1: 0,
         _pad2: 0,
     };
-    let hash = flow_hash(flow.src, flow.dst, flow.sport, flow.dport, flow.proto);
+    let hash = flow_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto);
     // An odd step visits every port of a power-of-two range before repeating one.
     let step = (hash >> 16) | 1;
     let mut probe = 0;
@@ -86,9 +87,9 @@ pub fn claim(flow: &FlowKey, real: &Real, id: u32, now: u32, closes: bool) -> Re
 /// Whether a reverse entry is the flow `flow`'s (the client's 5-tuple it was made for).
 #[inline(always)]
 fn same_client(entry: &NatReverse, flow: &FlowKey) -> bool {
-    entry.client == flow.src
+    entry.client.same(&flow.src)
         && entry.client_port == flow.sport
-        && entry.vip == flow.dst
+        && entry.vip.same(&flow.dst)
         && entry.vip_port == flow.dport
 }
 
@@ -97,8 +98,8 @@ fn same_client(entry: &NatReverse, flow: &FlowKey) -> bool {
 /// the kernel would answer it with a reset, ending the real's side of a connection a pair peer
 /// may still be carrying); anything else is not SNAT's.
 #[inline(always)]
-pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
-    let flow = &packet.flow;
+pub fn tracked_reply<const V6: bool>(packet: &Packet<V6>, now: u32) -> Result<ReplyTo, Reason> {
+    let flow = packet.flow();
     if let Some(entry) = SNAT_REVERSE.get_ptr_mut(flow)
         && let Ok(to) = nat::reply_of(packet, entry, now)
     {
@@ -107,7 +108,7 @@ pub fn tracked_reply(packet: &Packet, now: u32) -> Result<ReplyTo, Reason> {
     let port = u16::from_be(flow.dport);
     // SAFETY: only its presence is read.
     if (SNAT_PORT_FIRST..SNAT_PORT_FIRST + SNAT_PORT_COUNT).contains(&port)
-        && unsafe { SNAT_ADDRS.get(flow.dst) }.is_some()
+        && unsafe { SNAT_ADDRS.get(Addr::load(&flow.dst)) }.is_some()
     {
         return Err(Reason::SnatUnknown);
     }

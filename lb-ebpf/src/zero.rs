@@ -5,6 +5,19 @@
 
 use core::mem::{MaybeUninit, size_of};
 
+/// Sets every byte of the map value at `value` to zero with word stores.
+#[inline(always)]
+pub fn fill_in_place<T>(value: *mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(4)) };
+    let words = value as *mut u32;
+    let mut i = 0;
+    while i < size_of::<T>() / 4 {
+        // SAFETY: within the value's bytes, which the caller owns.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+}
+
 /// Sets every byte of `*value` to zero where it lies (a returned value would be moved, and
 /// the move compiled back into a memset), for plain-data types whose size is a multiple of 4.
 /// Then fill in fields through the pointer and read it with `assume_init_ref`.

@@ -1,6 +1,6 @@
 //! `xdplb`: the command line (the README and xdplb(1) describe it).
 
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use xdplb::{
@@ -102,7 +102,7 @@ enum Command {
     /// the policy's (`weight SERVICE ADDRESS policy`). Kept until changed.
     Weight {
         service: String,
-        address: Ipv4Addr,
+        address: IpAddr,
         /// A whole number from 0 to 65535, or `policy`.
         weight: String,
         #[command(flatten)]
@@ -186,9 +186,9 @@ struct AdminTarget {
 
 impl AdminTarget {
     /// (service, address), or an error in the command's words.
-    fn parse(&self) -> anyhow::Result<(Option<String>, Ipv4Addr)> {
+    fn parse(&self) -> anyhow::Result<(Option<String>, IpAddr)> {
         let address = |text: &str| {
-            text.parse::<Ipv4Addr>()
+            text.parse::<IpAddr>()
                 .map_err(|_| anyhow::anyhow!("`{text}` is not an IPv4 address"))
         };
         match (self.all, self.target.as_slice()) {
@@ -211,7 +211,7 @@ fn operator() -> String {
 #[derive(clap::Args)]
 struct RealserverArgs {
     #[arg(long, num_args = 1.., required = true)]
-    vip: Vec<Ipv4Addr>,
+    vip: Vec<IpAddr>,
     /// The interface facing the balancer (default: every interface).
     #[arg(long)]
     interface: Option<String>,
@@ -473,14 +473,14 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!();
     for (reason, count) in &snapshot.reasons {
-        println!("{:<20} {count}", reason.name());
+        println!("{:<22} {count}", reason.name());
     }
     println!(
-        "{:<20} {} (packets of new flows forwarded without a table entry during floods)",
+        "{:<22} {} (packets of new flows forwarded without a table entry during floods)",
         "untracked", snapshot.untracked
     );
     println!(
-        "{:<20} {} (NAT flows taken over from a real's reply, e.g. after a pair's failover)",
+        "{:<22} {} (NAT flows taken over from a real's reply, e.g. after a pair's failover)",
         "nat_adopted", snapshot.nat_adopted
     );
     Ok(())

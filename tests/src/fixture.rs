@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -43,6 +43,12 @@ pub const XDP_REDIRECT: u32 = 4;
 impl Dataplane {
     /// Loads the program and applies `policy_yaml`, with `macs` as the reachable reals.
     pub fn new(policy_yaml: &str, macs: &[(Ipv4Addr, [u8; 6])]) -> Dataplane {
+        let macs: Vec<(IpAddr, [u8; 6])> = macs.iter().map(|(a, m)| ((*a).into(), *m)).collect();
+        Dataplane::with_macs(policy_yaml, &macs)
+    }
+
+    /// `new` with reals of either family.
+    pub fn with_macs(policy_yaml: &str, macs: &[(IpAddr, [u8; 6])]) -> Dataplane {
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/xdplb-test-{}-{}",
             std::process::id(),
@@ -125,7 +131,17 @@ impl Dataplane {
         macs: &[(Ipv4Addr, [u8; 6])],
         router: &xdplb_lab::lab::FibRouter,
     ) -> Dataplane {
-        let mut dp = Dataplane::new(policy_yaml, macs);
+        let macs: Vec<(IpAddr, [u8; 6])> = macs.iter().map(|(a, m)| ((*a).into(), *m)).collect();
+        Dataplane::on_router_with(policy_yaml, &macs, router)
+    }
+
+    /// `on_router` with reals of either family.
+    pub fn on_router_with(
+        policy_yaml: &str,
+        macs: &[(IpAddr, [u8; 6])],
+        router: &xdplb_lab::lab::FibRouter,
+    ) -> Dataplane {
+        let mut dp = Dataplane::with_macs(policy_yaml, macs);
         dp.register_interface(&router.ns, "out0");
         dp.register_interface(&router.ns, "in0");
         dp

@@ -11,11 +11,11 @@ pub enum Request {
     /// As `Admin` with `drain` (the form earlier clients send).
     Drain {
         service: String,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
     },
     Undrain {
         service: String,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
     },
     /// Re-read the policy file, as SIGHUP does.
     Reload,
@@ -23,7 +23,7 @@ pub enum Request {
     /// kept in the state file until undone.
     Admin {
         service: Option<String>,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         change: crate::controller::admin::AdminChange,
         /// Who asks (the operator's login).
         by: String,

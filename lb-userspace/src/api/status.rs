@@ -2,7 +2,7 @@
 //! traffic and last check. The JSON form (`--json`) is stable for scripts: fields are only
 //! ever added. The table form is for a person to read at a glance.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +92,7 @@ pub struct ReasonCount {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub ports: Vec<u16>,
     pub protocol: String,
     pub forwarding: String,
@@ -133,12 +133,12 @@ impl State {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RealStatus {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// NAT port translation, if any.
     pub port: Option<u16>,
     /// SNAT: the source address the real sees (absent until a route to it is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snat_address: Option<Ipv4Addr>,
+    pub snat_address: Option<IpAddr>,
     /// `real`, `backup` or `fallback`.
     pub role: String,
     pub state: State,

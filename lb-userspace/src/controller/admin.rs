@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashSet,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -22,7 +22,7 @@ pub const DEFAULT_STATE_FILE: &str = "/var/lib/xdplb/admin-state.json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AdminEntry {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     #[serde(default)]
     pub drained: bool,
     #[serde(default)]
@@ -123,7 +123,7 @@ impl AdminState {
     pub fn change(
         &mut self,
         service: &str,
-        address: Ipv4Addr,
+        address: IpAddr,
         change: AdminChange,
         by: &str,
     ) -> Result<()> {
@@ -178,7 +178,7 @@ impl AdminState {
         Ok(())
     }
 
-    pub fn entry(&self, service: &str, address: Ipv4Addr) -> Option<&AdminEntry> {
+    pub fn entry(&self, service: &str, address: IpAddr) -> Option<&AdminEntry> {
         self.entries
             .iter()
             .find(|e| e.service == service && e.address == address)
@@ -234,8 +234,8 @@ mod tests {
         let path = file("kept");
         let _ = std::fs::remove_file(&path);
         let policy = crate::policy::parse("p.yaml", POLICY).unwrap();
-        let a: Ipv4Addr = "198.18.0.11".parse().unwrap();
-        let b: Ipv4Addr = "198.18.0.12".parse().unwrap();
+        let a: IpAddr = "198.18.0.11".parse().unwrap();
+        let b: IpAddr = "198.18.0.12".parse().unwrap();
         let mut state = AdminState::load(&path).unwrap();
         state
             .change("dicom", a, AdminChange::Drain, "alice")

@@ -10,7 +10,7 @@
 //!   keeps adoption closed.
 //! - Otherwise (a balancer on its own): closed.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::HashSet, net::IpAddr};
 
 use anyhow::{Context, Result};
 use lb_common::{
@@ -38,7 +38,7 @@ impl AdoptionWindow {
         &mut self,
         maps: &mut Maps,
         policy: &Policy,
-        held: &HashSet<Ipv4Addr>,
+        held: &HashSet<IpAddr>,
         now: u32,
         hz: u32,
     ) -> Result<()> {

@@ -7,7 +7,7 @@
 //! announce to the ECMP router: only VIPs of which a service has a real in its table, and only
 //! once the data plane is filled (the caller's `servable`).
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::HashSet, net::IpAddr};
 
 use anyhow::Result;
 use rtnetlink::Handle;
@@ -24,9 +24,9 @@ use crate::{
 pub async fn follow(
     handle: &Handle,
     policy: &Policy,
-    owned: &HashSet<Ipv4Addr>,
-    servable: &HashSet<Ipv4Addr>,
-) -> Result<HashSet<Ipv4Addr>> {
+    owned: &HashSet<IpAddr>,
+    servable: &HashSet<IpAddr>,
+) -> Result<HashSet<IpAddr>> {
     if policy.vip_announcement == VipAnnouncement::Unmanaged {
         if !owned.is_empty() {
             warn!(
@@ -38,7 +38,7 @@ pub async fn follow(
     }
     let (wanted, interface) = match policy.vip_announcement {
         VipAnnouncement::Bgp => {
-            let mut wanted: Vec<Ipv4Addr> = wanted(policy)
+            let mut wanted: Vec<IpAddr> = wanted(policy)
                 .into_iter()
                 .filter(|v| servable.contains(v))
                 .collect();
@@ -61,8 +61,8 @@ pub async fn follow(
 }
 
 /// The policy's VIPs, each once.
-pub fn wanted(policy: &Policy) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = policy.services.iter().map(|s| s.vip).collect();
+pub fn wanted(policy: &Policy) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = policy.services.iter().map(|s| s.vip).collect();
     v.sort();
     v.dedup();
     v
@@ -73,9 +73,9 @@ pub fn wanted(policy: &Policy) -> Vec<Ipv4Addr> {
 async fn vips(
     handle: &Handle,
     interface: &str,
-    wanted: &[Ipv4Addr],
-    previously: &HashSet<Ipv4Addr>,
-) -> Result<HashSet<Ipv4Addr>> {
+    wanted: &[IpAddr],
+    previously: &HashSet<IpAddr>,
+) -> Result<HashSet<IpAddr>> {
     let if_index = netconf::if_index(interface)?;
     let mut owned = HashSet::new();
     for &vip in wanted {
@@ -90,7 +90,7 @@ async fn vips(
 }
 
 /// Removes VIPs the controller owned that are no longer wanted.
-async fn withdraw(handle: &Handle, owned: &HashSet<Ipv4Addr>, wanted: &[Ipv4Addr]) -> Result<()> {
+async fn withdraw(handle: &Handle, owned: &HashSet<IpAddr>, wanted: &[IpAddr]) -> Result<()> {
     for vip in owned.iter().filter(|v| !wanted.contains(v)) {
         if address::remove(handle, None, *vip).await? {
             info!(%vip, "VIP removed");

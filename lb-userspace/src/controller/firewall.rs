@@ -4,7 +4,7 @@
 //! side opened, and the server side's own traffic, pass.
 //!
 //! Two parts, each where it can see what it needs:
-//! - nftables, a table of xdplb's own (`ip xdplb`, forward hook), for everything the kernel
+//! - nftables, a table of xdplb's own (`inet xdplb`, forward hook, both IP families), for everything the kernel
 //!   routes: a new connection from the client side to the server side is dropped and counted
 //!   (counter `direct`), unless it is to a NAT real's service address:port; established and
 //!   related traffic, and whatever comes in on an inside interface, passes. The server side is
@@ -30,7 +30,9 @@ use crate::{
     policy::{NatRouting, Policy, Role},
 };
 
-const TABLE: &str = "ip xdplb";
+const TABLE: &str = "inet xdplb";
+/// The IPv4-only table earlier versions made: removed wherever the table is written or removed.
+const OLD_TABLE: &str = "ip xdplb";
 
 #[derive(Debug, Default)]
 pub struct Firewall {
@@ -56,7 +58,9 @@ impl Firewall {
             return Ok(());
         }
         // Created empty (so the delete cannot fail), deleted and made anew: one transaction.
-        let mut script = format!("table {TABLE} {{}}\ndelete table {TABLE}\n");
+        let mut script = format!(
+            "table {TABLE} {{}}\ndelete table {TABLE}\ntable {OLD_TABLE} {{}}\ndelete table {OLD_TABLE}\n"
+        );
         if let Some(rules) = &wanted {
             script += rules;
         }
@@ -75,13 +79,15 @@ impl Firewall {
 
 /// Removes xdplb's table, if there is one (`xdplb down`).
 pub fn remove() -> Result<()> {
-    nft(&format!("table {TABLE} {{}}\ndelete table {TABLE}\n"))
+    nft(&format!(
+        "table {TABLE} {{}}\ndelete table {TABLE}\ntable {OLD_TABLE} {{}}\ndelete table {OLD_TABLE}\n"
+    ))
 }
 
 /// Packets the table dropped (`None` if there is no table or nft cannot say).
 pub fn dropped_packets() -> Option<u64> {
     let out = std::process::Command::new("nft")
-        .args(["-j", "list", "counter", "ip", "xdplb", "direct"])
+        .args(["-j", "list", "counter", "inet", "xdplb", "direct"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -107,10 +113,13 @@ fn ruleset(policy: &Policy) -> Option<String> {
     if nat.is_empty() || policy.nat_routing == NatRouting::Open {
         return None;
     }
-    let mut services = Vec::new();
-    let mut reals = Vec::new();
+    // IPv4 and IPv6 elements go to sets of their own type: [0] IPv4, [1] IPv6.
+    let mut services = [Vec::new(), Vec::new()];
+    let mut reals = [Vec::new(), Vec::new()];
     for service in &nat {
         for real in service.members() {
+            let family = usize::from(real.address.is_ipv6());
+            let (services, reals) = (&mut services[family], &mut reals[family]);
             reals.push(real.address.to_string());
             for &port in &service.ports {
                 let port = real.port.unwrap_or(port);
@@ -122,10 +131,10 @@ fn ruleset(policy: &Policy) -> Option<String> {
             }
         }
     }
-    services.sort();
-    services.dedup();
-    reals.sort();
-    reals.dedup();
+    for list in services.iter_mut().chain(reals.iter_mut()) {
+        list.sort();
+        list.dedup();
+    }
     let inside: Vec<String> = policy
         .interfaces
         .iter()
@@ -141,7 +150,9 @@ fn ruleset(policy: &Policy) -> Option<String> {
     };
     let server_side = if inside.is_empty() {
         // One-arm: the server side is the reals themselves.
-        "\t\tip daddr @reals counter name \"direct\" drop\n".to_string()
+        "\t\tip daddr @reals counter name \"direct\" drop\n\
+         \t\tip6 daddr @reals6 counter name \"direct\" drop\n"
+            .to_string()
     } else {
         format!(
             "\t\tiifname {{ {0} }} accept\n\t\toifname {{ {0} }} counter name \"direct\" drop\n",
@@ -157,15 +168,24 @@ fn ruleset(policy: &Policy) -> Option<String> {
          \tset reals {{\n\
          \t\ttype ipv4_addr\n{}\
          \t}}\n\
+         \tset real_services6 {{\n\
+         \t\ttype ipv6_addr . inet_proto . inet_service\n{}\
+         \t}}\n\
+         \tset reals6 {{\n\
+         \t\ttype ipv6_addr\n{}\
+         \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tct state established,related accept\n\
          \t\tip daddr . meta l4proto . th dport @real_services accept\n\
+         \t\tip6 daddr . meta l4proto . th dport @real_services6 accept\n\
          {server_side}\
          \t}}\n\
          }}\n",
-        elements(&services),
-        elements(&reals),
+        elements(&services[0]),
+        elements(&reals[0]),
+        elements(&services[1]),
+        elements(&reals[1]),
     ))
 }
 

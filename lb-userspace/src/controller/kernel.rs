@@ -39,6 +39,19 @@ fn prepare_for_nat(policy: &Policy) -> Result<()> {
             .context("enabling net.ipv4.ip_forward for NAT")?;
         info!("net.ipv4.ip_forward=1: NAT services route through this host");
     }
+    // IPv6 NAT the same way. A host forwarding IPv6 stops taking router advertisements
+    // (accept_ra=1 counts only on hosts): a NAT balancer's IPv6 addresses and routes are static.
+    let ipv6_forwarding = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if policy
+        .services
+        .iter()
+        .any(|s| s.forwarding.translates() && s.vip.is_ipv6())
+        && std::fs::read_to_string(ipv6_forwarding)?.trim() != "1"
+    {
+        std::fs::write(ipv6_forwarding, "1")
+            .context("enabling net.ipv6.conf.all.forwarding for IPv6 NAT")?;
+        info!("net.ipv6.conf.all.forwarding=1: IPv6 NAT services route through this host");
+    }
     // A translated packet whose next hop's MAC is unknown is handed to the kernel to resolve
     // it. A reply then carries the VIP as its source, an address of this host, which the
     // kernel drops unless the interface it came in on accepts local sources. That happens on

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -238,7 +238,7 @@ impl Controller {
     /// rise x interval + timeout, as for `xdplb ready`). A balancer coming back (its cable,
     /// its reals) would otherwise take its share of flows with a table of the first real to
     /// return, and move the flows of the others.
-    fn servable(&mut self) -> HashSet<Ipv4Addr> {
+    fn servable(&mut self) -> HashSet<IpAddr> {
         let serving: HashSet<String> = self
             .sync
             .reals_view
@@ -288,7 +288,7 @@ impl Controller {
     /// Opens or closes NAT flow adoption as this node's VIPs come and go (controller/adoption.rs).
     /// A failure is logged, not fatal: adoption only matters at a pair's takeover.
     fn follow_adoption_window(&mut self) {
-        let held = match netconf::address::local_ipv4() {
+        let held = match netconf::address::local_addresses() {
             Ok(held) => held,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "cannot read this host's addresses");
@@ -441,7 +441,7 @@ impl Controller {
 
     fn status(&self) -> Result<crate::api::status::Status> {
         let mut status = status::build(
-            &netconf::address::local_ipv4()?,
+            &netconf::address::local_addresses()?,
             &self.policy,
             &self.sync,
             &self.observed,
@@ -483,7 +483,7 @@ impl Controller {
     fn admin(
         &mut self,
         service: Option<&str>,
-        address: Ipv4Addr,
+        address: IpAddr,
         change: AdminChange,
         by: &str,
     ) -> Response {
@@ -536,7 +536,7 @@ impl Controller {
     }
 
     /// What a real does now, in words (after an admin change).
-    fn real_now(&self, service: &str, address: Ipv4Addr) -> String {
+    fn real_now(&self, service: &str, address: IpAddr) -> String {
         let Some(view) = self
             .sync
             .reals_view
@@ -578,14 +578,12 @@ fn outside_interface(policy: &Policy) -> Result<String> {
 /// the active node of a pair, whose kernel would answer those VIPs' connections with resets
 /// once the data plane is gone, until keepalived moved them.
 fn refuse_on_the_active_node(pin_dir: &Path) -> Result<()> {
-    let vip_addrs = Maps::open_pinned_vip_addrs(pin_dir).context(
+    let vip_addrs = Maps::pinned_vip_addrs(pin_dir).context(
         "cannot tell whether this node holds a pair's VIPs (`xdplb down --force` takes it down anyway)",
     )?;
-    let held = netconf::address::local_ipv4()?;
+    let held = netconf::address::local_addresses()?;
     let mut active = Vec::new();
-    for entry in vip_addrs.iter() {
-        let (addr, flags) = entry?;
-        let vip = Ipv4Addr::from(addr.to_ne_bytes());
+    for (vip, flags) in vip_addrs {
         if flags & VIP_ADDR_KEEPALIVED != 0 && held.contains(&vip) {
             active.push(vip);
         }
@@ -621,12 +619,12 @@ fn announced_over_bgp(maps: &Maps) -> bool {
         .any(|(_, flags)| flags & VIP_ADDR_BGP != 0)
 }
 
-fn owned_vips(maps: &Maps) -> Result<HashSet<Ipv4Addr>> {
+fn owned_vips(maps: &Maps) -> Result<HashSet<IpAddr>> {
     let mut out = HashSet::new();
     for entry in maps.vip_addrs.iter() {
         let (addr, flags) = entry?;
         if flags & VIP_ADDR_ADDED != 0 {
-            out.insert(Ipv4Addr::from(addr.to_ne_bytes()));
+            out.insert(IpAddr::from(addr));
         }
     }
     Ok(out)

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
 };
 
 use anyhow::{Context, Result};
@@ -111,7 +111,7 @@ fn write_reserved(ranges: &[(u16, u16)]) -> std::io::Result<()> {
 
 /// This host's own address toward each real of a SNAT service without `snat_address`: the
 /// source the kernel would pick (a UDP socket's `connect` sends nothing).
-pub fn sources(policy: &Policy) -> HashMap<Ipv4Addr, Ipv4Addr> {
+pub fn sources(policy: &Policy) -> HashMap<IpAddr, IpAddr> {
     let mut out = HashMap::new();
     for service in policy
         .services
@@ -123,7 +123,7 @@ pub fn sources(policy: &Policy) -> HashMap<Ipv4Addr, Ipv4Addr> {
                 continue;
             }
             let port = real.port.unwrap_or(service.ports[0]);
-            if let Some(source) = source_toward(SocketAddrV4::new(real.address, port)) {
+            if let Some(source) = source_toward(SocketAddr::new(real.address, port)) {
                 out.insert(real.address, source);
             }
         }
@@ -131,13 +131,17 @@ pub fn sources(policy: &Policy) -> HashMap<Ipv4Addr, Ipv4Addr> {
     out
 }
 
-fn source_toward(to: SocketAddrV4) -> Option<Ipv4Addr> {
-    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+/// The source address the kernel picks toward `to` (a connected UDP socket sends nothing).
+fn source_toward(to: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if to.is_ipv6() {
+        "[::]:0".parse().ok()?
+    } else {
+        "0.0.0.0:0".parse().ok()?
+    };
+    let socket = UdpSocket::bind(any).ok()?;
     socket.connect(to).ok()?;
-    match socket.local_addr().ok()? {
-        std::net::SocketAddr::V4(local) if !local.ip().is_unspecified() => Some(*local.ip()),
-        _ => None,
-    }
+    let local = socket.local_addr().ok()?.ip();
+    (!local.is_unspecified()).then_some(local)
 }
 
 /// Warns of this host's TCP connections whose local port is in xdplb's range (opened before
@@ -173,8 +177,8 @@ fn warn_of_ports_in_use() {
 /// when `before` is `None`): a real without a route gets no flows.
 pub fn log_source_changes(
     policy: &Policy,
-    before: Option<&HashMap<Ipv4Addr, Ipv4Addr>>,
-    now: &HashMap<Ipv4Addr, Ipv4Addr>,
+    before: Option<&HashMap<IpAddr, IpAddr>>,
+    now: &HashMap<IpAddr, IpAddr>,
 ) {
     let reals = policy
         .services

@@ -24,7 +24,7 @@ use lb_common::flow::entry_alive;
 /// `held`: the addresses on this host's interfaces now.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
-    held: &std::collections::HashSet<std::net::Ipv4Addr>,
+    held: &std::collections::HashSet<std::net::IpAddr>,
     policy: &Policy,
     sync: &Sync,
     observed: &Observed,

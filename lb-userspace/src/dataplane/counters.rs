@@ -1,6 +1,6 @@
 //! Reading the per-CPU counters and summing them over CPUs.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 use lb_common::counters::{Reason, TrafficCounters};
@@ -11,7 +11,7 @@ use super::maps::Maps;
 pub struct RealCounters {
     pub id: u32,
     pub service_id: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub up: bool,
     pub counters: TrafficCounters,
 }
@@ -51,14 +51,14 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     for (id, real) in maps.reals.iter().enumerate() {
         let real = real?;
-        if real.addr == 0 {
+        if real.addr.is_none() {
             continue;
         }
         let per_cpu = maps.real_counters.get(&(id as u32), 0)?;
         snapshot.reals.push(RealCounters {
             id: id as u32,
             service_id: real.service,
-            address: Ipv4Addr::from(real.addr.to_ne_bytes()),
+            address: IpAddr::from(real.addr),
             up: real.flags & lb_common::service::REAL_UP != 0,
             counters: sum(&per_cpu),
         });

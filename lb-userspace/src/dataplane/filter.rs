@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData};
-use lb_common::{hash::vip_filter_bit, maps::VIP_FILTER_WORDS};
+use lb_common::{addr::Addr, hash::vip_filter_bit, maps::VIP_FILTER_WORDS};
 
 /// What a filter map holds, as last written (unknown after a restart: written in full).
 #[derive(Default)]
@@ -14,10 +14,10 @@ pub struct Filter {
 }
 
 /// The filter words for `entries` (address, port, protocol; network byte order).
-pub fn words(entries: impl IntoIterator<Item = (u32, u16, u8)>) -> Vec<u64> {
+pub fn words(entries: impl IntoIterator<Item = (Addr, u16, u8)>) -> Vec<u64> {
     let mut words = vec![0u64; VIP_FILTER_WORDS as usize];
     for (addr, port, proto) in entries {
-        let bit = vip_filter_bit(addr, port, proto);
+        let bit = vip_filter_bit(&addr, port, proto);
         words[(bit / 64) as usize] |= 1 << (bit % 64);
     }
     words

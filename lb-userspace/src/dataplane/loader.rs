@@ -21,10 +21,7 @@ use aya::{
 };
 use lb_common::{
     LAYOUT_VERSION,
-    maps::{
-        CLOCK_PROGRAM, ICMP_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, NAT_REPLY_PROGRAM,
-        NAT_TABLE_PROGRAM, PROGRAM_ICMP, PROGRAM_NAME, PROGRAM_NAT_REPLY, PROGRAM_NAT_TABLE,
-    },
+    maps::{CLOCK_PROGRAM, MAP_META, MAP_PROGRAMS, MAP_SERVICES, PROGRAM_NAME, TAIL_CALLED},
 };
 use tracing::{debug, info};
 
@@ -103,18 +100,14 @@ pub fn load_with(pin_dir: &Path, pins: Pins) -> Result<Loaded> {
 /// main program is attached: a missing entry would leave that traffic to the kernel.
 fn load_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
     let mut fds = Vec::new();
-    for (name, slot, what) in [
-        (ICMP_PROGRAM, PROGRAM_ICMP, "ICMP"),
-        (NAT_REPLY_PROGRAM, PROGRAM_NAT_REPLY, "NAT reply"),
-        (NAT_TABLE_PROGRAM, PROGRAM_NAT_TABLE, "NAT table"),
-    ] {
+    for (what, slot) in TAIL_CALLED {
         let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("{what} program missing from object"))?
+            .program_mut(what)
+            .with_context(|| format!("program {what} missing from object"))?
             .try_into()?;
         program
             .load()
-            .with_context(|| format!("the kernel verifier rejected the {what} program"))?;
+            .with_context(|| format!("the kernel verifier rejected the program {what}"))?;
         fds.push((slot, program.fd()?.try_clone()?, what));
     }
     let mut programs: ProgramArray<MapData> = ProgramArray::try_from(
@@ -124,7 +117,7 @@ fn load_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
     for (slot, fd, what) in &fds {
         programs
             .set(*slot, fd, 0)
-            .with_context(|| format!("registering the {what} program"))?;
+            .with_context(|| format!("registering the program {what}"))?;
     }
     // The map is pinned: its entries outlive this process, as the attached program does.
     Ok(())

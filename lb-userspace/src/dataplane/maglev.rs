@@ -6,7 +6,7 @@
 //! Weights: every round, each real earns `weight` credit and claims a slot for each
 //! `max_weight` it has saved, so shares follow the weights.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_common::maps::NO_REAL;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backend {
     /// What the permutation is derived from: stable across restarts and reloads.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub weight: u16,
     /// Value written into the slots this backend owns (its real id).
@@ -43,9 +43,13 @@ pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
     let mut walks: Vec<Walk> = live
         .iter()
         .map(|b| {
-            let mut identity = [0u8; 6];
-            identity[..4].copy_from_slice(&b.address.octets());
-            identity[4..].copy_from_slice(&b.port.to_be_bytes());
+            // Address and port bytes: an IPv4 real's 6 are what every xdplb since the first
+            // hashed, so balancers of different versions build the same table.
+            let mut identity = match b.address {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            identity.extend_from_slice(&b.port.to_be_bytes());
             Walk {
                 offset: xxh3_64_with_seed(&identity, OFFSET_SEED) % m,
                 skip: xxh3_64_with_seed(&identity, SKIP_SEED) % (m - 1) + 1,
@@ -88,7 +92,7 @@ mod tests {
 
     fn backend(i: u8, weight: u16) -> Backend {
         Backend {
-            address: Ipv4Addr::new(198, 18, 0, 10 + i),
+            address: std::net::Ipv4Addr::new(198, 18, 0, 10 + i).into(),
             port: 0,
             weight,
             id: i as u32,

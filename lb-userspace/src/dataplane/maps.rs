@@ -1,6 +1,6 @@
 //! Typed handles on the data plane's maps, from a freshly loaded object or from the pins.
 
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -8,6 +8,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use lb_common::{
+    addr::Addr,
     counters::TrafficCounters,
     flood::FloodState,
     flow::{FlowKey, FlowValue, NatOrigin, NatReverse, PersistKey, PersistValue, ReplySource},
@@ -19,7 +20,7 @@ use lb_common::{
 pub struct Maps {
     pub services: HashMap<MapData, VipKey, Service>,
     /// VIP address -> flags (`VIP_ADDR_ADDED`: the controller put it on the interface).
-    pub vip_addrs: HashMap<MapData, u32, u32>,
+    pub vip_addrs: HashMap<MapData, Addr, u32>,
     /// Bitmap of hashed VIP:port:protocol, one u64 per entry.
     pub vip_filter: Array<MapData, u64>,
     /// Bitmap of hashed address:port:protocol NAT reals reply from.
@@ -29,7 +30,7 @@ pub struct Maps {
     /// SNAT reply 5-tuple -> the flow (client, VIP:port); a plain hash, swept by the controller.
     pub snat_reverse: HashMap<MapData, FlowKey, NatReverse>,
     /// SNAT addresses in use (value unused).
-    pub snat_addrs: HashMap<MapData, u32, u32>,
+    pub snat_addrs: HashMap<MapData, Addr, u32>,
     /// NAT reals' reply sources -> the one VIP:port each serves, for adopting flows.
     pub nat_origins: HashMap<MapData, ReplySource, NatOrigin>,
     /// Per CPU, entry 0: NAT flows adopted from a real's reply.
@@ -160,13 +161,36 @@ impl Maps {
         Ok(())
     }
 
-    /// Opens only the pinned `VIP_ADDRS` map, whose layout has never changed: `xdplb down`
-    /// reads it also from a data plane of another layout version.
-    pub fn open_pinned_vip_addrs(pin_dir: &Path) -> Result<HashMap<MapData, u32, u32>> {
+    /// Reads only the pinned `VIP_ADDRS` map (each VIP and its flags): `xdplb down` reads it
+    /// also from a data plane of another layout version. Its values have never changed; its
+    /// keys were IPv4 addresses (4 bytes, network byte order) before layout 10, and are
+    /// `Addr`s since.
+    pub fn pinned_vip_addrs(pin_dir: &Path) -> Result<Vec<(IpAddr, u32)>> {
         let path = pin_dir.join(MAP_VIP_ADDRS);
         let data =
             MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(Map::from_map_data(data)?.try_into()?)
+        let key_size = data
+            .info()
+            .with_context(|| format!("reading {}", path.display()))?
+            .key_size();
+        let map = Map::from_map_data(data)?;
+        if key_size as usize == size_of::<u32>() {
+            let map: HashMap<MapData, u32, u32> = map.try_into()?;
+            map.iter()
+                .map(|entry| {
+                    let (addr, flags) = entry?;
+                    Ok((IpAddr::from(addr.to_ne_bytes()), flags))
+                })
+                .collect()
+        } else {
+            let map: HashMap<MapData, Addr, u32> = map.try_into()?;
+            map.iter()
+                .map(|entry| {
+                    let (addr, flags) = entry?;
+                    Ok((IpAddr::from(addr), flags))
+                })
+                .collect()
+        }
     }
 
     /// Opens the maps a running (or crashed) balancer pinned under `pin_dir`.

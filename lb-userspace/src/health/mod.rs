@@ -12,12 +12,12 @@ pub mod probe;
 pub mod state;
 pub mod tcp;
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 /// Where a check goes: the real's own address (in DR the real serves on both VIP and RIP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
 }
 

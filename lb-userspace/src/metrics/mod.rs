@@ -42,7 +42,7 @@ impl RealLabels {
     }
 }
 
-fn real_name(address: std::net::Ipv4Addr, port: Option<u16>) -> String {
+fn real_name(address: std::net::IpAddr, port: Option<u16>) -> String {
     match port {
         Some(p) => format!("{address}:{p}"),
         None => address.to_string(),

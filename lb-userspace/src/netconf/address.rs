@@ -1,28 +1,33 @@
-//! Adding and removing /32 addresses (VIPs on the balancer's interface or a real's loopback).
+//! Adding and removing host addresses, /32 or /128 (VIPs on the balancer's interface or a real's
+//! loopback).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::Handle;
 
-/// Whether `addr`/32 is on `if_index`.
-pub async fn has(handle: &Handle, if_index: u32, addr: Ipv4Addr) -> Result<bool> {
+/// Whether `addr` (/32 or /128) is on `if_index`.
+pub async fn has(handle: &Handle, if_index: u32, addr: IpAddr) -> Result<bool> {
     Ok(find(handle, Some(if_index), addr).await?.is_some())
 }
 
 async fn find(
     handle: &Handle,
     if_index: Option<u32>,
-    addr: Ipv4Addr,
+    addr: IpAddr,
 ) -> Result<Option<netlink_packet_route::address::AddressMessage>> {
     let mut dump = handle.address().get().execute();
     while let Some(msg) = dump.try_next().await? {
-        if if_index.is_some_and(|i| i != msg.header.index) || msg.header.prefix_len != 32 {
+        if if_index.is_some_and(|i| i != msg.header.index)
+            || msg.header.prefix_len != host_prefix(addr)
+        {
             continue;
         }
-        let matches = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) if *a == addr));
+        let matches = msg.attributes.iter().any(
+            |a| matches!(a, AddressAttribute::Local(a) | AddressAttribute::Address(a) if *a == addr),
+        );
         if matches {
             return Ok(Some(msg));
         }
@@ -30,22 +35,30 @@ async fn find(
     Ok(None)
 }
 
-/// Adds `addr`/32 to `if_index`; returns false if it was already there.
-pub async fn add(handle: &Handle, if_index: u32, addr: Ipv4Addr) -> Result<bool> {
+/// Adds `addr` (/32 or /128) to `if_index`; returns false if it was already there. An IPv6
+/// address skips duplicate address detection (as keepalived's VIPs do): it is usable at once,
+/// not after a second of being tentative.
+pub async fn add(handle: &Handle, if_index: u32, addr: IpAddr) -> Result<bool> {
     if has(handle, if_index, addr).await? {
         return Ok(false);
     }
-    handle
-        .address()
-        .add(if_index, IpAddr::V4(addr), 32)
+    let mut request = handle.address().add(if_index, addr, host_prefix(addr));
+    if addr.is_ipv6() {
+        let message = request.message_mut();
+        message.header.flags |= AddressHeaderFlags::Nodad;
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    request
         .execute()
         .await
-        .with_context(|| format!("adding {addr}/32"))?;
+        .with_context(|| format!("adding {addr}/{}", host_prefix(addr)))?;
     Ok(true)
 }
 
-/// Removes `addr`/32 from `if_index` (any interface if `None`); returns false if it was absent.
-pub async fn remove(handle: &Handle, if_index: Option<u32>, addr: Ipv4Addr) -> Result<bool> {
+/// Removes `addr` (/32 or /128) from `if_index` (any interface if `None`); returns false if it was absent.
+pub async fn remove(handle: &Handle, if_index: Option<u32>, addr: IpAddr) -> Result<bool> {
     let Some(msg) = find(handle, if_index, addr).await? else {
         return Ok(false);
     };
@@ -54,14 +67,26 @@ pub async fn remove(handle: &Handle, if_index: Option<u32>, addr: Ipv4Addr) -> R
         .del(msg)
         .execute()
         .await
-        .with_context(|| format!("removing {addr}/32"))?;
+        .with_context(|| format!("removing {addr}/{}", host_prefix(addr)))?;
     Ok(true)
 }
 
-/// Every IPv4 address on this host's interfaces (in the current network namespace).
-pub fn local_ipv4() -> Result<std::collections::HashSet<Ipv4Addr>> {
+/// The prefix length of one host's address: 32, or 128 for IPv6.
+pub fn host_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// Every address on this host's interfaces (in the current network namespace).
+pub fn local_addresses() -> Result<std::collections::HashSet<IpAddr>> {
     let addresses = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
     Ok(addresses
-        .filter_map(|entry| entry.address?.as_sockaddr_in().map(|a| a.ip()))
+        .filter_map(|entry| {
+            let address = entry.address?;
+            match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                _ => None,
+            }
+        })
         .collect())
 }

@@ -1,23 +1,39 @@
-//! Real servers' Ethernet addresses, from the kernel's neighbour (ARP) table.
+//! Real servers' Ethernet addresses, from the kernel's neighbour table (ARP for IPv4, neighbour
+//! discovery for IPv6).
 //!
 //! XDP_TX bypasses the kernel, so the kernel never resolves the reals by itself: when an entry
 //! is missing or failed we provoke resolution by sending one UDP datagram to the real's
 //! discard port from a socket bound to the interface, and read the answer on the next pass.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::Result;
 use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::Handle;
 
-/// Usable Ethernet addresses of IPv4 neighbours on `if_index`.
-pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
+/// Usable Ethernet addresses of the IPv4 and IPv6 neighbours on `if_index`.
+pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<IpAddr, [u8; 6]>> {
     let mut out = HashMap::new();
+    for family in [
+        netlink_packet_route::AddressFamily::Inet,
+        netlink_packet_route::AddressFamily::Inet6,
+    ] {
+        family_table(handle, if_index, family, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn family_table(
+    handle: &Handle,
+    if_index: u32,
+    family: netlink_packet_route::AddressFamily,
+    out: &mut HashMap<IpAddr, [u8; 6]>,
+) -> Result<()> {
     let mut dump = handle
         .neighbours()
         .get()
-        .set_address_family(netlink_packet_route::AddressFamily::Inet)
+        .set_address_family(family)
         .execute();
     while let Some(msg) = dump.try_next().await? {
         if msg.header.ifindex != if_index {
@@ -39,7 +55,12 @@ pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<Ipv4Addr, [
         let mut mac = None;
         for attr in &msg.attributes {
             match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    addr = Some(IpAddr::V4(*a))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                    addr = Some(IpAddr::V6(*a))
+                }
                 NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                     mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
                 }
@@ -52,13 +73,19 @@ pub async fn table(handle: &Handle, if_index: u32) -> Result<HashMap<Ipv4Addr, [
             out.insert(addr, mac);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Makes the kernel ARP for `addr` on `interface` (answer arrives asynchronously).
-pub fn provoke(interface: &str, addr: Ipv4Addr) {
+/// Makes the kernel resolve `addr` on `interface`, by ARP or a neighbour solicitation (the
+/// answer arrives asynchronously).
+pub fn provoke(interface: &str, addr: IpAddr) {
     use std::net::UdpSocket;
-    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
+    let any = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let Ok(socket) = UdpSocket::bind(any) else {
         return;
     };
     let _ = nix::sys::socket::setsockopt(
@@ -66,6 +93,6 @@ pub fn provoke(interface: &str, addr: Ipv4Addr) {
         nix::sys::socket::sockopt::BindToDevice,
         &std::ffi::OsString::from(interface),
     );
-    // Discard port; the datagram itself is irrelevant, the ARP request it triggers is not.
+    // Discard port; the datagram itself is irrelevant, the resolution it triggers is not.
     let _ = socket.send_to(&[], (addr, 9));
 }

@@ -30,9 +30,10 @@ pub enum Kind {
     Name,
     /// A network interface name.
     Interface,
-    /// An IPv4 address other hosts can reach (not 0.0.0.0, broadcast, multicast or loopback).
+    /// An IPv4 or IPv6 address other hosts can reach (not unspecified, broadcast, multicast,
+    /// loopback or link-local).
     Address,
-    /// `ADDRESS` or `ADDRESS:PORT`.
+    /// `ADDRESS` or `ADDRESS:PORT` (IPv6: `[ADDRESS]:PORT`).
     AddressPort,
     /// A TCP/UDP port, 1 to 65535.
     Port,
@@ -197,7 +198,7 @@ pub static SERVICE: Section = Section {
         required(
             "vip",
             Kind::Address,
-            "The virtual IPv4 address clients connect to.",
+            "The virtual address clients connect to, IPv4 or IPv6. A service is of one family: its reals, fallback and `snat_address` are of the VIP's.",
         ),
         required(
             "ports",
@@ -268,7 +269,7 @@ pub static SERVICE: Section = Section {
             "fallback",
             Kind::AddressPort,
             "no fallback",
-            "A server used only while no real is up (a sorry server): `ADDRESS`, or with `forwarding: nat` or `snat` `ADDRESS:PORT`.",
+            "A server used only while no real is up (a sorry server): `ADDRESS`, or with `forwarding: nat` or `snat` `ADDRESS:PORT` (IPv6: `[ADDRESS]:PORT`).",
         ),
         key(
             "timeouts",
@@ -300,9 +301,9 @@ pub static PERSISTENCE: Section = Section {
         ),
         key(
             "netmask",
-            Kind::Whole { min: 0, max: 32 },
-            "32",
-            "Prefix length of the client addresses that count as one client (24: a whole /24 goes to one real).",
+            Kind::Whole { min: 0, max: 128 },
+            "32 (IPv6: 128)",
+            "Prefix length of the client addresses that count as one client (24: a whole /24 goes to one real). IPv4 services take 0 to 32, IPv6 services 0 to 128 (64: a whole /64, one site's hosts, goes to one real).",
         ),
     ],
 };
@@ -459,7 +460,11 @@ pub static REAL: Section = Section {
     path: "services[].reals[]",
     doc: "A real server.",
     keys: &[
-        required("address", Kind::Address, "The real's IPv4 address."),
+        required(
+            "address",
+            Kind::Address,
+            "The real's address, of its service's VIP's family.",
+        ),
         key(
             "weight",
             Kind::Whole { min: 0, max: 65535 },

@@ -1,6 +1,6 @@
 //! The validated policy: plain values the controller works with.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -118,13 +118,13 @@ pub enum Scheduler {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub ports: Vec<u16>,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
     /// SNAT: the source address the reals see; `None`: this host's own address toward each
     /// real (the one the kernel picks, as for the health checks).
-    pub snat_address: Option<Ipv4Addr>,
+    pub snat_address: Option<IpAddr>,
     pub scheduler: Scheduler,
     pub persistence: Option<Persistence>,
     pub health: HealthCheck,
@@ -159,7 +159,7 @@ impl Service {
 /// real is up. A port (NAT only) translates the destination port, as a real's `port` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fallback {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: Option<u16>,
 }
 
@@ -247,7 +247,7 @@ impl Default for HealthCheck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Real {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// 0 = drained: no new flows.
     pub weight: u16,
     /// NAT only: translate the destination port to this.
@@ -261,7 +261,7 @@ pub struct Real {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RealRef {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: Option<u16>,
 }
 
@@ -278,6 +278,10 @@ impl RealRef {
 impl std::fmt::Display for RealRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.port {
+            // An IPv6 address with a port goes in brackets, as in a URL.
+            Some(port) if self.address.is_ipv6() => {
+                write!(f, "{}/[{}]:{port}", self.service, self.address)
+            }
             Some(port) => write!(f, "{}/{}:{port}", self.service, self.address),
             None => write!(f, "{}/{}", self.service, self.address),
         }

@@ -1,7 +1,7 @@
 //! The policy file as written, typed. It is read only after `shape` found the file's keys and
 //! values well formed (xdplb.yaml(5)); values that need cross-checks keep their position.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -66,12 +66,12 @@ pub enum RoleSpec {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: Spanned<String>,
-    pub vip: Spanned<Ipv4Addr>,
+    pub vip: Spanned<IpAddr>,
     pub ports: Spanned<Vec<Spanned<u16>>>,
     pub protocol: ProtocolSpec,
     pub forwarding: ForwardingSpec,
     #[serde(default)]
-    pub snat_address: Option<Spanned<Ipv4Addr>>,
+    pub snat_address: Option<Spanned<IpAddr>>,
     #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
     #[serde(default)]
@@ -174,7 +174,7 @@ pub struct HealthSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealSpec {
-    pub address: Spanned<Ipv4Addr>,
+    pub address: Spanned<IpAddr>,
     #[serde(default)]
     pub weight: Option<u16>,
     #[serde(default)]

@@ -2,7 +2,10 @@
 //! values of the wrong kind or out of range. Every problem is collected, each at the key or
 //! value it is about, in the words of the policy, with a guess at what was meant.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use super::{
     duration::parse_duration,
@@ -331,8 +334,8 @@ fn scalar(node: &Node, name: &str, whose: &str, kind: &Kind) -> Result<(), Strin
         Kind::AddressPort => {
             let t = spelled()?;
             let t = t.as_str();
-            match t.rsplit_once(':') {
-                Some((a, p)) if a.parse::<Ipv4Addr>().is_ok() => {
+            match split_address_port(t) {
+                Some((a, p)) => {
                     address(a, whose)?;
                     p.parse::<u16>()
                         .ok()
@@ -345,7 +348,9 @@ fn scalar(node: &Node, name: &str, whose: &str, kind: &Kind) -> Result<(), Strin
                         })
                 }
                 _ => address(t, whose).map(drop).map_err(|e| {
-                    format!("{e} (`{name}` is ADDRESS or ADDRESS:PORT, e.g. 198.18.0.99:8080)")
+                    format!(
+                        "{e} (`{name}` is ADDRESS or ADDRESS:PORT, e.g. 198.18.0.99:8080 or [2001:db8::99]:8080)"
+                    )
                 }),
             }
         }
@@ -465,8 +470,9 @@ fn scalar(node: &Node, name: &str, whose: &str, kind: &Kind) -> Result<(), Strin
     }
 }
 
-/// An IPv4 address other hosts can reach; other notations get a message that names them.
-fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
+/// An IPv4 or IPv6 address other hosts can reach; other notations get a message that names
+/// them.
+fn address(text: &str, whose: &str) -> Result<IpAddr, String> {
     let shown = text.escape_debug().to_string();
     let t = shown.as_str();
     if text.trim() != text {
@@ -474,20 +480,26 @@ fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
             "`{t}` has spaces around it; {whose} is the address alone"
         ));
     }
-    let address = match text.parse::<Ipv4Addr>() {
+    let address = match text.parse::<IpAddr>() {
         Ok(a) => a,
-        Err(_)
-            if t.parse::<std::net::Ipv6Addr>().is_ok()
-                || t.starts_with('[')
-                || t.parse::<std::net::SocketAddrV6>().is_ok() =>
-        {
+        Err(_) if t.parse::<std::net::SocketAddrV6>().is_ok() => {
             return Err(format!(
-                "`{t}`: IPv6 addresses are not supported yet; {whose} must be an IPv4 address"
+                "`{t}` has a port; {whose} is an address alone (ports have their own keys)"
+            ));
+        }
+        Err(_) if t.starts_with('[') && t.ends_with(']') => {
+            return Err(format!(
+                "`{t}`: write {whose} without brackets (brackets only go around an IPv6 address followed by a port)"
             ));
         }
         Err(_) if t.contains('/') => {
             return Err(format!(
                 "`{t}` is a prefix; {whose} is a single address, without /length"
+            ));
+        }
+        Err(_) if t.contains('%') => {
+            return Err(format!(
+                "`{t}` has a zone (%interface); {whose} must be a global address, not a link-local one"
             ));
         }
         Err(_)
@@ -498,9 +510,14 @@ fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
                 "`{t}` has a port; {whose} is an address alone (ports have their own keys)"
             ));
         }
+        Err(_) if t.contains(':') => {
+            return Err(format!(
+                "`{t}` is not an IPv6 address (eight groups of hex digits, :: for a run of zeros, e.g. 2001:db8::10)"
+            ));
+        }
         Err(_) if t.chars().any(|c| c.is_ascii_alphabetic()) => {
             return Err(format!(
-                "`{t}` is not an IPv4 address; {whose} must be written as one (e.g. 198.18.0.10): host names are not resolved"
+                "`{t}` is not an IP address; {whose} must be written as one (e.g. 198.18.0.10 or 2001:db8::10): host names are not resolved"
             ));
         }
         Err(_) => {
@@ -509,25 +526,61 @@ fn address(text: &str, whose: &str) -> Result<Ipv4Addr, String> {
             ));
         }
     };
-    let first = address.octets()[0];
-    let unusable = if address.is_loopback() {
-        Some("a loopback address")
-    } else if first == 0 {
-        Some("in 0.0.0.0/8 (this network, no host's address)")
-    } else if address.is_broadcast() {
-        Some("the broadcast address")
-    } else if address.is_multicast() {
-        Some("a multicast address")
-    } else if first >= 240 {
-        Some("in 240.0.0.0/4 (reserved)")
-    } else {
-        None
+    let unusable = match address {
+        IpAddr::V4(v4) => {
+            let first = v4.octets()[0];
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if first == 0 {
+                Some("in 0.0.0.0/8 (this network, no host's address)")
+            } else if v4.is_broadcast() {
+                Some("the broadcast address")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if first >= 240 {
+                Some("in 240.0.0.0/4 (reserved)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Err(format!(
+                    "{address} is an IPv4-mapped address; write the IPv4 address itself ({v4})"
+                ));
+            }
+            if v6.is_unspecified() {
+                Some("the unspecified address")
+            } else if v6.is_loopback() {
+                Some("the loopback address")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else if v6.is_unicast_link_local() {
+                Some("link-local (fe80::/10), valid on one link only")
+            } else if v6.segments()[..6] == [0; 6] {
+                Some("in ::/96 (IPv4-compatible, deprecated)")
+            } else {
+                None
+            }
+        }
     };
     match unusable {
         Some(what) => Err(format!(
             "{address} is {what}; {whose} must be an address other hosts can reach"
         )),
         None => Ok(address),
+    }
+}
+
+/// `ADDRESS:PORT` (IPv6: `[ADDRESS]:PORT`) split, if it has a port.
+pub fn split_address_port(text: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (address, port) = rest.split_once("]:")?;
+        return Some((address, port));
+    }
+    match text.rsplit_once(':') {
+        Some((a, p)) if a.parse::<Ipv4Addr>().is_ok() => Some((a, p)),
+        _ => None,
     }
 }
 

@@ -1,6 +1,9 @@
 //! Policy parsing and every rejection the contract names, with positions.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use super::*;
 
@@ -67,7 +70,7 @@ fn full_example_parses() {
     let dicom = &p.services[0];
     assert_eq!(
         (dicom.vip, dicom.ports.clone()),
-        (Ipv4Addr::new(198, 18, 0, 100), vec![104, 11112])
+        (Ipv4Addr::new(198, 18, 0, 100).into(), vec![104, 11112])
     );
     assert_eq!(
         dicom.persistence,
@@ -85,7 +88,7 @@ fn full_example_parses() {
     assert_eq!(
         dicom.fallback,
         Some(Fallback {
-            address: Ipv4Addr::new(198, 18, 0, 99),
+            address: Ipv4Addr::new(198, 18, 0, 99).into(),
             port: None
         })
     );
@@ -469,8 +472,29 @@ fn unsafe_values_are_refused_and_explained_as_written() {
         ),
         (
             "address: 198.18.0.11",
-            "address: '[::1]:80'",
-            "IPv6 addresses are not supported yet",
+            "address: '[2001:2::11]:80'",
+            "`[2001:2::11]:80` has a port",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: '[2001:2::11]'",
+            "without brackets",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: ::1",
+            "::1 is the loopback address",
+        ),
+        ("address: 198.18.0.11", "address: fe80::11", "link-local"),
+        (
+            "address: 198.18.0.11",
+            "address: ::ffff:198.18.0.11",
+            "write the IPv4 address itself (198.18.0.11)",
+        ),
+        (
+            "address: 198.18.0.11",
+            "address: 2001:2::g",
+            "is not an IPv6 address",
         ),
         ("      rise: 2", "      rise: 1.0", "not `1.0`"),
     ];
@@ -624,7 +648,7 @@ fn snat_takes_a_source_address_and_port_translation() {
     let p = parse("p.yaml", &with).unwrap();
     assert_eq!(
         p.services[0].snat_address,
-        Some(Ipv4Addr::new(198, 19, 0, 1))
+        Some(Ipv4Addr::new(198, 19, 0, 1).into())
     );
     let p = parse(
         "p.yaml",
@@ -664,7 +688,7 @@ fn snat_takes_a_source_address_and_port_translation() {
                 "    forwarding: snat\n    snat_address: 2001:2::1\n",
                 1,
             ),
-            "IPv6 addresses are not supported yet",
+            "is IPv6 but the VIP is IPv4",
         ),
     ] {
         let all = errors(&text);
@@ -707,4 +731,92 @@ fn nat_and_a_shared_snat_address_behind_several_balancers_are_warned_about() {
     // DR, and SNAT from each balancer's own address, are what several balancers do well.
     let fine = bgp.replace("forwarding: nat", "forwarding: snat");
     assert!(crate::policy::warnings(&parse("p.yaml", &fine).unwrap()).is_empty());
+}
+
+#[test]
+fn ipv6_services_are_one_family_each() {
+    let text = "
+interfaces:
+  - name: eth0
+services:
+  - name: viewer6
+    vip: 2001:2::100
+    ports: [443]
+    protocol: tcp
+    forwarding: nat
+    persistence:
+      timeout: 1h
+      netmask: 64
+    fallback: '[2001:2::99]:8080'
+    reals:
+      - address: 2001:2:0:1::11
+        port: 8443
+  - name: viewer4
+    vip: 198.18.0.100
+    ports: [443]
+    protocol: tcp
+    forwarding: dr
+    reals:
+      - address: 198.18.0.11
+";
+    let policy = parse("p.yaml", text).expect("a dual-stack policy is valid");
+    let v6 = &policy.services[0];
+    assert_eq!(v6.vip, "2001:2::100".parse::<IpAddr>().unwrap());
+    assert_eq!(v6.persistence.unwrap().netmask, 64);
+    let fallback = v6.fallback.unwrap();
+    assert_eq!(
+        (fallback.address, fallback.port),
+        ("2001:2::99".parse().unwrap(), Some(8080))
+    );
+    assert_eq!(
+        RealRef::of(v6, &v6.reals[0]).to_string(),
+        "viewer6/[2001:2:0:1::11]:8443"
+    );
+    // Without a netmask an IPv6 client is its whole address.
+    let whole = text.replace("      netmask: 64\n", "");
+    assert_eq!(
+        parse("p.yaml", &whole).unwrap().services[0]
+            .persistence
+            .unwrap()
+            .netmask,
+        128
+    );
+
+    for (from, to, needle) in [
+        (
+            "      - address: 2001:2:0:1::11",
+            "      - address: 198.19.0.11",
+            "real 198.19.0.11 is IPv4 but the VIP 2001:2::100 is IPv6: a service is of one family",
+        ),
+        (
+            "    fallback: '[2001:2::99]:8080'",
+            "    fallback: 198.18.0.99:8080",
+            "fallback 198.18.0.99 is IPv4 but the VIP 2001:2::100 is IPv6",
+        ),
+        (
+            "      - address: 198.18.0.11",
+            "      - address: 2001:2::11",
+            "real 2001:2::11 is IPv6 but the VIP 198.18.0.100 is IPv4",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let all = errors(&text.replacen(from, to, 1));
+        assert!(
+            all.0.iter().any(|e| e.message.contains(needle)),
+            "{needle}:\n{all}"
+        );
+    }
+    // An IPv4 service's netmask stays within 32.
+    let wide = text.replacen(
+        "    forwarding: dr\n",
+        "    forwarding: dr\n    persistence:\n      timeout: 1h\n      netmask: 64\n",
+        1,
+    );
+    let all = errors(&wide);
+    assert!(
+        all.0.iter().any(|e| e
+            .message
+            .contains("`netmask` of an IPv4 service must be 0 to 32, not 64")),
+        "{all}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lb_common::maps::{MAX_REALS, MAX_SERVICES, MAX_VIP_PORTS};
@@ -106,7 +106,7 @@ fn services(raw: &[Spanned<ServiceSpec>], out: &mut Vec<Invalid>) -> Vec<Service
     let services: Vec<Service> = raw.iter().map(|spec| service(&spec.value, out)).collect();
 
     let mut names = HashSet::new();
-    let mut vip_ports: HashMap<(Ipv4Addr, u16, Protocol), &str> = HashMap::new();
+    let mut vip_ports: HashMap<(IpAddr, u16, Protocol), &str> = HashMap::new();
     let mut total_reals = 0usize;
     for (spec, service) in raw.iter().zip(&services) {
         if !names.insert(service.name.as_str()) {
@@ -146,7 +146,7 @@ fn services(raw: &[Spanned<ServiceSpec>], out: &mut Vec<Invalid>) -> Vec<Service
     }
     // A real or fallback that is another service's VIP would send that service's traffic round
     // again.
-    let vips: HashSet<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+    let vips: HashSet<IpAddr> = services.iter().map(|s| s.vip).collect();
     for (spec, service) in raw.iter().zip(&services) {
         if let (Some(fallback), Some(given)) = (service.fallback, &spec.value.fallback)
             && fallback.address != service.vip
@@ -193,7 +193,30 @@ fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
                 snat_address,
                 "`snat_address` cannot be the service's VIP: replies to it would look like new connections to the VIP",
             ));
+        } else if snat_address.value.is_ipv6() != spec.vip.value.is_ipv6() {
+            out.push(at(
+                snat_address,
+                format!(
+                    "`snat_address` {} is {} but the VIP is {}: the reals are reached in the VIP's family",
+                    snat_address.value,
+                    family(snat_address.value),
+                    family(spec.vip.value)
+                ),
+            ));
         }
+    }
+    if let Some(persistence) = &spec.persistence
+        && let Some(netmask) = &persistence.value.netmask
+        && spec.vip.value.is_ipv4()
+        && netmask.value > 32
+    {
+        out.push(at(
+            netmask,
+            format!(
+                "`netmask` of an IPv4 service must be 0 to 32, not {} (128 is for IPv6 services)",
+                netmask.value
+            ),
+        ));
     }
     let protocol = match spec.protocol {
         ProtocolSpec::Tcp => Protocol::Tcp,
@@ -223,7 +246,11 @@ fn service(spec: &ServiceSpec, out: &mut Vec<Invalid>) -> Service {
         },
         persistence: spec.persistence.as_ref().map(|p| Persistence {
             timeout: p.value.timeout.0,
-            netmask: p.value.netmask.as_ref().map_or(32, |n| n.value),
+            netmask: p
+                .value
+                .netmask
+                .as_ref()
+                .map_or(if spec.vip.value.is_ipv6() { 128 } else { 32 }, |n| n.value),
         }),
         health: match &spec.health {
             // UDP has no handshake a connect could probe: without a configured check, UDP
@@ -277,6 +304,20 @@ fn reals(spec: &ServiceSpec, forwarding: Forwarding, out: &mut Vec<Invalid>) -> 
                 ),
             ));
         }
+        if r.address.value.is_ipv6() != spec.vip.value.is_ipv6() {
+            out.push(at(
+                &r.address,
+                format!(
+                    "real {} is {} but the VIP {} is {}: a service is of one family (give the {} reals a service of their own, with an {} VIP)",
+                    r.address.value,
+                    family(r.address.value),
+                    spec.vip.value,
+                    family(spec.vip.value),
+                    family(r.address.value),
+                    family(r.address.value),
+                ),
+            ));
+        }
         if !seen.insert((r.address.value, r.port.as_ref().map(|p| p.value))) {
             out.push(at(
                 &r.address,
@@ -299,15 +340,25 @@ fn fallback(
     f: &Spanned<String>,
     forwarding: Forwarding,
     reals: &[Real],
-    vip: Ipv4Addr,
+    vip: IpAddr,
     out: &mut Vec<Invalid>,
 ) -> Option<Fallback> {
     let text = f.value.trim();
-    let (address, port) = match text.rsplit_once(':') {
+    let (address, port) = match super::shape::split_address_port(text) {
         Some((address, port)) => (address, port.parse::<u16>().ok()),
         None => (text, None),
     };
-    let address: Ipv4Addr = address.parse().ok()?;
+    let address: IpAddr = address.parse().ok()?;
+    if address.is_ipv6() != vip.is_ipv6() {
+        out.push(at(
+            f,
+            format!(
+                "fallback {address} is {} but the VIP {vip} is {}: a service is of one family",
+                family(address),
+                family(vip)
+            ),
+        ));
+    }
     if port.is_some() && !forwarding.translates() {
         out.push(at(
             f,
@@ -481,4 +532,9 @@ fn health(spec: &Spanned<HealthSpec>, out: &mut Vec<Invalid>) -> HealthCheck {
         ));
     }
     check
+}
+
+/// "IPv4" or "IPv6", for messages.
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
 }

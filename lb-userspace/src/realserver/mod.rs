@@ -9,7 +9,7 @@
 
 mod state;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -28,7 +28,7 @@ fn target_interfaces(interface: Option<&str>) -> Result<Vec<String>> {
     Ok(out)
 }
 
-pub async fn up(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<()> {
+pub async fn up(vips: &[IpAddr], interface: Option<&str>) -> Result<()> {
     if let Some(i) = interface {
         netconf::if_index(i)?;
     }
@@ -57,11 +57,11 @@ pub async fn up(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<()> {
     state.save()
 }
 
-pub async fn down(vips: &[Ipv4Addr]) -> Result<()> {
+pub async fn down(vips: &[IpAddr]) -> Result<()> {
     let mut state = State::load()?;
     let handle = netconf::connect()?;
     let lo = netconf::if_index("lo")?;
-    let targets: Vec<Ipv4Addr> = if vips.is_empty() {
+    let targets: Vec<IpAddr> = if vips.is_empty() {
         state.vips()
     } else {
         vips.to_vec()
@@ -88,7 +88,7 @@ pub async fn down(vips: &[Ipv4Addr]) -> Result<()> {
 }
 
 /// Prints whether this host would answer ARP for each VIP, and why. Returns whether all is well.
-pub async fn check(vips: &[Ipv4Addr], interface: Option<&str>) -> Result<bool> {
+pub async fn check(vips: &[IpAddr], interface: Option<&str>) -> Result<bool> {
     let handle = netconf::connect()?;
     let lo = netconf::if_index("lo")?;
     let all_ignore = sysctl::get("all", "arp_ignore")?;

@@ -3,7 +3,7 @@
 //! cookie, which the kernel never gives to another namespace (an inode number is reused once
 //! a namespace is gone, and a later one would restore what its predecessor recorded).
 
-use std::{fs, net::Ipv4Addr, os::fd::AsRawFd, path::PathBuf};
+use std::{fs, net::IpAddr, os::fd::AsRawFd, path::PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 pub struct State {
     /// (interface, sysctl, original value)
     sysctls: Vec<(String, String, i64)>,
-    vips: Vec<Ipv4Addr>,
+    vips: Vec<IpAddr>,
 }
 
 fn path() -> Result<PathBuf> {
@@ -89,19 +89,19 @@ impl State {
         }
     }
 
-    pub fn remember_vip(&mut self, vip: Ipv4Addr) {
+    pub fn remember_vip(&mut self, vip: IpAddr) {
         if !self.vips.contains(&vip) {
             self.vips.push(vip);
         }
     }
 
-    pub fn forget_vip(&mut self, vip: Ipv4Addr) -> bool {
+    pub fn forget_vip(&mut self, vip: IpAddr) -> bool {
         let before = self.vips.len();
         self.vips.retain(|v| *v != vip);
         self.vips.len() != before
     }
 
-    pub fn vips(&self) -> Vec<Ipv4Addr> {
+    pub fn vips(&self) -> Vec<IpAddr> {
         self.vips.clone()
     }
 

@@ -39,7 +39,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use etherparse::PacketBuilder;
-use lb_common::{flood::FloodState, flow::FlowKey, maps::PROGRAM_NAME};
+use lb_common::{addr::Addr, flood::FloodState, flow::FlowKey, maps::PROGRAM_NAME};
 use xdplb::{
     dataplane::{
         loader, object,
@@ -338,16 +338,16 @@ impl Bench {
         let mut policy = policy::parse("bench", POLICY)?;
         // The circle (see above): each NAT service's real is the other's VIP, which `validate`
         // rightly refuses in a policy file (the packets would be balanced again).
-        policy.services[2].vip = Ipv4Addr::new(198, 19, 0, 11);
-        policy.services[2].reals[0].address = Ipv4Addr::new(198, 18, 0, 101);
-        policy.services[4].vip = SNAT_REAL;
-        policy.services[4].reals[0].address = SNAT_VIP;
+        policy.services[2].vip = Ipv4Addr::new(198, 19, 0, 11).into();
+        policy.services[2].reals[0].address = Ipv4Addr::new(198, 18, 0, 101).into();
+        policy.services[4].vip = SNAT_REAL.into();
+        policy.services[4].reals[0].address = SNAT_VIP.into();
         let observed = Observed {
             // The kernel hands each repeat the previous one's output: with the reals at the
             // balancer's MAC, a forwarded frame is still addressed to the balancer, as the
             // data plane requires, and every repeat is the same established forward.
             macs: (11..=13)
-                .map(|i| (Ipv4Addr::new(198, 18, 0, i), LB_MAC))
+                .map(|i| (Ipv4Addr::new(198, 18, 0, i).into(), LB_MAC))
                 .collect(),
             ..Default::default()
         };
@@ -610,8 +610,8 @@ fn close_snat_circle(
     let (b, _) = test_run(xdplb, &a_out, 1, Some(ctx_out))?;
     ensure!(b == XDP_TX, "SNAT B gave {b}");
     let key = |src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16| FlowKey {
-        src: u32::from_ne_bytes(src.octets()),
-        dst: u32::from_ne_bytes(dst.octets()),
+        src: Addr::from(src),
+        dst: Addr::from(dst),
         sport: sport.to_be(),
         dport: dport.to_be(),
         proto: 6,

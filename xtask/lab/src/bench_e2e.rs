@@ -359,7 +359,7 @@ impl Forwarders {
 fn load_xdplb(topology: &Topology, pin_dir: &Path, policy_text: &str) -> Result<loader::Loaded> {
     let policy = policy::parse("e2e", policy_text)?;
     let observed = Observed {
-        macs: [(REAL, topology.gen_mac)].into_iter().collect(),
+        macs: [(REAL.into(), topology.gen_mac)].into_iter().collect(),
         ..Default::default()
     };
     let pin_dir = pin_dir.to_path_buf();

@@ -4,7 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Result, bail};
-use lb_common::maps::{MAX_REALS, MAX_SERVICES};
+use lb_common::{
+    addr::Addr,
+    maps::{MAX_REALS, MAX_SERVICES},
+};
 
 use super::{RealKey, Sync};
 use crate::policy::{self, Policy};
@@ -74,9 +77,7 @@ impl Sync {
                 let existing = self.real_ids.get(&key).copied().or_else(|| {
                     self.written_reals
                         .iter()
-                        .find(|(_, r)| {
-                            r.service == sid && r.addr == u32::from_ne_bytes(real.address.octets())
-                        })
+                        .find(|(_, r)| r.service == sid && r.addr == Addr::from(real.address))
                         .map(|(&id, _)| id)
                 });
                 if let Some(id) = existing.filter(|id| !taken.contains(id)) {

@@ -5,11 +5,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use anyhow::Result;
 use lb_common::{
+    addr::Addr,
     flow::entry_alive,
     service::{REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_UP, Real},
 };
@@ -75,15 +76,16 @@ impl Sync {
         let retired = Real {
             mac: [0; 6],
             flags: 0,
-            addr: 0,
+            addr: Addr::NONE,
             generation: self.generations[id as usize],
             service: 0,
             port: 0,
             _pad: 0,
             idle_timeout: 0,
             closing_timeout: 0,
-            persist_mask: 0,
-            snat_addr: 0,
+            persist_mask: Addr::NONE,
+            snat_addr: Addr::NONE,
+            _pad2: 0,
         };
         maps.reals.set(id, retired, 0)?;
         self.written_reals.remove(&id);
@@ -95,7 +97,7 @@ impl Sync {
         &self,
         policy: &Policy,
         service_ids: &HashMap<String, u32>,
-    ) -> Vec<(u32, u16, u8)> {
+    ) -> Vec<(Addr, u16, u8)> {
         let mut out = Vec::new();
         for (id, leaving) in &self.leaving {
             let real = self.written_reals[id];
@@ -129,7 +131,7 @@ impl Sync {
         &mut self,
         maps: &mut Maps,
         now: u32,
-    ) -> Result<Vec<(Ipv4Addr, std::time::Duration)>> {
+    ) -> Result<Vec<(IpAddr, std::time::Duration)>> {
         if self.leaving.is_empty() {
             return Ok(Vec::new());
         }
@@ -167,7 +169,7 @@ impl Sync {
             .map(|(id, l)| (*id, *l))
             .collect::<Vec<_>>()
         {
-            let addr = Ipv4Addr::from(self.written_reals[&id].addr.to_ne_bytes());
+            let addr = IpAddr::from(self.written_reals[&id].addr);
             self.leaving.remove(&id);
             self.retire(maps, id)?;
             retired.push((addr, leaving.since.elapsed()));

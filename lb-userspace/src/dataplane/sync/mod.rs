@@ -15,11 +15,12 @@ mod snat_addrs;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use anyhow::Result;
 use lb_common::{
+    addr::Addr,
     flow::{NatOrigin, ReplySource},
     maps::{MAGLEV_TABLE_SIZE, MAX_REALS},
     service::{Real, Service, VipKey},
@@ -36,9 +37,9 @@ use crate::policy::{self, Forwarding, Policy, RealRef, Scheduler};
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
     /// Ethernet address of each reachable real server.
-    pub macs: HashMap<Ipv4Addr, [u8; 6]>,
+    pub macs: HashMap<IpAddr, [u8; 6]>,
     /// VIPs the controller itself added to the client-facing interface.
-    pub announced_vips: HashSet<Ipv4Addr>,
+    pub announced_vips: HashSet<IpAddr>,
     /// Reals whose health check says down (or has not answered yet): no flows at all.
     pub unhealthy: HashSet<RealRef>,
     /// Reals an operator drained at run time (`xdplb drain`): as weight 0.
@@ -47,13 +48,13 @@ pub struct Observed {
     pub halted: HashSet<RealRef>,
     /// This host's own address toward each SNAT real (the source the kernel picks), for SNAT
     /// services without `snat_address`.
-    pub snat_sources: HashMap<Ipv4Addr, Ipv4Addr>,
+    pub snat_sources: HashMap<IpAddr, IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RealKey {
     service: u32,
-    address: Ipv4Addr,
+    address: IpAddr,
     port: Option<u16>,
 }
 
@@ -62,7 +63,7 @@ struct RealKey {
 pub struct RealView {
     pub service: String,
     pub service_id: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: Option<u16>,
     pub id: u32,
     /// May receive packets (its established flows stay on it).
@@ -86,7 +87,7 @@ pub struct Sync {
     /// Contents of each table as last written (unknown after a restart: written in full).
     tables: HashMap<u32, Vec<u32>>,
     vip_ports: HashMap<VipKey, Service>,
-    vips: HashMap<u32, u32>,
+    vips: HashMap<Addr, u32>,
     vip_filter: Filter,
     real_filter: Filter,
     /// What the last `apply` produced, by service name.
@@ -203,7 +204,7 @@ pub fn snat_source(
     service: &policy::Service,
     real: &policy::Real,
     observed: &Observed,
-) -> Option<Ipv4Addr> {
+) -> Option<IpAddr> {
     if service.forwarding != Forwarding::Snat {
         return None;
     }
@@ -247,13 +248,13 @@ pub(super) fn new_flow_reals(service: &policy::Service, observed: &Observed) -> 
     chosen
 }
 
-/// The persistence netmask as an address mask in network byte order.
-pub(super) fn persist_mask(service: &policy::Service) -> u32 {
-    let bits = service.persistence.map(|p| p.netmask).unwrap_or(32) as u32;
-    let host_order = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
-    host_order.to_be()
+/// The persistence netmask as an address mask in the VIP's family (IPv4: the mapped form,
+/// whose first 96 bits are kept whole). Without persistence, the whole address.
+pub(super) fn persist_mask(service: &policy::Service) -> Addr {
+    let v4 = service.vip.is_ipv4();
+    let whole = if v4 { 32 } else { 128 };
+    let bits = service
+        .persistence
+        .map_or(whole, |p| p.netmask.min(whole as u8) as u32);
+    Addr::prefix_mask(v4, bits)
 }

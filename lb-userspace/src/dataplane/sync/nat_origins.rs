@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
 use lb_common::{
+    addr::Addr,
     flow::{NatOrigin, ReplySource},
     maps::MAX_NAT_ORIGINS,
 };
@@ -24,7 +25,7 @@ pub(super) struct ReplyOrigin<'p> {
     pub service: &'p policy::Service,
     pub real: policy::Real,
     /// Address, port (network byte order) and protocol of the replies.
-    pub source: (u32, u16, u8),
+    pub source: (Addr, u16, u8),
     pub vip_port: u16,
 }
 
@@ -38,7 +39,7 @@ pub(super) fn reply_sources<'p>(policy: &'p Policy, modes: &[Forwarding]) -> Vec
         .filter(|s| modes.contains(&s.forwarding))
     {
         for real in service.members() {
-            let addr = u32::from_ne_bytes(real.address.octets());
+            let addr = Addr::from(real.address);
             for &vip_port in &service.ports {
                 let port = real.port.unwrap_or(vip_port);
                 out.push(ReplyOrigin {
@@ -70,14 +71,16 @@ impl Sync {
                 port,
                 proto,
                 _pad: 0,
+                _pad2: 0,
             };
             let id = wanted.real_id(wanted.service_ids[&origin.service.name], &origin.real);
             let value = NatOrigin {
-                vip: u32::from_ne_bytes(origin.service.vip.octets()),
+                vip: Addr::from(origin.service.vip),
                 vip_port: origin.vip_port.to_be(),
                 _pad: 0,
                 real: id,
                 generation: self.generations[id as usize],
+                _pad2: 0,
             };
             let slot = origins.entry(key).or_insert(Some(value));
             if slot.is_some_and(|held| (held.vip, held.vip_port) != (value.vip, value.vip_port)) {
@@ -109,7 +112,8 @@ impl Sync {
                 "more NAT reply sources than the data plane can adopt flows for; the rest are not"
             );
             let mut keys: Vec<ReplySource> = wanted_origins.keys().copied().collect();
-            keys.sort_by_key(|k| (k.addr, k.port, k.proto));
+            // As the words lie in memory: for IPv4, the order of the address's last word.
+            keys.sort_by_key(|k| (k.addr.words, k.port, k.proto));
             for key in &keys[MAX_NAT_ORIGINS as usize..] {
                 wanted_origins.remove(key);
             }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use lb_common::{
+    addr::Addr,
     clock::ticks_from_secs,
     service::{REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_SNAT, REAL_UP, Real},
 };
@@ -39,8 +40,7 @@ impl Sync {
             if service.persistence.is_some() {
                 flags |= REAL_PERSISTENT;
             }
-            let snat_addr =
-                snat_source(service, real, observed).map_or(0, |a| u32::from_ne_bytes(a.octets()));
+            let snat_addr = snat_source(service, real, observed).map_or(Addr::NONE, Addr::from);
             let port = real.port.unwrap_or(0).to_be();
             // A real whose translation changed (its mode, its port, or the source SNAT gives
             // its flows, after a reload or a route change) gets a new generation: its
@@ -49,14 +49,14 @@ impl Sync {
             if let Some(old) = self.written_reals.get(&id)
                 && (old.flags & (REAL_NAT | REAL_SNAT) != flags & (REAL_NAT | REAL_SNAT)
                     || old.port != port
-                    || (old.snat_addr != snat_addr && old.snat_addr != 0))
+                    || (old.snat_addr != snat_addr && !old.snat_addr.is_none()))
             {
                 self.generations[id as usize] = self.generations[id as usize].wrapping_add(1);
             }
             let entry = Real {
                 mac: mac.copied().unwrap_or_default(),
                 flags,
-                addr: u32::from_ne_bytes(real.address.octets()),
+                addr: Addr::from(real.address),
                 generation: self.generations[id as usize],
                 service: key.service,
                 port,
@@ -65,6 +65,7 @@ impl Sync {
                 closing_timeout: ticks_from_secs(service.timeouts.closing.as_secs(), self.hz),
                 persist_mask: persist_mask(service),
                 snat_addr,
+                _pad2: 0,
             };
             if self.written_reals.get(&id) != Some(&entry) {
                 maps.reals

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use lb_common::{
+    addr::Addr,
     clock::ticks_from_secs,
     maps::MAGLEV_TABLE_SIZE,
     service::{
@@ -26,10 +27,11 @@ use crate::{
 
 pub(super) fn vip_key(service: &policy::Service, port: u16) -> VipKey {
     VipKey {
-        addr: u32::from_ne_bytes(service.vip.octets()),
+        addr: Addr::from(service.vip),
         port: port.to_be(),
         proto: service.protocol.number(),
         _pad: 0,
+        _pad2: 0,
     }
 }
 
@@ -147,7 +149,7 @@ impl Sync {
         policy: &Policy,
         observed: &Observed,
     ) -> Result<()> {
-        let wanted: HashMap<u32, u32> = policy
+        let wanted: HashMap<Addr, u32> = policy
             .services
             .iter()
             .map(|s| {
@@ -161,7 +163,7 @@ impl Sync {
                     VipAnnouncement::Bgp => flags |= VIP_ADDR_BGP,
                     VipAnnouncement::Arp => {}
                 }
-                (u32::from_ne_bytes(s.vip.octets()), flags)
+                (Addr::from(s.vip), flags)
             })
             .collect();
         for (addr, flags) in &wanted {
@@ -201,7 +203,7 @@ impl Sync {
 
 /// Where NAT and SNAT reals' replies come from: their address and the port they serve on (the
 /// translated port, or each service port).
-fn nat_reply_sources(policy: &Policy) -> Vec<(u32, u16, u8)> {
+fn nat_reply_sources(policy: &Policy) -> Vec<(Addr, u16, u8)> {
     super::nat_origins::reply_sources(policy, &[Forwarding::Nat, Forwarding::Snat])
         .into_iter()
         .map(|origin| origin.source)
@@ -214,7 +216,8 @@ fn purge_flows(maps: &mut Maps, removed: &[VipKey]) -> Result<()> {
     if removed.is_empty() {
         return Ok(());
     }
-    let gone: HashSet<(u32, u16, u8)> = removed.iter().map(|k| (k.addr, k.port, k.proto)).collect();
+    let gone: HashSet<(Addr, u16, u8)> =
+        removed.iter().map(|k| (k.addr, k.port, k.proto)).collect();
     let stale: Vec<_> = maps
         .flows
         .keys()

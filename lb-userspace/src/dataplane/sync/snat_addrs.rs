@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, Result};
+use lb_common::addr::Addr;
 
 use super::{Observed, Sync, snat_source};
 use crate::{dataplane::maps::Maps, policy::Policy};
@@ -16,14 +17,14 @@ impl Sync {
         policy: &Policy,
         observed: &Observed,
     ) -> Result<()> {
-        let wanted: HashSet<u32> = policy
+        let wanted: HashSet<Addr> = policy
             .services
             .iter()
             .flat_map(|s| s.members().into_iter().map(move |r| (s, r)))
             .filter_map(|(s, r)| snat_source(s, &r, observed))
-            .map(|a| u32::from_ne_bytes(a.octets()))
+            .map(Addr::from)
             .collect();
-        let present: HashSet<u32> = maps.snat_addrs.keys().filter_map(|k| k.ok()).collect();
+        let present: HashSet<Addr> = maps.snat_addrs.keys().filter_map(|k| k.ok()).collect();
         for &addr in wanted.difference(&present) {
             maps.snat_addrs
                 .insert(addr, 0, 0)

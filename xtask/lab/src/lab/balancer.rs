@@ -148,7 +148,7 @@ impl Balancer {
         let mut reals: HashMap<u32, HashSet<u32>> = HashMap::new();
         for (id, real) in maps.reals.iter().enumerate() {
             let real = real?;
-            if real.addr == 0 {
+            if real.addr.is_none() {
                 continue;
             }
             if real.flags & lb_common::service::REAL_UP == 0 {
@@ -223,7 +223,7 @@ impl Balancer {
     /// The MAC the data plane sends to for real `address`.
     pub fn dataplane_mac(&self, address: Ipv4Addr) -> Result<Option<[u8; 6]>> {
         let maps = Maps::open_pinned(&self.pin_dir)?;
-        let target = u32::from_ne_bytes(address.octets());
+        let target = lb_common::addr::Addr::from(address);
         for real in maps.reals.iter() {
             let real = real?;
             if real.addr == target && real.flags & lb_common::service::REAL_UP != 0 {

@@ -5,9 +5,10 @@
 //!
 //! ```text
 //!   clients 198.18.0.0/24 -- out0 198.18.0.2 [router] in0 198.19.0.1 -- reals 198.19.0.0/24
+//!   clients 2001:2::/64   -- out0 2001:2::2  [router] in0 2001:2:0:1::1 -- reals 2001:2:0:1::/64
 //! ```
 
-use std::{fs::File, net::Ipv4Addr};
+use std::{fs::File, net::IpAddr};
 
 use anyhow::{Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -21,13 +22,18 @@ pub struct FibRouter {
 }
 
 impl FibRouter {
-    /// `neighbours`: (address, MAC, "out0" or "in0").
-    pub fn new(neighbours: &[(Ipv4Addr, [u8; 6], &str)]) -> Result<FibRouter> {
+    /// `neighbours`: (address of either family, MAC, "out0" or "in0").
+    pub fn new<A: Into<IpAddr> + Copy>(neighbours: &[(A, [u8; 6], &str)]) -> Result<FibRouter> {
         let ns = Netns::create(format!("{}-fib", unique_prefix()))?;
         // Fixed MACs: a seeded test that mutates frames must meet the same addresses each run.
-        for (dev, addr, mac) in [
-            ("out0", "198.18.0.2/24", "02:00:00:00:18:02"),
-            ("in0", "198.19.0.1/24", "02:00:00:00:19:01"),
+        for (dev, addr, addr6, mac) in [
+            ("out0", "198.18.0.2/24", "2001:2::2/64", "02:00:00:00:18:02"),
+            (
+                "in0",
+                "198.19.0.1/24",
+                "2001:2:0:1::1/64",
+                "02:00:00:00:19:01",
+            ),
         ] {
             ns.ip(&[
                 "link",
@@ -42,10 +48,13 @@ impl FibRouter {
                 &format!("{dev}p"),
             ])?;
             ns.ip(&["addr", "add", addr, "dev", dev])?;
+            // No duplicate address detection: the address is usable at once.
+            ns.ip(&["addr", "add", addr6, "dev", dev, "nodad"])?;
             ns.ip(&["link", "set", dev, "up"])?;
             ns.ip(&["link", "set", &format!("{dev}p"), "up"])?;
         }
         for (addr, mac, dev) in neighbours {
+            let addr: IpAddr = (*addr).into();
             ns.ip(&[
                 "neigh",
                 "replace",
@@ -58,7 +67,11 @@ impl FibRouter {
                 "permanent",
             ])?;
         }
-        run(ns.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        run(ns.command("sysctl").args([
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]))?;
         let out_mac = ns.mac("out0")?;
         let in_mac = ns.mac("in0")?;
         Ok(FibRouter {

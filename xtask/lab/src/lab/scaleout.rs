@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lb_common::flow::FlowKey;
+use lb_common::{addr::Addr, flow::FlowKey};
 use xdplb::dataplane::maps::Maps;
 
 use super::{
@@ -362,8 +362,8 @@ impl ScaleoutLab {
 /// The connection-table key of the TCP flow from `client` to `to`.
 fn flow_key(client: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
     FlowKey {
-        src: u32::from_ne_bytes(client.ip().octets()),
-        dst: u32::from_ne_bytes(to.ip().octets()),
+        src: Addr::from(*client.ip()),
+        dst: Addr::from(*to.ip()),
         sport: client.port().to_be(),
         dport: to.port().to_be(),
         proto: 6,
