@@ -342,7 +342,6 @@ fn a_flow_whose_ports_are_all_taken_is_refused_not_given_one_in_use() {
             client: Addr::from(Ipv4Addr::new(198, 18, 0, 50 + i as u8)),
             client_port: 1234u16.to_be(),
             _pad2: 0,
-            _pad3: 0,
         };
         dp.loaded
             .maps

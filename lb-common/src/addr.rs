@@ -236,8 +236,12 @@ mod tests {
             6 + 2 + 3 * 16 + 4 + 4 + 2 + 2 + 4 + 4 + 4
         );
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<CachedFlow>(), 40 + 16 + 16 + 4 + 20 + 6 + 2 + 16);
-        assert_eq!(size_of::<NatReverse>(), 16 + 4 + 16 + 20 + 16 + 8);
+        assert_eq!(size_of::<NextHop>(), 4 + 4 + 8 + 8);
+        assert_eq!(
+            size_of::<CachedFlow>(),
+            40 + 16 + 16 + 16 + 24 + 6 + 2 + 2 + 2 + 4
+        );
+        assert_eq!(size_of::<NatReverse>(), 16 + 16 + 8 + 16 + 24);
         assert_eq!(size_of::<ReplySource>(), 16 + 8);
         assert_eq!(size_of::<NatOrigin>(), 16 + 4 + 8 + 4);
         assert_eq!(size_of::<PersistKey>(), 16 + 8);

@@ -36,8 +36,12 @@ pub struct NextHop {
     pub ifindex: u32,
     /// Clock tick (`clock`) of the lookup.
     pub checked: u32,
+    /// Each MAC starts on a 4-byte boundary: the data plane moves it as a 4- and a 2-byte word,
+    /// also on its stack, where the verifier refuses misaligned access.
     pub smac: [u8; 6],
+    pub _pad: u16,
     pub dmac: [u8; 6],
+    pub _pad2: u16,
 }
 
 /// Value of the `FLOWS` map.
@@ -68,30 +72,31 @@ pub struct FlowValue {
 pub struct CachedFlow {
     /// The packet's 5-tuple (a client's flow, or a NAT reply's).
     pub key: FlowKey,
+    /// NAT replies: the VIP and service port their source becomes.
+    pub vip: Addr,
+    /// NAT and SNAT: the side of the packet its table entry does not give, as it leaves
+    /// (network byte order). To a real: its source (the client's own in NAT, the SNAT address
+    /// and port in SNAT). A reply: its destination (the client, in both). Kept as data, so
+    /// the main program serves both modes on one path.
+    pub out_addr: Addr,
     pub real: u32,
     pub generation: u32,
     pub seen: u32,
     /// `CACHE_EPOCH` when cached: the controller's changes since then void the slot.
     pub epoch: u32,
-    /// NAT replies: the VIP and service port their source becomes.
-    pub vip: Addr,
-    pub vip_port: u16,
-    /// `CACHED_TO_REAL` or `CACHED_NAT_REPLY`: a reply's 5-tuple is never taken for a
-    /// client's, even if a real sends to a VIP from its service port.
-    pub direction: u8,
-    pub _pad: u8,
     /// NAT: the next hop, as the connection-table entry had it at tick `seen`.
     pub hop: NextHop,
     /// The destination MAC of the frame cached, which was checked to be the receiving
     /// interface's own: a hit requires the same, so a frame sent to another station is never
     /// served from the cache.
     pub to_mac: [u8; 6],
-    /// NAT and SNAT: the side of the packet its table entry does not give, as it leaves
-    /// (network byte order). To a real: its source (the client's own in NAT, the SNAT address
-    /// and port in SNAT). A reply: its destination (the client, in both). Kept as data, so
-    /// the main program serves both modes on one path.
     pub out_port: u16,
-    pub out_addr: Addr,
+    pub vip_port: u16,
+    /// `CACHED_TO_REAL` or `CACHED_NAT_REPLY`: a reply's 5-tuple is never taken for a
+    /// client's, even if a real sends to a VIP from its service port.
+    pub direction: u8,
+    pub _pad: u8,
+    pub _pad2: u32,
 }
 
 /// `CachedFlow::direction`.
@@ -128,8 +133,13 @@ pub fn entry_alive(seen: u32, flags: u32, real: &crate::service::Real, now: u32)
 pub struct NatReverse {
     /// VIP and service port the client addressed, network byte order.
     pub vip: Addr,
+    /// SNAT: the client address and port the reply's destination becomes (network byte
+    /// order); `Addr::NONE` in NAT entries, whose replies are addressed to the client already.
+    pub client: Addr,
     pub vip_port: u16,
     pub _pad: u16,
+    pub client_port: u16,
+    pub _pad2: u16,
     /// Real id, for counters and to ignore replies of a real that was replaced.
     pub real: u32,
     pub generation: u32,
@@ -138,12 +148,6 @@ pub struct NatReverse {
     pub flags: u32,
     /// Where the replies go next (to the client).
     pub hop: NextHop,
-    /// SNAT: the client address and port the reply's destination becomes (network byte
-    /// order); `Addr::NONE` in NAT entries, whose replies are addressed to the client already.
-    pub client: Addr,
-    pub client_port: u16,
-    pub _pad2: u16,
-    pub _pad3: u32,
 }
 
 /// Key of the `NAT_ORIGINS` map: an address:port:protocol a NAT real replies from.

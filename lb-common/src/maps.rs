@@ -22,7 +22,7 @@ pub const SNAT_PORT_COUNT: u16 = 16384;
 /// Ports tried for a new SNAT flow before it is refused: each is the flow's hash stepped
 /// through the range, so both balancers of a pair try the same ports in the same order.
 pub const SNAT_PROBES: u32 = 8;
-/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 72 bytes each: 2.3 MiB per CPU).
+/// Slots of the per-CPU flow cache (`flow::CachedFlow`, 128 bytes each: 4 MiB per CPU).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 15;
 /// Persistent clients remembered (LRU) over all services.
 pub const MAX_PERSISTENT_CLIENTS: u32 = 1 << 18;

@@ -26,8 +26,10 @@ use lb_common::{
 };
 
 use crate::{
+    copy,
     maps::{CACHE_EPOCH, FLOW_CACHE},
     parse::Packet,
+    zero,
 };
 
 /// The slot of a 5-tuple, from its five words (`FlowKey::words`): Fibonacci hashing of the
@@ -76,7 +78,8 @@ pub fn put_to_real<const V6: bool>(
         // SAFETY: a per-CPU slot, used only by this CPU while the program runs.
         let slot = unsafe { &mut *slot };
         fill(slot, packet, real, generation, now, hop);
-        slot.vip = Addr::NONE;
+        // Zeroed word by word: assigning `Addr::NONE` compiles to a memcpy call.
+        zero::fill_in_place(&mut slot.vip);
         slot.vip_port = 0;
         slot.direction = CACHED_TO_REAL;
         slot.out_port = src.1;
@@ -123,17 +126,19 @@ fn fill<const V6: bool>(
     now: u32,
     hop: NextHop,
 ) {
-    slot.key = *packet.flow();
+    // SAFETY: a key of the packet's and the slot's own field.
+    unsafe { copy::words(&mut slot.key, packet.flow()) };
     slot.real = real;
     slot.generation = generation;
     slot.seen = now;
     slot.epoch = epoch();
     slot._pad = 0;
-    slot.hop = NextHop {
-        checked: now,
-        ..hop
-    };
-    slot.to_mac = destination_mac(packet);
+    slot.hop.ifindex = hop.ifindex;
+    slot.hop.checked = now;
+    copy::mac(&mut slot.hop.smac, &hop.smac);
+    copy::mac(&mut slot.hop.dmac, &hop.dmac);
+    // SAFETY: parse bounds-checked the Ethernet header.
+    copy::mac(&mut slot.to_mac, unsafe { &(*packet.eth).dst_addr });
 }
 
 /// Whether two keys' words are equal, as one test of their differences.
@@ -151,12 +156,6 @@ fn same_mac(mac: &[u8; 6], eth: *const u8) -> bool {
         read_unaligned(mac as *const u32) == read_unaligned(eth as *const u32)
             && read_unaligned(mac.add(4) as *const u16) == read_unaligned(eth.add(4) as *const u16)
     }
-}
-
-#[inline(always)]
-fn destination_mac<const V6: bool>(packet: &Packet<V6>) -> [u8; 6] {
-    // SAFETY: parse bounds-checked the Ethernet header.
-    unsafe { (*packet.eth).dst_addr }
 }
 
 /// The controller's change counter.

@@ -20,6 +20,7 @@
 
 mod age;
 mod classify;
+mod copy;
 mod csum;
 mod dr;
 mod flood;
@@ -157,7 +158,7 @@ enum Path {
 
 #[inline(always)]
 fn try_xdplb<const V6: bool>(ctx: &XdpContext) -> Result<u32, Reason> {
-    let datagram = match parse::datagram::<V6>(ctx) {
+    let datagram = match parse::datagram_fast::<V6>(ctx) {
         Ok(datagram) => datagram,
         Err(Reason::NotIp) if !V6 && parse::carries_ipv6(ctx) => {
             return hand_over(ctx, PROGRAM_IPV6, Reason::NotForVip);

@@ -93,6 +93,11 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS,
 #[map]
 pub static OFFSET_SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per CPU, one entry: a NAT reverse entry being made (nat.rs, `enter_reply`), kept off the
+/// stack.
+#[map]
+pub static REVERSE_SCRATCH: PerCpuArray<NatReverse> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per CPU, one entry: the request of the FIB lookup being made (nat.rs), kept off the stack.
 #[map]
 pub static FIB_REQUEST: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =

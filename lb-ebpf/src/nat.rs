@@ -23,8 +23,8 @@ use lb_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    age, csum, flow_cache, ip,
-    maps::{FIB_REQUEST, FLOWS, NAT_REVERSE, REALS, SNAT_REVERSE},
+    age, copy, csum, flow_cache, ip,
+    maps::{FIB_REQUEST, FLOWS, NAT_REVERSE, REALS, REVERSE_SCRATCH, SNAT_REVERSE},
     parse::Packet,
     schedule::Chosen,
     stats, zero,
@@ -139,10 +139,13 @@ pub fn enter_reply(
     now: u32,
     flags: u32,
 ) {
-    let mut back = core::mem::MaybeUninit::<NatReverse>::uninit();
-    zero::fill(&mut back);
-    let b = back.as_mut_ptr();
-    // SAFETY: writing fields of the zeroed value, then reading it whole.
+    // Made in a per-CPU map slot, not on the stack (80 bytes the NAT reply programs lack).
+    let Some(b) = REVERSE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    zero::fill_in_place(b);
+    // SAFETY: a per-CPU slot, used only by this CPU while the program runs: fields of the
+    // zeroed value written, then the value read whole.
     let back = unsafe {
         (*b).vip = Addr::load(&to.0);
         (*b).vip_port = to.1;
@@ -150,7 +153,7 @@ pub fn enter_reply(
         (*b).generation = generation;
         (*b).seen = now;
         (*b).flags = flags;
-        back.assume_init_ref()
+        &*b
     };
     let _ = NAT_REVERSE.insert(reply, back, 0);
 }
@@ -476,9 +479,14 @@ pub fn next_hop(
 ) -> Result<Route, Reason> {
     if !cache.is_null() {
         // SAFETY: a map value pointer; a racing writer can only leave another valid hop.
-        let cached = unsafe { *cache };
+        let cached = unsafe { &*cache };
         if cached.ifindex != 0 && cached.checked == now {
-            return Ok(Route::Found(cached));
+            let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
+            // SAFETY: the whole value is copied before it is read.
+            return Ok(Route::Found(unsafe {
+                copy::words(hop.as_mut_ptr(), cache);
+                hop.assume_init()
+            }));
         }
     }
     let route = fib(ctx, ip, v6, proto, &src, &dst, sport, dport)?;
@@ -486,12 +494,11 @@ pub fn next_hop(
         && !cache.is_null()
     {
         // SAFETY: as above.
-        unsafe {
-            *cache = NextHop {
-                checked: now,
-                ..*hop
-            }
-        };
+        let cached = unsafe { &mut *cache };
+        cached.ifindex = hop.ifindex;
+        cached.checked = now;
+        copy::mac(&mut cached.smac, &hop.smac);
+        copy::mac(&mut cached.dmac, &hop.dmac);
     }
     Ok(route)
 }
@@ -536,7 +543,9 @@ fn fib(
             ifindex: params.ifindex,
             checked: 0,
             smac: params.smac,
+            _pad: 0,
             dmac: params.dmac,
+            _pad2: 0,
         })),
         BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::NoNeighbour),
         _ => Err(Reason::NoRoute),

@@ -25,6 +25,7 @@ use lb_common::{
 };
 
 use crate::{
+    copy,
     maps::{SNAT_ADDRS, SNAT_REVERSE},
     nat::{self, ReplyTo},
     parse::Packet,
@@ -75,8 +76,8 @@ pub fn claim(flow: &FlowKey, real: &Real, id: u32, now: u32, closes: bool) -> Re
             // SAFETY: a map value pointer from a successful lookup.
             && unsafe { same_client(&*entry, flow) }
         {
-            // SAFETY: as above.
-            unsafe { *entry = *back };
+            // SAFETY: as above: the entry and the value made above.
+            unsafe { copy::words(entry, back) };
             return Ok(reply.dport);
         }
         probe += 1;

@@ -30,7 +30,7 @@
 //! short (under a millisecond) and many: a long run catches more of the host's interruptions,
 //! and with equal repeat counts the slower program's runs are the longer ones.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, ensure};
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
@@ -113,6 +113,30 @@ services:
     reals:
       - address: 198.18.0.198
         port: 443
+  - name: dicom6
+    vip: 2001:2::100
+    ports: [104]
+    protocol: tcp
+    forwarding: dr
+    reals:
+      - address: 2001:2::11
+      - address: 2001:2::12
+  - name: viewer6
+    vip: 2001:2::101
+    ports: [443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 2001:2:0:1::11
+        port: 8443
+  - name: viewer6-back
+    vip: 2001:2:0:1::99
+    ports: [8443]
+    protocol: tcp
+    forwarding: nat
+    reals:
+      - address: 2001:2::199
+        port: 443
 ";
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -127,11 +151,26 @@ const SNAT_REAL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 13);
 const SNAT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
 /// The SNAT flow's client port.
 const SNAT_CLIENT_PORT: u16 = 50100;
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+const DR_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const NAT_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x101);
+const NAT_REAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x11);
 
-fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(src.octets(), dst.octets(), 255)
-        .tcp(sport, dport, 1, 64240);
+/// A TCP frame of either family, with a TTL (hop limit) of 255.
+fn tcp_frame(
+    src: impl Into<IpAddr>,
+    sport: u16,
+    dst: impl Into<IpAddr>,
+    dport: u16,
+    syn: bool,
+) -> Vec<u8> {
+    let ethernet = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let builder = match (src.into(), dst.into()) {
+        (IpAddr::V6(src), IpAddr::V6(dst)) => ethernet.ipv6(src.octets(), dst.octets(), 255),
+        (IpAddr::V4(src), IpAddr::V4(dst)) => ethernet.ipv4(src.octets(), dst.octets(), 255),
+        _ => panic!("a frame's addresses are of one family"),
+    }
+    .tcp(sport, dport, 1, 64240);
     let builder = if syn { builder.syn() } else { builder.ack(1) };
     let mut frame = Vec::new();
     builder.write(&mut frame, &[0u8; 64]).unwrap();
@@ -342,12 +381,18 @@ impl Bench {
         policy.services[2].reals[0].address = Ipv4Addr::new(198, 18, 0, 101).into();
         policy.services[4].vip = SNAT_REAL.into();
         policy.services[4].reals[0].address = SNAT_VIP.into();
+        policy.services[7].vip = NAT_REAL6.into();
+        policy.services[7].reals[0].address = NAT_VIP6.into();
         let observed = Observed {
             // The kernel hands each repeat the previous one's output: with the reals at the
             // balancer's MAC, a forwarded frame is still addressed to the balancer, as the
             // data plane requires, and every repeat is the same established forward.
             macs: (11..=13)
                 .map(|i| (Ipv4Addr::new(198, 18, 0, i).into(), LB_MAC))
+                .chain(
+                    (0x11..=0x12)
+                        .map(|i| (Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, i).into(), LB_MAC)),
+                )
                 .collect(),
             ..Default::default()
         };
@@ -356,12 +401,15 @@ impl Bench {
         let router = FibRouter::new(&[
             // NAT is timed on a circular flow (each repeat translates the previous one's
             // output back), so every next hop has the MAC the program accepts frames for.
-            (CLIENT, LB_MAC, "out0"),
-            (NAT_REAL, LB_MAC, "in0"),
-            (NAT_VIP, LB_MAC, "out0"),
-            (SNAT_REAL, LB_MAC, "in0"),
-            (SNAT_ADDRESS, LB_MAC, "in0"),
-            (SNAT_VIP, LB_MAC, "out0"),
+            (IpAddr::from(CLIENT), LB_MAC, "out0"),
+            (NAT_REAL.into(), LB_MAC, "in0"),
+            (NAT_VIP.into(), LB_MAC, "out0"),
+            (SNAT_REAL.into(), LB_MAC, "in0"),
+            (SNAT_ADDRESS.into(), LB_MAC, "in0"),
+            (SNAT_VIP.into(), LB_MAC, "out0"),
+            (CLIENT6.into(), LB_MAC, "out0"),
+            (NAT_REAL6.into(), LB_MAC, "in0"),
+            (NAT_VIP6.into(), LB_MAC, "out0"),
         ])?;
         // The bench's frames are addressed to LB_MAC, arriving on lo, out0 or in0.
         in_netns(&router.ns, || {
@@ -431,6 +479,8 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
     let established = tcp_frame(CLIENT, 40000, dr_vip, 104, false);
     test_run(xdplb, &established, 1, None)?; // schedules the flow: every repeat after is established
     let no_vip = tcp_frame(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 50), 104, false);
+    let established6 = tcp_frame(CLIENT6, 40000, DR_VIP6, 104, false);
+    test_run(xdplb, &established6, 1, None)?;
 
     println!(
         "xdplb per-packet cost, BPF_PROG_TEST_RUN, {}-byte TCP frames, pinned to CPU {cpu}",
@@ -461,6 +511,16 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
         );
         let reply = tcp_frame(NAT_REAL, 8443, CLIENT, 50000, false);
         let nat = [XDP_TX, XDP_REDIRECT];
+        // The same circle in IPv6, whose frames are 20 bytes longer.
+        let request6 = tcp_frame(CLIENT6, 50000, NAT_VIP6, 443, false);
+        let ctx_out6 = xdp_md("out0", request6.len())?;
+        let ctx_in6 = xdp_md("in0", request6.len())?;
+        let (action, _) = test_run(xdplb, &request6, 2, Some(&ctx_out6))?;
+        ensure!(
+            action == XDP_TX,
+            "circular IPv6 NAT warm-up gave action {action}"
+        );
+        let reply6 = tcp_frame(NAT_REAL6, 8443, CLIENT6, 50000, false);
         let syn = |i: u32| {
             let port = if (i / 60000).is_multiple_of(2) {
                 104
@@ -536,6 +596,21 @@ fn measure(pin_dir: &std::path::Path) -> Result<()> {
             Row::new(
                 "NAT return",
                 calls_pair(&reply, &ctx_in, &nat)?,
+                "target <= 4x",
+            ),
+            Row::new(
+                "DR established IPv6",
+                repeated_pair(&established6, XDP_TX)?,
+                "IPv4 + a tail call (xdplb_v6)",
+            ),
+            Row::new(
+                "NAT inbound IPv6",
+                calls_pair(&request6, &ctx_out6, &nat)?,
+                "target <= 4x",
+            ),
+            Row::new(
+                "NAT return IPv6",
+                calls_pair(&reply6, &ctx_in6, &nat)?,
                 "target <= 4x",
             ),
             Row::new(
