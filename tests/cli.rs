@@ -242,7 +242,7 @@ interfaces:
     xdp_mod: driver
 services:
   - name: dicom
-    vip: 2001:2::1
+    vip: '[2001:2::1]'
     ports: 104
     protocol: tcp
     forwarding: dsr
@@ -261,7 +261,7 @@ services:
     let said = String::from_utf8_lossy(&out.stderr);
     let expected = [
         (":3:5: ", "did you mean `xdp_mode`?"),
-        (":6:10: ", "IPv6 addresses are not supported yet"),
+        (":6:10: ", "without brackets"),
         (":7:12: ", "`ports` is a list: `ports: [104]`"),
         (":9:17: ", "did you mean `dr`?"),
         (":12:17: ", "`interval` needs a unit: `2s`"),

@@ -189,7 +189,7 @@ impl AdminTarget {
     fn parse(&self) -> anyhow::Result<(Option<String>, IpAddr)> {
         let address = |text: &str| {
             text.parse::<IpAddr>()
-                .map_err(|_| anyhow::anyhow!("`{text}` is not an IPv4 address"))
+                .map_err(|_| anyhow::anyhow!("`{text}` is not an IP address"))
         };
         match (self.all, self.target.as_slice()) {
             (true, [a]) => Ok((None, address(a)?)),

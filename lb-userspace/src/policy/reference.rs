@@ -15,7 +15,7 @@ const SUMMARY: &str = "The policy file of xdplb, an XDP layer 4 load balancer: w
 const INTRODUCTION: &[&str] = &[
     "The policy is a YAML file, usually `/etc/xdplb/policy.yaml`. `xdplb validate --config FILE` checks it without touching the system; `xdplb run` loads it, and `xdplb reload` (or SIGHUP) applies a changed file, leaving established connections where they are.",
     "A file that is not right is refused as a whole, and the running configuration stays. Every problem is reported at once, one per line, as `FILE:LINE:COLUMN: message`, pointing at the key or value concerned; `validate`, `run` and `reload` exit with status 2. Some things are legal but probably not meant (every real at weight 0, `nat_routing: open`): they are warnings, and `xdplb validate --strict` refuses them too.",
-    "Keys are lower case with `_`. A key not listed here is an error, with the key probably meant. Durations are a whole number and a unit: `500ms`, `2s`, `5m`, `1h`, `7d`. Addresses are IPv4 addresses written out (`198.18.0.10`): no host names, prefixes or ports; IPv6 is not supported yet.",
+    "Keys are lower case with `_`. A key not listed here is an error, with the key probably meant. Durations are a whole number and a unit: `500ms`, `2s`, `5m`, `1h`, `7d`. Addresses are IPv4 or IPv6 addresses written out (`198.18.0.10`, `2001:db8::10`): no host names, prefixes or ports (a key that takes a port says so; IPv6 with a port in brackets, `[2001:db8::10]:8080`). A service is of one family: its VIP's.",
 ];
 
 const EXAMPLE: &str = "\
