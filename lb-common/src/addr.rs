@@ -95,11 +95,15 @@ impl Addr {
         }
     }
 
-    /// The address folded into 32 bits for hashing: an IPv4 address folds to itself XOR a
-    /// constant, so its spread is what it was with 4-byte keys.
+    /// The address folded into 32 bits for hashing. An IPv4 address folds to itself (its
+    /// mapped prefix cancels), so IPv4 flows hash as they did before addresses had 16 bytes,
+    /// and balancers on either side of that change pick the same real.
     #[inline(always)]
     pub const fn fold(&self) -> u32 {
-        self.words[0] ^ self.words[1].rotate_left(8) ^ self.words[2].rotate_left(16) ^ self.words[3]
+        self.words[0]
+            ^ self.words[1].rotate_left(8)
+            ^ (self.words[2] ^ V4_MAPPED).rotate_left(16)
+            ^ self.words[3]
     }
 
     /// The 16 bytes, network order.
@@ -198,6 +202,14 @@ mod tests {
             addr.octets(),
             Ipv4Addr::new(198, 18, 0, 100).to_ipv6_mapped().octets()
         );
+    }
+
+    #[test]
+    fn an_ipv4_address_folds_to_itself() {
+        let addr = Addr::from(Ipv4Addr::new(198, 18, 0, 100));
+        assert_eq!(addr.fold(), u32::from_ne_bytes([198, 18, 0, 100]));
+        let masked = addr.masked(&Addr::prefix_mask(true, 24));
+        assert_eq!(masked.fold(), u32::from_ne_bytes([198, 18, 0, 0]));
     }
 
     #[test]

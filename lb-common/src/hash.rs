@@ -13,11 +13,17 @@ const fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-/// Hash of a 5-tuple, fields in network byte order as stored in `FlowKey` (addresses folded,
-/// `Addr::fold`).
+/// Hash of a 5-tuple, fields in network byte order as stored in `FlowKey`.
 #[inline(always)]
 pub const fn flow_hash(src: &Addr, dst: &Addr, sport: u16, dport: u16, proto: u8) -> u32 {
-    let addrs = ((src.fold() as u64) << 32) | dst.fold() as u64;
+    folded_hash(src.fold(), dst.fold(), sport, dport, proto)
+}
+
+/// `flow_hash` of addresses folded to 32 bits (`Addr::fold`; an IPv4 address folds to itself,
+/// so IPv4 flows hash as they did with 4-byte keys and balancers of either layout agree).
+#[inline(always)]
+pub const fn folded_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let addrs = ((src as u64) << 32) | dst as u64;
     let rest = ((sport as u64) << 48) | ((dport as u64) << 32) | proto as u64;
     let h = fmix64(addrs ^ fmix64(rest ^ 0x9e37_79b9_7f4a_7c15));
     (h ^ (h >> 32)) as u32

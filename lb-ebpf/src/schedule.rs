@@ -18,7 +18,7 @@ use lb_common::{
         CachedFlow, FLOW_CLOSING, FLOW_OPENING, FlowKey, FlowValue, NextHop, PersistKey,
         PersistValue,
     },
-    hash::flow_hash,
+    hash::{flow_hash, folded_hash},
     maps::{MAGLEV_TABLE_SIZE, NO_REAL},
     service::{
         FORWARD_DR, REAL_NAT, REAL_NEW_FLOWS, REAL_PERSISTENT, REAL_SNAT, REAL_UP, Real,
@@ -265,13 +265,7 @@ fn established<const V6: bool>(packet: &Packet<V6>, now: u32) -> Option<Chosen> 
 fn from_table(flow: &FlowKey, service: &Service) -> Result<u32, Reason> {
     // `persist_mask` is all ones without persistence: source hashing uses the whole address.
     let hash = if service.flags & (SERVICE_SOURCE_HASH | SERVICE_PERSISTENT) != 0 {
-        flow_hash(
-            &flow.src.masked(&service.persist_mask),
-            &Addr::NONE,
-            0,
-            0,
-            0,
-        )
+        folded_hash(flow.src.masked(&service.persist_mask).fold(), 0, 0, 0, 0)
     } else {
         flow_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto)
     };

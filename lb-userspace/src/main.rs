@@ -442,12 +442,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
     let snapshot = counters::snapshot(&maps)?;
+    // As wide as the longest address (an IPv6 one takes up to 39 characters).
+    let width = snapshot
+        .reals
+        .iter()
+        .map(|r| r.address.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let row = |service: &dyn std::fmt::Display,
                real: &dyn std::fmt::Display,
                state: &str,
                c: &lb_common::counters::TrafficCounters| {
         println!(
-            "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
+            "{:<8} {:<width$} {:<5} {:>12} {:>14} {:>10}",
             service.to_string(),
             real.to_string(),
             state,
@@ -457,7 +465,7 @@ fn print_stats(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         )
     };
     println!(
-        "{:<8} {:<16} {:<5} {:>12} {:>14} {:>10}",
+        "{:<8} {:<width$} {:<5} {:>12} {:>14} {:>10}",
         "SERVICE", "REAL", "STATE", "PACKETS", "BYTES", "NEW FLOWS"
     );
     for (id, total) in &snapshot.services {
