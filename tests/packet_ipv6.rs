@@ -743,3 +743,77 @@ fn ipv4_and_ipv6_services_live_side_by_side() {
     passed(&dp, &stray, Reason::NotForVip);
     let _ = IpNumber::TCP;
 }
+
+#[test]
+fn hostile_ipv6_headers_are_refused_as_a_router_would() {
+    let r = router();
+    let dp = dataplane(&r);
+    let data = dr_packet(46000, Flags::default());
+    // A routing header with segments left: the VIP is a waypoint, not the destination.
+    let mut waypoint = with_extensions(&data, &[(43, 0)]);
+    waypoint[14 + 40 + 3] = 1;
+    passed(&dp, &waypoint, Reason::NotForVip);
+    // With no segments left it is the packet's end: forwarded.
+    let done = with_extensions(&data, &[(43, 0)]);
+    assert_eq!(dp.run(&done).unwrap().action, XDP_TX);
+    // A later fragment whose first fragment began with destination options: its payload is
+    // data, never read as headers (before, it could be taken for a long header chain).
+    let mut later = with_extensions(&data, &[(44, 0)]);
+    later[14 + 40] = 60;
+    later[14 + 40 + 3] = 0x08; // offset 1 (8 bytes)
+    passed(&dp, &later, Reason::NotForVip);
+    // A later fragment of TCP to a VIP: dropped, as in IPv4.
+    let mut later_tcp = with_extensions(&data, &[(44, 0)]);
+    later_tcp[14 + 40 + 3] = 0x08;
+    let before = dp.reason_count(Reason::Fragment);
+    assert_eq!(dp.run(&later_tcp).unwrap().action, XDP_DROP);
+    assert_eq!(dp.reason_count(Reason::Fragment), before + 1);
+    // A link-local source has no route back: no flow is made for it.
+    let link_local = tcp6(
+        (CLIENT_MAC, LB_MAC),
+        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1), 46001),
+        (DR_VIP, 443),
+        Flags {
+            syn: true,
+            fin: false,
+        },
+        b"",
+    );
+    passed(&dp, &link_local, Reason::Martian);
+}
+
+#[test]
+fn a_client_address_that_looks_half_mapped_still_gets_its_packet_too_big() {
+    // 2001:2::ffff:c000:201 has the IPv4-mapped prefix's third word, but is no mapped address.
+    let r = router();
+    let dp = dataplane(&r);
+    let client = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0xffff, 0xc000, 0x201);
+    let syn = tcp6(
+        (CLIENT_MAC, LB_MAC),
+        (client, 47000),
+        (DR_VIP, 443),
+        Flags {
+            syn: true,
+            fin: false,
+        },
+        b"",
+    );
+    let real = dr_forwarded(&syn, &dp.run(&syn).unwrap());
+    let reply = tcp6(
+        (real, CLIENT_MAC),
+        (DR_VIP, 443),
+        (client, 47000),
+        Flags::default(),
+        &[0u8; 1300],
+    );
+    let error = icmp6_error(
+        ([0x02, 0, 0, 0, 0x66, 0xfe], LB_MAC),
+        ROUTER,
+        DR_VIP,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        &datagram(&reply)[..1232],
+    );
+    let out = dp.run(&error).unwrap();
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(macs(&out.frame), (real, LB_MAC));
+}

@@ -40,7 +40,8 @@ pub enum Reason {
     /// flooding unknown unicast): passed untouched, never forwarded.
     OtherHost = 10,
     /// A new flow from a source no host can have (IPv4: 0/8, 127/8, multicast, broadcast;
-    /// IPv6: unspecified, loopback, multicast, IPv4-mapped; or the destination itself): passed,
+    /// IPv6: unspecified, loopback, multicast, link-local, IPv4-mapped; or the destination
+    /// itself): passed,
     /// for the kernel to drop as a martian.
     Martian = 11,
     /// An ICMP error (destination unreachable, time exceeded) about no flow of a VIP, or
@@ -58,7 +59,8 @@ pub enum Reason {
     /// answer it with a reset that kills the real's side of a live connection.
     SnatUnknown = 15,
     /// IPv6 with more extension headers before TCP/UDP than the data plane walks
-    /// (`parse::IPV6_EXTENSION_HEADERS`), or one it does not walk (AH, ESP, mobility): passed.
+    /// (`parse::IPV6_EXTENSION_HEADERS`): passed. (Behind AH or ESP there are no ports to read:
+    /// `NotForVip`.)
     Ipv6ExtensionHeaders = 16,
 }
 

@@ -35,8 +35,8 @@ use crate::{
 /// The slot of a 5-tuple, from its five words (`FlowKey::words`): Fibonacci hashing of the
 /// words folded into one, whose top bits depend on every input bit. One multiply, where the
 /// Maglev hash chains four: a weaker spread only costs hit rate (two flows sharing a slot take
-/// turns), never correctness. The destination's halves are rotated so that an IPv4 flow's
-/// mapping words cancel and its two addresses fill one word, as they did in 8-byte keys.
+/// turns), never correctness. The destination's halves are rotated so that an IPv4 flow's two
+/// addresses fill one word, as they did in 8-byte keys (the mapping words add a constant).
 #[inline(always)]
 fn slot(words: [u64; 5]) -> u32 {
     let folded = words[0] ^ words[1] ^ (words[2] ^ words[3]).rotate_left(32) ^ (words[4] << 16);

@@ -30,7 +30,7 @@ use core::ptr::{read_unaligned, write_unaligned};
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    addr::{Addr, V4_MAPPED},
+    addr::Addr,
     counters::Reason,
     flow::FlowKey,
     hash::vip_filter_bit,
@@ -289,7 +289,7 @@ fn quoted<const V6: bool>(ctx: &XdpContext, datagram: &Datagram<V6>) -> Result<Q
             return Err(Reason::Malformed);
         }
         // An IPv4-mapped address in a quote is no packet of ours (parse refuses them).
-        if src.words[2] == V4_MAPPED || dst.words[2] == V4_MAPPED {
+        if src.is_v4() || dst.is_v4() {
             return Err(Reason::IcmpUnmatched);
         }
         (ip + IPV6_LEN, (src, dst), proto)

@@ -86,7 +86,7 @@ impl<const V6: bool> Packet<V6> {
     #[inline(always)]
     pub fn flow(&self) -> &FlowKey {
         // SAFETY: `FlowKey` is 40 bytes of plain integers laid out as `key_words` (its `words`),
-        // with alignment 4 against the array's 8.
+        // aligned to 8 as the array is.
         unsafe { &*(self.key_words.as_ptr() as *const FlowKey) }
     }
 }
@@ -156,6 +156,7 @@ const IPV6_DESTINATION_OPTIONS: u8 = 60;
 const IPV6_SRC: usize = 8;
 /// Fragment offset and more-fragments flag, in the on-wire bytes 2-3 of a fragment header.
 const IPV6_OFFSET_OR_MF: u16 = 0xfff9;
+const IPV6_OFFSET: u16 = 0xfff8;
 const ETHERTYPE_VLAN: u16 = EtherType::Ieee8021q as u16;
 /// More-fragments flag and fragment offset, in the on-wire bytes of `Ipv4Hdr::frags`.
 const IP_MF_OR_OFFSET: u16 = 0x3fff;
@@ -311,6 +312,7 @@ fn ipv6<const V6: bool, const MERGE: bool>(
     }
     let mut offset = l3 + Ipv6Hdr::LEN;
     let mut fragment = false;
+    let mut later_fragment = false;
     let mut walked = 0;
     while walked < IPV6_EXTENSION_HEADERS {
         if next == IPV6_FRAGMENT {
@@ -326,13 +328,25 @@ fn ipv6<const V6: bool, const MERGE: bool>(
             fragment |= offset_and_mf & IPV6_OFFSET_OR_MF != 0;
             next = following;
             offset += 8;
+            // A later fragment's payload is data, not headers: `next` names what starts the
+            // first fragment's.
+            if offset_and_mf & IPV6_OFFSET != 0 {
+                later_fragment = true;
+                break;
+            }
         } else if next == IPV6_HOP_BY_HOP
             || next == IPV6_ROUTING
             || next == IPV6_DESTINATION_OPTIONS
         {
             let header: *const [u8; 8] = ptr_at(ctx, offset)?;
             // SAFETY: bounds-checked by ptr_at.
-            let (following, units) = unsafe { ((*header)[0], (*header)[1]) };
+            let (following, units, segments_left) =
+                unsafe { ((*header)[0], (*header)[1], (*header)[3]) };
+            // With segments left, the destination is a waypoint, not the packet's end (and
+            // the TCP/UDP checksum covers the final one): not for a VIP here.
+            if next == IPV6_ROUTING && segments_left != 0 {
+                return Err(Reason::NotForVip);
+            }
             next = following;
             offset += (units as usize + 1) * 8;
         } else {
@@ -340,10 +354,11 @@ fn ipv6<const V6: bool, const MERGE: bool>(
         }
         walked += 1;
     }
-    if next == IPV6_FRAGMENT
-        || next == IPV6_HOP_BY_HOP
-        || next == IPV6_ROUTING
-        || next == IPV6_DESTINATION_OPTIONS
+    if !later_fragment
+        && (next == IPV6_FRAGMENT
+            || next == IPV6_HOP_BY_HOP
+            || next == IPV6_ROUTING
+            || next == IPV6_DESTINATION_OPTIONS)
     {
         return Err(Reason::Ipv6ExtensionHeaders);
     }

@@ -412,8 +412,12 @@ fn martian(flow: &FlowKey) -> bool {
         let first = src.v4_word() as u8;
         first == 0 || first == 127 || first >= 224
     } else {
-        // Unspecified, loopback and the rest of ::/96; multicast (ff00::/8).
-        (src.words[0] | src.words[1] | src.words[2]) == 0 || src.words[0] as u8 == 0xff
+        // Unspecified, loopback and the rest of ::/96; multicast (ff00::/8); link-local
+        // (fe80::/10: no route leads back to it).
+        let first = src.words[0];
+        (first | src.words[1] | src.words[2]) == 0
+            || first as u8 == 0xff
+            || first & 0xc0ff == 0x80fe
     }
 }
 
