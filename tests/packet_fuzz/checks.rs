@@ -79,6 +79,12 @@ impl Oracle {
                     )
                 }))
             }
+            Verdict::AdoptMaybe { reply, t, l, route } => {
+                if out.action == XDP_PASS && out.frame == input {
+                    return Ok(());
+                }
+                self.check(&Verdict::NatReply { reply, t, l, route }, side, input, out)
+            }
             Verdict::Dr { svc, t } => self.check_dr(svc, t, side, input, out),
             Verdict::NatIn { svc, t, l } => self.check_nat_in(svc, t, l, side, input, out),
             Verdict::NatReply { reply, t, l, route } => {
@@ -92,7 +98,9 @@ impl Oracle {
                     dport: reply.vip_port,
                     proto: t.proto,
                 };
-                self.nat_real.entry(client).or_insert(t.src);
+                if !self.nat_real.contains_key(&client) {
+                    self.adopted.insert(client, t.src);
+                }
                 self.check_nat_reply(reply, t, l, route, side, input, out)
             }
             Verdict::IcmpDr { svc, mac } => self.check_icmp_dr(svc, mac, side, input, out),

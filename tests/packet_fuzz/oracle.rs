@@ -168,6 +168,14 @@ pub(crate) enum Verdict {
         l: Layout,
         route: Route,
     },
+    /// A reply adoptable but for a client flow adopted on another real before (which a flood
+    /// may have left without entries): passed unchanged, or adopted as `NatReply`.
+    AdoptMaybe {
+        reply: Reply,
+        t: Tuple,
+        l: Layout,
+        route: Route,
+    },
     /// A NAT packet to a VIP that must be passed unchanged, but whose flow the data plane
     /// enters first (so errors about it may be translated later: `IcmpMaybe`).
     NatRefused {
@@ -226,6 +234,9 @@ impl Verdict {
                 format!("not forwardable: {why}")
             }
             Verdict::IcmpMaybe { what, .. } => format!("{what}, of a flow perhaps entered"),
+            Verdict::AdoptMaybe { .. } => {
+                "NAT reply adoptable, its client adopted on another real before".into()
+            }
             Verdict::Dr { .. } => "DR forward".into(),
             Verdict::NatIn { .. } => "NAT inbound forward".into(),
             Verdict::NatReply { route, .. } => match route {
@@ -254,6 +265,9 @@ pub(crate) struct Oracle {
     pub(crate) replies: HashMap<Tuple, Reply>,
     /// The same, in opening order, for the generator.
     pub(crate) opened: Vec<Tuple>,
+    /// Client flows adopted from a real's reply (the last real that replied): entered, unless
+    /// a flood was on (no entries then).
+    pub(crate) adopted: HashMap<Tuple, IpAddr>,
     /// NAT flows whose first packet was refused (TTL, MTU) after the flow was entered, on a
     /// real the oracle does not know, and not seen forwarded since.
     pub(crate) refused: std::collections::HashSet<Tuple>,
@@ -269,6 +283,7 @@ impl Oracle {
             replies: HashMap::new(),
             opened: Vec::new(),
             refused: Default::default(),
+            adopted: HashMap::new(),
         }
     }
 
@@ -585,10 +600,21 @@ impl Oracle {
                 self.route(t.src, tot),
                 Route::Resolved { side: real_side, .. } if real_side == side
             );
+            // Adopted on another real before: during a flood, adoption makes no entries, so
+            // whether the client's flow is live there is not the oracle's to know.
+            let maybe_elsewhere = self.adopted.get(&client).is_some_and(|&real| real != t.src);
             match self.route(dst, tot) {
                 route @ (Route::Resolved { .. } | Route::Unresolved)
                     if !syn_only && !elsewhere && from_real && ttl > 1 =>
                 {
+                    if maybe_elsewhere {
+                        return Verdict::AdoptMaybe {
+                            reply: origin,
+                            t,
+                            l,
+                            route,
+                        };
+                    }
                     Verdict::NatReply {
                         reply: origin,
                         t,
