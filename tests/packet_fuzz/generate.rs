@@ -1,7 +1,9 @@
 //! The generator: a seeded stream of valid frames — DR, NAT inbound, replies of the NAT flows
 //! the oracle saw opened, and traffic that is not for a service (another address, port or
 //! protocol, replies of no flow, a NAT real's own traffic, ICMP, ARP, IPv6) — each with where it
-//! arrives and how it was made. A part of them is then broken on purpose (mutate.rs).
+//! arrives and how it was made; about a third are IPv6 (generate6.rs builds those, and the
+//! ICMPv6 errors, neighbour discovery, echo and mapped addresses among the rest). A part of
+//! them is then broken on purpose (mutate.rs, mutate6.rs).
 
 use std::{
     fmt::Write as _,

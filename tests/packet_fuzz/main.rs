@@ -22,9 +22,19 @@
 //!
 //! ```text
 //!   198.18.0.0/24 -- out0 [balancer] in0 -- 198.19.0.0/24
+//!   2001:2::/64                               2001:2:0:1::/64
 //!   clients, DR reals,                        two-arm NAT reals
 //!   one-arm NAT reals
 //! ```
+//!
+//! About a third of the frames are IPv6 (generate6.rs, mutate6.rs), for services of their own
+//! beside the IPv4 ones: the same promises, plus IPv6's own (README and the IPv6 data plane's
+//! notes in lb-ebpf/src/parse.rs): at most 4 extension headers walked (hop-by-hop, routing,
+//! destination options, fragment; an atomic fragment is a whole packet; a longer chain is
+//! passed), fragments to a VIP dropped or passed, an IPv4-mapped source or destination passed
+//! as martian, ICMPv6 errors about VIP flows sent to the flow's real (DR) or translated (NAT),
+//! neighbour discovery and echo passed untouched, the hop limit decremented by NAT, and every
+//! forwarded TCP/UDP/ICMPv6 checksum right if and only if it was (etherparse agreeing).
 //!
 //! Flows never expire during the run (every service's idle and closing timeouts are an hour),
 //! so "the same real for every packet of a flow" holds without exception; expiry has its own
@@ -34,7 +44,8 @@
 //!
 //! - main.rs (this file): the configuration under test (services, policy, neighbours), the
 //!   test and its run loop;
-//! - generate.rs: the seeded stream of valid frames; mutate.rs: how a part of them is broken;
+//! - generate.rs: the seeded stream of valid frames, generate6.rs its IPv6 frames; mutate.rs:
+//!   how a part of them is broken, mutate6.rs the IPv6 ones;
 //! - oracle.rs: the well-formedness rules and the expected outcome (`Verdict`) of every frame;
 //! - checks.rs: what the program did, compared with the expected outcome;
 //! - report.rs: failure classes, the first frame of each (replay line, hex dumps), the summary;
@@ -67,7 +78,7 @@ use crate::{
 };
 
 const DEFAULT_SEED: u64 = 0x1b12_0002;
-const DEFAULT_FRAMES: u64 = 100_000;
+const DEFAULT_FRAMES: u64 = 120_000;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;

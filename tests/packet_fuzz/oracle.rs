@@ -268,6 +268,8 @@ pub(crate) struct Oracle {
     /// Client flows adopted from a real's reply (the last real that replied): entered, unless
     /// a flood was on (no entries then).
     pub(crate) adopted: HashMap<Tuple, IpAddr>,
+    /// The router's neighbours (`neighbours()`), for `route`.
+    neighbours: std::collections::HashSet<IpAddr>,
     /// NAT flows whose first packet was refused (TTL, MTU) after the flow was entered, on a
     /// real the oracle does not know, and not seen forwarded since.
     pub(crate) refused: std::collections::HashSet<Tuple>,
@@ -284,6 +286,7 @@ impl Oracle {
             opened: Vec::new(),
             refused: Default::default(),
             adopted: HashMap::new(),
+            neighbours: neighbours().into_iter().map(|(a, _, _)| a).collect(),
         }
     }
 
@@ -353,7 +356,7 @@ impl Oracle {
         if local {
             return Route::Local;
         }
-        if neighbours().iter().any(|(a, _, _)| *a == dst) {
+        if self.neighbours.contains(&dst) {
             Route::Resolved {
                 side,
                 mac: host_mac(dst),
