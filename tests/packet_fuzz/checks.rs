@@ -226,6 +226,27 @@ impl Oracle {
                 ),
             ));
         }
+        // The quoted TCP/UDP checksum, when the quote holds the whole segment: updated for the
+        // quoted addresses and ports (right if and only if it was); a UDP 0 stays 0.
+        let quoted_len = be16(input, l.quote + 4) as usize;
+        if l.quote_l4 + quoted_len <= l.end && quoted_len >= 8 {
+            let (q_in, q_out) = (be16(input, quote_check), be16(&out.frame, quote_check));
+            let zero_udp = l.quote_proto == UDP && q_in == 0;
+            let residual = |f: &[u8]| {
+                let mut sum = ones_sum(0, &f[l.quote + 8..l.quote + 40]);
+                sum += l.quote_proto as u64 + quoted_len as u64;
+                fold(ones_sum(sum, &f[l.quote_l4..l.quote_l4 + quoted_len]))
+            };
+            let norm = |r: u16| if r == 0 { 0xffff } else { r };
+            if (zero_udp && q_out != 0)
+                || (!zero_udp && norm(residual(input)) != norm(residual(&out.frame)))
+            {
+                return Err(problem(
+                    format!("{what}: quoted TCP/UDP checksum not updated"),
+                    format!("checksum {q_in:#06x} -> {q_out:#06x}"),
+                ));
+            }
+        }
         let before = icmp6_residual(input, &l);
         let after = icmp6_residual(&out.frame, &l);
         if before != after {

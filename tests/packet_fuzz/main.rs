@@ -78,7 +78,7 @@ use crate::{
 };
 
 const DEFAULT_SEED: u64 = 0x1b12_0002;
-const DEFAULT_FRAMES: u64 = 120_000;
+const DEFAULT_FRAMES: u64 = 150_000;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
