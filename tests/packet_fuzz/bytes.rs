@@ -1,7 +1,7 @@
 //! Small byte helpers shared by the generator, the oracle and the checks: big-endian fields,
 //! addresses, and the one's-complement (Internet) checksum.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub(crate) fn be16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
@@ -11,8 +11,21 @@ pub(crate) fn put16(f: &mut [u8], at: usize, v: u16) {
     f[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-pub(crate) fn addr_at(f: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3])
+pub(crate) fn addr_at(f: &[u8], at: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]))
+}
+
+pub(crate) fn addr6_at(f: &[u8], at: usize) -> IpAddr {
+    let octets: [u8; 16] = f[at..at + 16].try_into().unwrap();
+    IpAddr::V6(Ipv6Addr::from(octets))
+}
+
+/// The address's bytes as they are on the wire (4 or 16).
+pub(crate) fn addr_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 /// One's-complement sum of `data` (16-bit big-endian words, an odd byte padded) added to `sum`.

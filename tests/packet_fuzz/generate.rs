@@ -1,9 +1,14 @@
 //! The generator: a seeded stream of valid frames — DR, NAT inbound, replies of the NAT flows
 //! the oracle saw opened, and traffic that is not for a service (another address, port or
 //! protocol, replies of no flow, a NAT real's own traffic, ICMP, ARP, IPv6) — each with where it
-//! arrives and how it was made. A part of them is then broken on purpose (mutate.rs).
+//! arrives and how it was made; about a third are IPv6 (generate6.rs builds those, and the
+//! ICMPv6 errors, neighbour discovery, echo and mapped addresses among the rest). A part of
+//! them is then broken on purpose (mutate.rs, mutate6.rs).
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header,
@@ -15,7 +20,7 @@ use rand_pcg::Pcg64;
 use crate::{
     MTU, Mode, SERVICES, Service, Side, TCP, UDP,
     bytes::put16,
-    client_net, host_mac, nat_clients,
+    client_net, client6, host_mac, nat_clients, nat_clients6,
     oracle::{Oracle, Tuple, martian},
     side_of,
 };
@@ -27,9 +32,10 @@ pub(crate) struct Case {
     pub(crate) made: String,
 }
 
-/// Where the parts of a generated IPv4 frame are (before mutation).
+/// Where the parts of a generated IP frame are (before mutation).
 #[derive(Clone, Copy)]
 pub(crate) struct Shape {
+    pub(crate) v6: bool,
     pub(crate) l3: usize,
     pub(crate) l4: usize,
     pub(crate) l4_header: usize,
@@ -40,11 +46,13 @@ pub(crate) struct Generator {
     pub(crate) rng: Pcg64,
     pub(crate) out_mac: [u8; 6],
     pub(crate) in_mac: [u8; 6],
-    dr_pool: Vec<Tuple>,
-    nat_pool: Vec<Tuple>,
+    /// Flows made so far, by forwarding (DR, NAT) and family (IPv4, IPv6).
+    pools: [[Vec<Tuple>; 2]; 2],
 }
 
 const POOL: usize = 3000;
+/// The share of frames built as IPv6 (the rest IPv4).
+const V6_SHARE: f64 = 0.35;
 
 impl Generator {
     pub(crate) fn new(seed: u64, out_mac: [u8; 6], in_mac: [u8; 6]) -> Self {
@@ -52,12 +60,11 @@ impl Generator {
             rng: Pcg64::seed_from_u64(seed),
             out_mac,
             in_mac,
-            dr_pool: Vec::new(),
-            nat_pool: Vec::new(),
+            pools: Default::default(),
         }
     }
 
-    fn own_mac(&self, side: Side) -> [u8; 6] {
+    pub(crate) fn own_mac(&self, side: Side) -> [u8; 6] {
         match side {
             Side::Out => self.out_mac,
             Side::In => self.in_mac,
@@ -76,34 +83,46 @@ impl Generator {
         items[self.below(items.len())]
     }
 
-    fn any_service(&mut self) -> &'static Service {
-        &SERVICES[self.below(SERVICES.len())]
+    pub(crate) fn any_service(&mut self, v6: bool) -> &'static Service {
+        let candidates: Vec<&'static Service> =
+            SERVICES.iter().filter(|s| s.vip.is_ipv6() == v6).collect();
+        self.pick(&candidates)
     }
 
-    /// An address that is not martian and not on the balancer's subnets.
-    fn public_addr(&mut self) -> Ipv4Addr {
+    /// An address that is not martian and not on the balancer's subnets (IPv6: in 2003::/16,
+    /// to which the router has no route).
+    pub(crate) fn public_addr(&mut self, v6: bool) -> IpAddr {
+        if v6 {
+            let mut o: [u8; 16] = self.rng.random();
+            o[0] = 0x20;
+            o[1] = 0x03;
+            return IpAddr::V6(Ipv6Addr::from(o));
+        }
         loop {
-            let a = Ipv4Addr::from(self.rng.random::<u32>());
+            let a = IpAddr::V4(Ipv4Addr::from(self.rng.random::<u32>()));
             if !martian(a) && side_of(a).is_none() {
                 return a;
             }
         }
     }
 
-    /// A flow from `pool` (70%) or a new one made by `fresh`, remembered.
-    fn flow(&mut self, dr: bool, fresh: impl FnOnce(&mut Self) -> Tuple) -> Tuple {
-        let len = if dr {
-            self.dr_pool.len()
+    /// A host on the client network (out0's subnet) of the family.
+    fn client_host(&mut self, v6: bool) -> IpAddr {
+        if v6 {
+            client6(self.rng.random_range(1..=0xffff))
         } else {
-            self.nat_pool.len()
-        };
+            client_net(self.rng.random_range(1..=254))
+        }
+    }
+
+    /// A flow from the pool of its forwarding and family (70%) or a new one made by `fresh`,
+    /// remembered.
+    fn flow(&mut self, dr: bool, v6: bool, fresh: impl FnOnce(&mut Self) -> Tuple) -> Tuple {
+        let (d, f) = (usize::from(dr), usize::from(v6));
+        let len = self.pools[d][f].len();
         if len > 0 && self.chance(0.7) {
             let i = self.below(len);
-            return if dr {
-                self.dr_pool[i]
-            } else {
-                self.nat_pool[i]
-            };
+            return self.pools[d][f][i];
         }
         let t = fresh(self);
         let at = if len < POOL {
@@ -111,11 +130,7 @@ impl Generator {
         } else {
             Some(self.below(POOL))
         };
-        let pool = if dr {
-            &mut self.dr_pool
-        } else {
-            &mut self.nat_pool
-        };
+        let pool = &mut self.pools[d][f];
         match at {
             None => pool.push(t),
             Some(i) => pool[i] = t,
@@ -123,20 +138,34 @@ impl Generator {
         t
     }
 
-    fn service_of(&mut self, mode: Mode) -> &'static Service {
-        let candidates: Vec<&'static Service> =
-            SERVICES.iter().filter(|s| s.mode == mode).collect();
+    /// A flow made so far (DR or NAT, IPv6), if any.
+    pub(crate) fn pooled6(&mut self, dr: bool) -> Option<Tuple> {
+        let pool = &self.pools[usize::from(dr)][1];
+        if pool.is_empty() {
+            return None;
+        }
+        let i = self.below(pool.len());
+        Some(self.pools[usize::from(dr)][1][i])
+    }
+
+    fn service_of(&mut self, mode: Mode, v6: bool) -> &'static Service {
+        let candidates: Vec<&'static Service> = SERVICES
+            .iter()
+            .filter(|s| s.mode == mode && s.vip.is_ipv6() == v6)
+            .collect();
         self.pick(&candidates)
     }
 
     pub(crate) fn next(&mut self, oracle: &Oracle) -> Case {
+        let v6 = self.chance(V6_SHARE);
         let roll = self.below(100);
         let (mut case, shape) = match roll {
-            0..30 => self.dr(),
-            30..54 => self.nat_inbound(),
+            0..30 => self.dr(v6),
+            30..54 => self.nat_inbound(v6),
             54..74 if !oracle.opened.is_empty() => self.nat_reply(oracle),
-            54..74 => self.nat_inbound(),
-            _ => self.other(oracle),
+            54..74 => self.nat_inbound(v6),
+            74..80 if v6 => self.icmp6_error(oracle),
+            _ => self.other(oracle, v6),
         };
         if self.chance(0.42) {
             let count = if self.chance(0.2) { 2 } else { 1 };
@@ -149,12 +178,12 @@ impl Generator {
         case
     }
 
-    fn dr(&mut self) -> (Case, Option<Shape>) {
-        let t = self.flow(true, |g| {
-            let s = g.service_of(Mode::Dr);
+    pub(crate) fn dr(&mut self, v6: bool) -> (Case, Option<Shape>) {
+        let t = self.flow(true, v6, |g| {
+            let s = g.service_of(Mode::Dr, v6);
             let port = g.pick(s.ports);
             Tuple {
-                src: g.public_addr(),
+                src: g.public_addr(v6),
                 sport: g.rng.random_range(1024..=65535),
                 dst: s.vip,
                 dport: port,
@@ -164,16 +193,15 @@ impl Generator {
         self.build(Side::Out, t, "DR")
     }
 
-    fn nat_inbound(&mut self) -> (Case, Option<Shape>) {
-        let t = self.flow(false, |g| {
-            let s = g.service_of(Mode::Nat);
+    fn nat_inbound(&mut self, v6: bool) -> (Case, Option<Shape>) {
+        let t = self.flow(false, v6, |g| {
+            let s = g.service_of(Mode::Nat, v6);
             let port = g.pick(s.ports);
             // Mostly clients the router can answer; a few from afar, whose replies have no route.
             let src = if g.chance(0.9) {
-                let clients: Vec<_> = nat_clients().collect();
-                g.pick(&clients)
+                g.nat_client(v6)
             } else {
-                g.public_addr()
+                g.public_addr(v6)
             };
             Tuple {
                 src,
@@ -191,17 +219,26 @@ impl Generator {
         self.build(side_of(t.src).unwrap(), t, "NAT reply")
     }
 
+    fn nat_client(&mut self, v6: bool) -> IpAddr {
+        let clients: Vec<_> = if v6 {
+            nat_clients6().collect()
+        } else {
+            nat_clients().collect()
+        };
+        self.pick(&clients)
+    }
+
     /// Traffic that is not for a service: the kernel's.
-    fn other(&mut self, oracle: &Oracle) -> (Case, Option<Shape>) {
+    fn other(&mut self, oracle: &Oracle, v6: bool) -> (Case, Option<Shape>) {
         let proto = if self.chance(0.5) { TCP } else { UDP };
         let sport = self.rng.random_range(1..=65535);
         let roll = self.below(100);
         let (side, t, what) = match roll {
             0..20 => {
                 let dst = if self.chance(0.5) {
-                    self.public_addr()
+                    self.public_addr(v6)
                 } else {
-                    client_net(self.rng.random_range(1..=254))
+                    self.client_host(v6)
                 };
                 let side = if self.chance(0.7) {
                     Side::Out
@@ -210,19 +247,19 @@ impl Generator {
                 };
                 (
                     side,
-                    (self.public_addr(), sport, dst, 80, proto),
+                    (self.public_addr(v6), sport, dst, 80, proto),
                     "to a non-VIP address",
                 )
             }
             20..35 => {
-                let s = self.any_service();
+                let s = self.any_service(v6);
                 let port = loop {
                     let p = self.rng.random_range(1..=65535);
                     if oracle.service(s.vip, p, proto).is_none() {
                         break p;
                     }
                 };
-                let src = self.public_addr();
+                let src = self.public_addr(v6);
                 (
                     Side::Out,
                     (src, sport, s.vip, port, proto),
@@ -230,10 +267,10 @@ impl Generator {
                 )
             }
             35..47 => {
-                let s = self.any_service();
+                let s = self.any_service(v6);
                 let port = self.pick(s.ports);
                 let other = if s.proto == TCP { UDP } else { TCP };
-                let src = self.public_addr();
+                let src = self.public_addr(v6);
                 let t = Tuple {
                     src,
                     sport,
@@ -245,10 +282,9 @@ impl Generator {
             }
             47..62 => {
                 // Looks like a reply, but of no flow that was opened.
-                let s = self.service_of(Mode::Nat);
+                let s = self.service_of(Mode::Nat, v6);
                 let real = self.pick(s.reals);
-                let clients: Vec<_> = nat_clients().collect();
-                let client = self.pick(&clients);
+                let client = self.nat_client(v6);
                 let t = Tuple {
                     src: real,
                     sport: s.real_port.unwrap_or(s.ports[0]),
@@ -280,9 +316,9 @@ impl Generator {
             }
             62..80 => {
                 // A NAT real's own traffic, routed by the balancer.
-                let s = self.service_of(Mode::Nat);
+                let s = self.service_of(Mode::Nat, v6);
                 let real = self.pick(s.reals);
-                let dst = self.public_addr();
+                let dst = self.public_addr(v6);
                 let t = Tuple {
                     src: real,
                     sport: self.rng.random_range(1024..=65535),
@@ -292,6 +328,10 @@ impl Generator {
                 };
                 return self.build(side_of(real).unwrap(), t, "a NAT real's own traffic");
             }
+            80..87 if v6 => return self.icmp6_error(oracle),
+            87..93 if v6 => return (self.neighbour_discovery(), None),
+            93..96 if v6 => return self.echo6(),
+            _ if v6 => return self.mapped(),
             80..87 => return (self.icmp(), None),
             87..93 => return (self.arp(), None),
             _ => return (self.ipv6(), None),
@@ -308,10 +348,15 @@ impl Generator {
     }
 
     fn icmp(&mut self) -> Case {
-        let vip = self.any_service().vip;
+        let IpAddr::V4(vip) = self.any_service(false).vip else {
+            unreachable!()
+        };
+        let IpAddr::V4(client) = client_net(40) else {
+            unreachable!()
+        };
         let mut frame = Vec::new();
         PacketBuilder::ethernet2(host_mac(client_net(40)), self.out_mac)
-            .ipv4(client_net(40).octets(), vip.octets(), 64)
+            .ipv4(client.octets(), vip.octets(), 64)
             .icmpv4_echo_request(7, 1)
             .write(&mut frame, b"ping")
             .unwrap();
@@ -323,7 +368,12 @@ impl Generator {
     }
 
     fn arp(&mut self) -> Case {
-        let vip = self.any_service().vip;
+        let IpAddr::V4(vip) = self.any_service(false).vip else {
+            unreachable!()
+        };
+        let IpAddr::V4(client) = client_net(40) else {
+            unreachable!()
+        };
         let mut frame = Vec::new();
         let sender = host_mac(client_net(40));
         PacketBuilder::ethernet2(sender, [0xff; 6])
@@ -333,7 +383,7 @@ impl Generator {
                     EtherType::IPV4,
                     ArpOperation::REQUEST,
                     &sender,
-                    &client_net(40).octets(),
+                    &client.octets(),
                     &[0; 6],
                     &vip.octets(),
                 )
@@ -372,6 +422,9 @@ impl Generator {
     /// parts: a VLAN tag, IP options, TCP flags and options, TTL, DF, a payload of random length,
     /// a UDP datagram without checksum.
     fn build(&mut self, side: Side, t: Tuple, what: &str) -> (Case, Option<Shape>) {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.src, t.dst) else {
+            return self.build6(side, t, what);
+        };
         let vlan = self
             .chance(0.25)
             .then(|| self.rng.random_range(0..=VlanId::MAX_U16));
@@ -395,7 +448,7 @@ impl Generator {
             self.rng.random_range(2..=255)
         };
         let mut ip =
-            Ipv4Header::new(0, ttl, IpNumber(t.proto), t.src.octets(), t.dst.octets()).unwrap();
+            Ipv4Header::new(0, ttl, IpNumber(t.proto), src.octets(), dst.octets()).unwrap();
         ip.options = Ipv4Options::try_from(&ip_options[..]).unwrap();
         ip.dont_fragment = self.chance(0.8);
         ip.identification = self.rng.random();
@@ -480,6 +533,7 @@ impl Generator {
         (
             Case { side, frame, made },
             Some(Shape {
+                v6: false,
                 l3,
                 l4,
                 l4_header,

@@ -34,6 +34,9 @@ impl Generator {
             let len = f.len();
             return self.flip_bits(f, len);
         }
+        if s.v6 {
+            return self.mutate6(f, s);
+        }
         // Most mutations fix the IP checksum afterwards, so that the frame is judged on what
         // was changed rather than on the checksum.
         let fix = self.chance(0.85);
@@ -199,7 +202,7 @@ impl Generator {
 
     /// Cuts the frame inside a chosen part: Ethernet/VLAN header, IP header, L4 header or
     /// payload. The kernel refuses test frames shorter than an Ethernet header.
-    fn truncate(&mut self, f: &mut Vec<u8>, s: Option<Shape>) -> String {
+    pub(crate) fn truncate(&mut self, f: &mut Vec<u8>, s: Option<Shape>) -> String {
         let len = f.len();
         let (lo, hi, part) = match s {
             Some(s) => match self.below(4) {
@@ -219,7 +222,7 @@ impl Generator {
         format!("truncated to {cut} bytes (in the {part})")
     }
 
-    fn flip_bits(&mut self, f: &mut [u8], within: usize) -> String {
+    pub(crate) fn flip_bits(&mut self, f: &mut [u8], within: usize) -> String {
         let n = self.rng.random_range(1..=3);
         let mut at = Vec::new();
         for _ in 0..n {
@@ -231,7 +234,7 @@ impl Generator {
         format!("bits flipped at {}", at.join(" "))
     }
 
-    fn other_mac(&mut self, f: &mut [u8]) -> String {
+    pub(crate) fn other_mac(&mut self, f: &mut [u8]) -> String {
         let mac: [u8; 6] = match self.below(4) {
             0 => [0xff; 6],
             1 => [0x01, 0x00, 0x5e, 0x00, 0x00, self.rng.random()],
@@ -249,7 +252,7 @@ impl Generator {
         format!("destination MAC {}", mac_text(&mac))
     }
 
-    fn ethertype(&mut self, f: &mut [u8]) -> String {
+    pub(crate) fn ethertype(&mut self, f: &mut [u8]) -> String {
         let random = self.rng.random();
         let t = self.pick(&[0x86dd, 0x0806, 0x88a8, 0x8100, 0x0800, random]);
         put16(f, 12, t);
