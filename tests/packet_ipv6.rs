@@ -817,3 +817,51 @@ fn a_client_address_that_looks_half_mapped_still_gets_its_packet_too_big() {
     assert_eq!(out.action, XDP_TX);
     assert_eq!(macs(&out.frame), (real, LB_MAC));
 }
+
+#[test]
+fn a_packet_over_the_egress_mtu_is_refused_even_with_its_next_hop_cached() {
+    // The FIB refuses a packet over the egress MTU ("fragmentation needed"), so the kernel
+    // answers with "packet too big". A flow's later packets are served with the next hop its
+    // first one found: they must be held to the same MTU.
+    let r = router();
+    r.ns.ip(&["link", "set", "in0", "mtu", "1280"]).unwrap();
+    let dp = dataplane(&r);
+    let small = tcp6(
+        (CLIENT_MAC, r.out_mac),
+        (CLIENT, 53000),
+        (NAT_VIP, 104),
+        Flags {
+            syn: true,
+            fin: false,
+        },
+        b"",
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &small).action, XDP_REDIRECT);
+    let fits = tcp6(
+        (CLIENT_MAC, r.out_mac),
+        (CLIENT, 53000),
+        (NAT_VIP, 104),
+        Flags::default(),
+        &[0u8; 1000],
+    );
+    assert_eq!(dp.run_in(&r.ns, "out0", &fits).action, XDP_REDIRECT);
+    let too_big = tcp6(
+        (CLIENT_MAC, r.out_mac),
+        (CLIENT, 53000),
+        (NAT_VIP, 104),
+        Flags::default(),
+        &[0u8; 1400],
+    );
+    passed_in(&dp, &r, &too_big, Reason::NoRoute);
+}
+
+fn passed_in(dp: &Dataplane, r: &FibRouter, frame: &[u8], reason: Reason) {
+    let before = dp.reason_count(reason);
+    let out = dp.run_in(&r.ns, "out0", frame);
+    assert_eq!(
+        out.action, XDP_PASS,
+        "expected the frame passed as {reason:?}"
+    );
+    assert_eq!(out.frame, frame, "a passed frame is untouched");
+    assert_eq!(dp.reason_count(reason), before + 1, "counted as {reason:?}");
+}

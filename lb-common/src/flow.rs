@@ -39,7 +39,10 @@ pub struct NextHop {
     /// Each MAC starts on a 4-byte boundary: the data plane moves it as a 4- and a 2-byte word,
     /// also on its stack, where the verifier refuses misaligned access.
     pub smac: [u8; 6],
-    pub _pad: u16,
+    /// The egress MTU the FIB gave: a larger packet served from this cache is refused as the
+    /// FIB would have refused it (the kernel then answers with "fragmentation needed" or
+    /// "packet too big").
+    pub mtu: u16,
     pub dmac: [u8; 6],
     pub _pad2: u16,
 }

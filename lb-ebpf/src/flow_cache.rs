@@ -135,6 +135,7 @@ fn fill<const V6: bool>(
     slot._pad = 0;
     slot.hop.ifindex = hop.ifindex;
     slot.hop.checked = now;
+    slot.hop.mtu = hop.mtu;
     copy::mac(&mut slot.hop.smac, &hop.smac);
     copy::mac(&mut slot.hop.dmac, &hop.dmac);
     // SAFETY: parse bounds-checked the Ethernet header.

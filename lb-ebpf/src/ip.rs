@@ -39,6 +39,20 @@ pub fn hops_allow(ip: *const u8, v6: bool) -> Result<(), Reason> {
     }
 }
 
+/// The IP datagram's length (IPv6: the header and its payload).
+#[inline(always)]
+pub fn length(ip: *const u8, v6: bool) -> u16 {
+    // SAFETY: the caller bounds-checked the IP header of this family.
+    unsafe {
+        if v6 {
+            u16::from_be_bytes((*(ip as *const Ipv6Hdr)).payload_len)
+                .saturating_add(Ipv6Hdr::LEN as u16)
+        } else {
+            u16::from_be_bytes((*(ip as *const Ipv4Hdr)).tot_len)
+        }
+    }
+}
+
 /// Fills the family, addresses, length and traffic class of a FIB request for a packet with
 /// header `ip` leaving from `src` to `dst`.
 #[inline(always)]

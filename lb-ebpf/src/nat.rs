@@ -481,6 +481,9 @@ pub fn next_hop(
         // SAFETY: a map value pointer; a racing writer can only leave another valid hop.
         let cached = unsafe { &*cache };
         if cached.ifindex != 0 && cached.checked == now {
+            if cached.mtu != 0 && ip::length(ip, v6) > cached.mtu {
+                return Err(Reason::NoRoute); // as the FIB's "fragmentation needed"
+            }
             let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
             // SAFETY: the whole value is copied before it is read.
             return Ok(Route::Found(unsafe {
@@ -497,6 +500,7 @@ pub fn next_hop(
         let cached = unsafe { &mut *cache };
         cached.ifindex = hop.ifindex;
         cached.checked = now;
+        cached.mtu = hop.mtu;
         copy::mac(&mut cached.smac, &hop.smac);
         copy::mac(&mut cached.dmac, &hop.dmac);
     }
@@ -543,7 +547,8 @@ fn fib(
             ifindex: params.ifindex,
             checked: 0,
             smac: params.smac,
-            _pad: 0,
+            // SAFETY: on success the helper writes the egress MTU over the request's length.
+            mtu: unsafe { params.__bindgen_anon_1.mtu_result },
             dmac: params.dmac,
             _pad2: 0,
         })),

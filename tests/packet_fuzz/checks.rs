@@ -229,7 +229,10 @@ impl Oracle {
         // The quoted TCP/UDP checksum, when the quote holds the whole segment: updated for the
         // quoted addresses and ports (right if and only if it was); a UDP 0 stays 0.
         let quoted_len = be16(input, l.quote + 4) as usize;
-        if l.quote_l4 + quoted_len <= l.end && quoted_len >= 8 {
+        // The segment as the quote declares it must hold its own checksum field (TCP: bytes
+        // 16-17; a quote whose length field was cut below it has no checksum to verify).
+        let holds_check = if l.quote_proto == UDP { 8 } else { 18 };
+        if l.quote_l4 + quoted_len <= l.end && quoted_len >= holds_check {
             let (q_in, q_out) = (be16(input, quote_check), be16(&out.frame, quote_check));
             let zero_udp = l.quote_proto == UDP && q_in == 0;
             let residual = |f: &[u8]| {

@@ -17,7 +17,8 @@ use crate::{
 };
 
 /// A source address no forwarded packet may have: 0/8, loopback, multicast and above; IPv6:
-/// ::/96 (unspecified, loopback, the old compatible form) and multicast (ff00::/8).
+/// ::/96 (unspecified, loopback, the old compatible form), multicast (ff00::/8) and link-local
+/// (fe80::/10).
 pub(crate) fn martian(a: IpAddr) -> bool {
     match a {
         IpAddr::V4(a) => {
@@ -26,7 +27,7 @@ pub(crate) fn martian(a: IpAddr) -> bool {
         }
         IpAddr::V6(a) => {
             let o = a.octets();
-            o[..12].iter().all(|b| *b == 0) || o[0] == 0xff
+            o[..12].iter().all(|b| *b == 0) || o[0] == 0xff || a.is_unicast_link_local()
         }
     }
 }
@@ -343,9 +344,11 @@ impl Oracle {
             Side::In => 1,
         };
         let local = match dst {
+            // The broadcast address is local; the network address (host part 0) is not: Linux
+            // has made no broadcast route for it since 5.14, and routes it on-link.
             IpAddr::V4(a) => {
                 let host = a.octets()[3];
-                host == 0 || host == 255 || host == own
+                host == 255 || host == own
             }
             // The router's address, or the subnet-router anycast address (host part 0).
             IpAddr::V6(a) => {
@@ -453,6 +456,7 @@ impl Oracle {
         let mut next = f[l3 + 6];
         let mut offset = l3 + 40;
         let mut fragment = false;
+        let mut later = false;
         for _ in 0..EXTENSION_HEADERS_WALKED {
             if !is_extension(next) {
                 break;
@@ -462,15 +466,24 @@ impl Oracle {
             }
             if next == FRAGMENT {
                 // Offset or M set; offset 0 and M clear is an atomic fragment, a whole packet.
-                fragment |= be16(f, offset + 2) & 0xfff9 != 0;
+                let offset_and_mf = be16(f, offset + 2);
+                fragment |= offset_and_mf & 0xfff9 != 0;
                 next = f[offset];
                 offset += 8;
+                if offset_and_mf & 0xfff8 != 0 {
+                    // A later fragment: what follows is data, not headers.
+                    later = true;
+                    break;
+                }
             } else {
+                if next == ROUTING && f[offset + 3] != 0 {
+                    return pass("IPv6: routing header with segments left (the VIP a waypoint)");
+                }
                 next = f[offset];
                 offset += (f[offset + 1] as usize + 1) * 8;
             }
         }
-        if is_extension(next) {
+        if !later && is_extension(next) {
             return pass("IPv6: more than 4 extension headers");
         }
         if offset > end {
