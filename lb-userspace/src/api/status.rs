@@ -2,7 +2,10 @@
 //! traffic and last check. The JSON form (`--json`) is stable for scripts: fields are only
 //! ever added. The table form is for a person to read at a glance.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -181,7 +184,12 @@ impl Status {
                 .map(u16::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            let mut vip = format!("{}:{ports}/{} {}", s.vip, s.protocol, s.forwarding);
+            // An IPv6 VIP in brackets, so its ports stay apart from it: [2001:2::100]:104.
+            let vip_text = match s.vip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            let mut vip = format!("{vip_text}:{ports}/{} {}", s.protocol, s.forwarding);
             if !s.vip_held {
                 vip += " (VIP not on this node)";
             }
@@ -190,7 +198,7 @@ impl Status {
             }
             for (i, r) in s.reals.iter().enumerate() {
                 let real = match r.port {
-                    Some(p) => format!("{}:{p}", r.address),
+                    Some(p) => SocketAddr::new(r.address, p).to_string(),
                     None => r.address.to_string(),
                 };
                 let real = if r.role == "real" {
@@ -369,5 +377,44 @@ mod tests {
         let json = serde_json::to_string(&status).unwrap();
         assert!(json.contains("\"state\":\"down\""));
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_before_a_port() {
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let mut translated = real([0; 4], State::Up, "connect ok");
+        translated.address = v6("2001:2:0:1::11");
+        translated.port = Some(8080);
+        let mut plain = real([0; 4], State::Up, "connect ok");
+        plain.address = v6("2001:2:0:1::12");
+        let status = Status {
+            services: vec![ServiceStatus {
+                name: "viewer6".into(),
+                vip: v6("2001:2::100"),
+                ports: vec![80, 443],
+                protocol: "tcp".into(),
+                forwarding: "nat".into(),
+                scheduler: "maglev".into(),
+                vip_held: true,
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                reals: vec![translated, plain],
+            }],
+            dataplane: vec![],
+            flood_defence: FloodDefence::default(),
+            policy_fingerprint: String::new(),
+            nat_flows_adopted: 0,
+            readiness: Readiness::default(),
+            nat_firewall: NatFirewall::default(),
+            snat: Snat::default(),
+        };
+        let table = status.table();
+        assert!(table.contains(" [2001:2::100]:80,443/tcp nat "), "{table}");
+        assert!(table.contains(" [2001:2:0:1::11]:8080 "), "{table}");
+        assert!(table.contains(" 2001:2:0:1::12 "), "{table}");
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["services"][0]["reals"][0]["address"], "2001:2:0:1::11");
+        assert_eq!(json["services"][0]["reals"][0]["port"], 8080);
     }
 }

@@ -73,7 +73,11 @@ pub fn build(
                 let why = match &last {
                     Some(outcome) if !outcome.up => outcome.reason.clone(),
                     Some(_) | None if service.forwarding == Forwarding::Dr => {
-                        "MAC address unknown (no ARP answer)".into()
+                        if view.address.is_ipv6() {
+                            "MAC address unknown (no neighbour advertisement)".into()
+                        } else {
+                            "MAC address unknown (no ARP answer)".into()
+                        }
                     }
                     _ => "not checked yet".into(),
                 };

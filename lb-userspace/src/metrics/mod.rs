@@ -2,7 +2,7 @@
 //! (`server`). Traffic counters are read from the data plane at each scrape; check durations,
 //! state changes and reloads are recorded by the controller as they happen. Services and
 //! reals are labelled as in `xdplb status --json`: `service` (name) and `real` (address, or
-//! address:port for a NAT port translation).
+//! address:port for a NAT port translation, [address]:port for IPv6).
 
 mod page;
 pub mod server;
@@ -44,7 +44,8 @@ impl RealLabels {
 
 fn real_name(address: std::net::IpAddr, port: Option<u16>) -> String {
     match port {
-        Some(p) => format!("{address}:{p}"),
+        // [2001:2::11]:8080 for IPv6, as in URLs: the port stays apart from the address.
+        Some(p) => std::net::SocketAddr::new(address, p).to_string(),
         None => address.to_string(),
     }
 }
@@ -345,4 +346,18 @@ fn gauges<L: EncodeLabelSet>(
         ConstGauge::new(value as i64).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_name;
+
+    #[test]
+    fn a_real_is_named_as_in_status_with_ipv6_in_brackets_before_a_port() {
+        let name = |a: &str, p| real_name(a.parse().unwrap(), p);
+        assert_eq!(name("198.18.0.11", None), "198.18.0.11");
+        assert_eq!(name("198.19.0.11", Some(8080)), "198.19.0.11:8080");
+        assert_eq!(name("2001:2::11", None), "2001:2::11");
+        assert_eq!(name("2001:2:0:1::11", Some(8080)), "[2001:2:0:1::11]:8080");
+    }
 }

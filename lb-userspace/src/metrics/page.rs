@@ -67,6 +67,8 @@ function cell(row, label, content, cls) {
   if (typeof content === "string") td.textContent = content; else td.appendChild(content);
   row.appendChild(td);
 }
+// An IPv6 address in brackets before a port, as in URLs: [2001:2::11]:8080.
+function withPort(address, port) { return (address.includes(":") ? "[" + address + "]" : address) + ":" + port; }
 function realKey(service, real) { return service.name + "/" + real.address + ":" + (real.port || ""); }
 
 function render(status, seconds) {
@@ -77,7 +79,7 @@ function render(status, seconds) {
   for (const s of status.services) {
     const section = el("section");
     const h2 = el("h2", s.name + " ");
-    h2.appendChild(el("small", s.vip + ":" + s.ports.join(",") + "/" + s.protocol + " " +
+    h2.appendChild(el("small", withPort(s.vip, s.ports.join(",")) + "/" + s.protocol + " " +
       s.forwarding + ", " + s.scheduler + (s.vip_held ? "" : " (VIP not on this node)")));
     section.appendChild(h2);
     const table = el("table");
@@ -87,7 +89,7 @@ function render(status, seconds) {
     const body = el("tbody");
     for (const r of s.reals) {
       const row = el("tr");
-      const name = r.address + (r.port ? ":" + r.port : "") + (r.role !== "real" ? " (" + r.role + ")" : "");
+      const name = (r.port ? withPort(r.address, r.port) : r.address) + (r.role !== "real" ? " (" + r.role + ")" : "");
       cell(row, "Real", name);
       const state = el("div");
       state.appendChild(el("span", r.state, "state " + r.state));
