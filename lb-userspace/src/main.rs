@@ -163,11 +163,13 @@ enum Generate {
 
 #[derive(Subcommand)]
 enum RealserverAction {
-    /// Suppress ARP for VIPs (arp_ignore=1, arp_announce=2), then add each VIP/32 to lo.
+    /// Suppress ARP for IPv4 VIPs (arp_ignore=1, arp_announce=2), then add each VIP/32 (IPv6:
+    /// /128, nothing else needed) to lo.
     Up(RealserverArgs),
     /// Undo what `up` changed.
     Down(RealserverArgs),
-    /// Report whether this host would answer ARP for a VIP, and why.
+    /// Report whether this host would answer ARP (IPv6: neighbour solicitations) for a VIP,
+    /// and why.
     Check(RealserverArgs),
 }
 

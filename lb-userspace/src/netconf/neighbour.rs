@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::Handle;
@@ -95,4 +95,70 @@ pub fn provoke(interface: &str, addr: IpAddr) {
     );
     // Discard port; the datagram itself is irrelevant, the resolution it triggers is not.
     let _ = socket.send_to(&[], (addr, 9));
+}
+
+/// The IPv6 proxy neighbour entries (`ip -6 neigh show proxy`): (interface index, 0 for
+/// every interface; address). With proxy_ndp and forwarding on, the kernel answers neighbour
+/// solicitations for these addresses.
+pub async fn proxies6(handle: &Handle) -> Result<Vec<(u32, std::net::Ipv6Addr)>> {
+    let mut out = Vec::new();
+    let mut dump = handle
+        .neighbours()
+        .get()
+        .proxies()
+        .set_address_family(netlink_packet_route::AddressFamily::Inet6)
+        .execute();
+    while let Some(msg) = dump.try_next().await? {
+        for attr in &msg.attributes {
+            if let NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) = attr {
+                out.push((msg.header.ifindex, *a));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The IPv6 anycast addresses of this host's interfaces (/proc/net/anycast6): (interface
+/// name, address). The kernel answers neighbour solicitations for them too.
+pub fn anycast6() -> Result<Vec<(String, std::net::Ipv6Addr)>> {
+    let text = match std::fs::read_to_string("/proc/net/anycast6") {
+        Ok(t) => t,
+        // No IPv6 in this kernel: no anycast either.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("reading /proc/net/anycast6"),
+    };
+    Ok(parse_anycast6(&text))
+}
+
+/// Lines of `INDEX NAME ADDRESS(32 hex digits) USERS`.
+fn parse_anycast6(text: &str) -> Vec<(String, std::net::Ipv6Addr)> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (name, hex) = (fields.get(1)?, fields.get(2)?);
+            let bits = u128::from_str_radix(hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 32)?;
+            Some((name.to_string(), std::net::Ipv6Addr::from(bits)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anycast6_lines_are_read() {
+        let text = "2    eth0            20010002000000000000000000000000     1\n\
+                    2    eth0            fe800000000000000000000000000000     1\n";
+        assert_eq!(
+            parse_anycast6(text),
+            vec![
+                ("eth0".to_string(), "2001:2::".parse().unwrap()),
+                ("eth0".to_string(), "fe80::".parse().unwrap()),
+            ]
+        );
+        assert!(parse_anycast6("garbage\n2 eth0 12 1\n").is_empty());
+    }
 }
