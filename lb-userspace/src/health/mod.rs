@@ -30,8 +30,9 @@ pub async fn connect(target: Target) -> std::io::Result<tokio::net::TcpStream> {
 }
 
 impl std::fmt::Display for Target {
+    /// `198.18.0.11:104`, `[2001:2::11]:104`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.address, self.port)
+        write!(f, "{}", std::net::SocketAddr::new(self.address, self.port))
     }
 }
 
