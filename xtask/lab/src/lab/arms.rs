@@ -15,8 +15,13 @@
 //! ```
 //! The client's default route is the balancer; the reals have only the route to their own
 //! subnet.
+//!
+//! Dual stack (`build_dual_stack`): IPv6 on the same links, the client on 2001:2::/64 (client
+//! 2001:2::1, the balancer 2001:2::2) and the reals on 2001:2:0:1::/64 (the balancer
+//! 2001:2:0:1::1, reals 2001:2:0:1::11..), in one-arm too (both prefixes on the one segment).
+//! The client's IPv6 default route is the balancer; duplicate address detection is off.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
@@ -27,6 +32,18 @@ use super::{
 
 /// The VIP of the NAT and SNAT labs.
 pub const NAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The IPv6 VIP of the dual-stack NAT lab.
+pub const NAT_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+
+/// The IPv6 side of a dual-stack NAT or SNAT lab.
+#[derive(Clone, Debug)]
+pub struct Ipv6Plan {
+    pub client: Ipv6Addr,
+    /// The reals' addresses, in `Topology::reals` order.
+    pub reals: Vec<Ipv6Addr>,
+    /// The balancer's address on the reals' network (NAT's gateway).
+    pub real_side: Ipv6Addr,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arms {
@@ -45,11 +62,22 @@ pub struct Topology {
     pub reals: Vec<(Netns, Ipv4Addr, String)>,
     /// The balancer's address on the reals' network: NAT's gateway, SNAT's default source.
     pub real_side: Ipv4Addr,
+    /// Dual stack: the IPv6 addresses.
+    pub ipv6: Option<Ipv6Plan>,
     pub switch: Switch,
 }
 
 impl Topology {
     pub fn build(arms: Arms, reals: usize) -> Result<Topology> {
+        Topology::build_with(arms, reals, false)
+    }
+
+    /// As `build`, with IPv6 beside IPv4 (see the module's notes).
+    pub fn build_dual_stack(arms: Arms, reals: usize) -> Result<Topology> {
+        Topology::build_with(arms, reals, true)
+    }
+
+    fn build_with(arms: Arms, reals: usize, ipv6: bool) -> Result<Topology> {
         netns::sweep_leftovers();
         let prefix = netns::unique_prefix();
         let bridges: &[&str] = match arms {
@@ -60,6 +88,12 @@ impl Topology {
         let mut switch = Switch::new(&prefix, bridges)?;
         let client = Netns::create(format!("{prefix}-client"))?;
         let balancer = Balancer::new(&prefix)?;
+        if ipv6 {
+            client.ipv6_without_dad()?;
+            balancer.ns.ipv6_without_dad()?;
+        }
+        let v6 = |last: u16| Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, last);
+        let v6_inside = |last: u16| Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, last);
 
         // Client side.
         let (client_addr, client_gw) = match arms {
@@ -68,6 +102,10 @@ impl Topology {
         };
         switch.plug(&client, "eth0", out_bridge, client_addr, 24)?;
         client.ip(&["route", "add", "default", "via", &client_gw.to_string()])?;
+        if ipv6 {
+            client.add_ipv6("eth0", v6(1), 64)?;
+            client.ip(&["-6", "route", "add", "default", "via", &v6(2).to_string()])?;
+        }
 
         // Balancer and the reals' network.
         switch.plug(
@@ -95,11 +133,25 @@ impl Topology {
                 ([198, 18, 0], Ipv4Addr::new(198, 18, 0, 2))
             }
         };
+        if ipv6 {
+            balancer.ns.add_ipv6("eth0", v6(2), 64)?;
+            let inside = if arms == Arms::Two { "eth1" } else { "eth0" };
+            balancer.ns.add_ipv6(inside, v6_inside(1), 64)?;
+        }
         let mut hosts = Vec::new();
+        let mut reals6 = Vec::new();
         for i in 0..reals {
             let ns = Netns::create(format!("{prefix}-r{}", i + 1))?;
             let addr = Ipv4Addr::new(real_net[0], real_net[1], real_net[2], 11 + i as u8);
+            if ipv6 {
+                ns.ipv6_without_dad()?;
+            }
             switch.plug(&ns, "eth0", in_bridge, addr, 24)?;
+            if ipv6 {
+                let addr6 = v6_inside(0x11 + i as u16);
+                ns.add_ipv6("eth0", addr6, 64)?;
+                reals6.push(addr6);
+            }
             hosts.push((ns, addr, format!("real-{}", i + 1)));
         }
         switch.attach_pass()?;
@@ -111,6 +163,11 @@ impl Topology {
             client_addr,
             reals: hosts,
             real_side,
+            ipv6: ipv6.then(|| Ipv6Plan {
+                client: v6(1),
+                reals: reals6,
+                real_side: v6_inside(1),
+            }),
             switch,
         })
     }

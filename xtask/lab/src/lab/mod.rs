@@ -24,14 +24,17 @@ mod switch;
 mod tcp;
 mod traffic;
 
-pub use arms::{Arms, NAT_VIP, Topology};
+pub use arms::{Arms, Ipv6Plan, NAT_VIP, NAT_VIP6, Topology};
 pub use balancer::{Balancer, xdplb_binary};
 pub use bird::{
     BALANCER_AS, BFD_INTERVAL_MS, BFD_MULTIPLIER, BalancerBird, Bird, BirdLog, BirdProtocol,
     ROUTER_AS, RouterBird, balancer_protocol,
 };
 pub use daemon::Daemon;
-pub use dr::{BALANCER, CLIENT, DrLab, LabConfig, VIP, dr_policy, real_address};
+pub use dr::{
+    BALANCER, BALANCER6, CLIENT, CLIENT6, DR_UDP_PORT, DrLab, LabConfig, VIP, VIP6, dr_policy,
+    real_address, real_address6,
+};
 pub use flood::{FLOOD_INTERFACE, FLOOD_SOURCES, SynFlood};
 pub use keepalived::{
     ADVERT_INT, Keepalived, KeepalivedConfig, NOT_READY_WEIGHT, Node, PREEMPT_DELAY_S,

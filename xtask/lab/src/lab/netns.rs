@@ -82,6 +82,38 @@ impl Netns {
             .map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))
     }
 
+    /// Turns IPv6 duplicate address detection off for interfaces that appear in this
+    /// namespace from now on (`default`) and for those here (`all`): their link-local and
+    /// other addresses are usable at once. A tentative link-local address would keep a host
+    /// from soliciting neighbours (it has no source for them) for a second or two.
+    pub fn ipv6_without_dad(&self) -> Result<()> {
+        run(self.command("sysctl").args([
+            "-qw",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.accept_dad=0",
+        ]))?;
+        Ok(())
+    }
+
+    /// Adds IPv6 `address/prefix_len` to `interface`, without duplicate address detection.
+    pub fn add_ipv6(
+        &self,
+        interface: &str,
+        address: std::net::Ipv6Addr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        self.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{address}/{prefix_len}"),
+            "dev",
+            interface,
+            "nodad",
+        ])?;
+        Ok(())
+    }
+
     pub fn mac(&self, interface: &str) -> Result<[u8; 6]> {
         let text = self.ip(&["-o", "link", "show", interface])?;
         let mac = text

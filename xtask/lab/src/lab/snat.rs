@@ -52,6 +52,7 @@ impl SnatLab {
             client_addr,
             reals: hosts,
             real_side,
+            ipv6: _,
             switch,
         } = Topology::build(arms, reals)?;
         let (mut tcp, mut udp, mut dicom, mut dicom_dirs) = (vec![], vec![], vec![], vec![]);

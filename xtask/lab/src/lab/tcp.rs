@@ -29,21 +29,34 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Listens on `0.0.0.0:port` in `ns` (so on the VIP held on lo too) and answers with `name`.
+    /// Listens on `0.0.0.0:port` and `[::]:port` in `ns` (so on the VIPs held on lo too) and
+    /// answers with `name`. The IPv6 socket is IPv6-only, so an IPv4 client is seen with its
+    /// own address, not a mapped one; a namespace without IPv6 gets the IPv4 socket alone.
     pub fn start(ns: &Netns, port: u16, name: &str) -> Result<EchoServer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let listener = ns.within(move || TcpListener::bind(("0.0.0.0", port)))??;
-        listener.set_nonblocking(true)?;
+        let mut listeners = vec![ns.within(move || TcpListener::bind(("0.0.0.0", port)))??];
+        if let Ok(v6) = ns.within(move || {
+            listen_v6_only(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))
+        })? {
+            listeners.push(v6);
+        }
+        for listener in &listeners {
+            listener.set_nonblocking(true)?;
+        }
         let name = name.to_string();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
+                let mut idle = true;
+                for listener in &listeners {
+                    if let Ok((stream, _)) = listener.accept() {
+                        idle = false;
                         let name = name.clone();
                         std::thread::spawn(move || serve(stream, &name));
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }
         });
@@ -52,6 +65,30 @@ impl EchoServer {
             thread: Some(thread),
         })
     }
+}
+
+/// A TCP listener on IPv6 `addr` that takes IPv6 connections only (IPV6_V6ONLY), so an IPv4
+/// listener can share its port.
+fn listen_v6_only(addr: SocketAddr) -> Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, bind, listen, setsockopt, socket,
+        sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V6(v6) = addr else {
+        anyhow::bail!("{addr} is not an IPv6 address");
+    };
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+    listen(&fd, Backlog::new(128)?)?;
+    Ok(TcpListener::from(fd))
 }
 
 fn serve(stream: TcpStream, name: &str) {
@@ -224,39 +261,83 @@ pub fn who(ns: &Netns, to: SocketAddr) -> Result<String> {
 /// address and port it came from.
 pub struct UdpNameServer {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl UdpNameServer {
+    /// Answers on `0.0.0.0:port` and, where the namespace has IPv6, `[::]:port`. A reply
+    /// leaves from the address the kernel picks for the client (the host's own on the way
+    /// there): right for NAT, where the reals' replies are translated. A DR real must answer
+    /// from the VIP: `start_on` the VIP.
     pub fn start(ns: &Netns, port: u16, name: &str) -> Result<UdpNameServer> {
-        let socket = ns.within(move || std::net::UdpSocket::bind(("0.0.0.0", port)))??;
-        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let name = name.to_string();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let answer = match &buf[..n] {
-                        b"peer" => from.to_string(),
-                        _ => name.clone(),
-                    };
-                    let _ = socket.send_to(answer.as_bytes(), from);
-                }
-            }
-        });
-        Ok(UdpNameServer {
-            stop,
-            thread: Some(thread),
-        })
+        let mut sockets = vec![ns.within(move || std::net::UdpSocket::bind(("0.0.0.0", port)))??];
+        if let Ok(v6) = ns.within(move || {
+            bind_udp_v6_only(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))
+        })? {
+            sockets.push(v6);
+        }
+        UdpNameServer::serve(sockets, name)
     }
+
+    /// Answers on `addr` only (a DR real's VIP: its replies then come from the VIP, as the
+    /// client's connected socket requires).
+    pub fn start_on(ns: &Netns, addr: SocketAddr, name: &str) -> Result<UdpNameServer> {
+        let socket = ns.within(move || match addr {
+            SocketAddr::V6(_) => bind_udp_v6_only(addr),
+            SocketAddr::V4(_) => Ok(std::net::UdpSocket::bind(addr)?),
+        })??;
+        UdpNameServer::serve(vec![socket], name)
+    }
+
+    fn serve(sockets: Vec<std::net::UdpSocket>, name: &str) -> Result<UdpNameServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for socket in sockets {
+            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let flag = stop.clone();
+            let name = name.to_string();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !flag.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        let answer = match &buf[..n] {
+                            b"peer" => from.to_string(),
+                            _ => name.clone(),
+                        };
+                        let _ = socket.send_to(answer.as_bytes(), from);
+                    }
+                }
+            }));
+        }
+        Ok(UdpNameServer { stop, threads })
+    }
+}
+
+/// A UDP socket bound to IPv6 `addr`, IPv6 only (IPV6_V6ONLY), so an IPv4 socket can share
+/// its port.
+fn bind_udp_v6_only(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn6, bind, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V6(v6) = addr else {
+        anyhow::bail!("{addr} is not an IPv6 address");
+    };
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+    Ok(std::net::UdpSocket::from(fd))
 }
 
 impl Drop for UdpNameServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -275,7 +356,7 @@ pub fn udp_ask(ns: &Netns, to: SocketAddr, question: &'static str) -> Result<Str
 
 /// As `udp_ask`, from the calling thread's own namespace (a thread started by `Netns::spawn`).
 pub fn udp_ask_here(to: SocketAddr, question: &str) -> Result<String> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let socket = std::net::UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
     socket.connect(to)?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     socket.send(question.as_bytes())?;
