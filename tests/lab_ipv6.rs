@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+use lb_common::counters::Reason;
 use serde_json::Value;
 use xdplb_lab::lab::{
     Arms, CLIENT_PORT, CLIENT6, Conversation, DR_UDP_PORT, DrLab, LabConfig, NatLab, Netns, VIP,
@@ -530,6 +531,42 @@ fn nat_over_ipv6(arms: Arms) -> Result<()> {
         held.who()? == held_real,
         "the held IPv6 connection kept its real"
     );
+
+    // The balancer has forgotten the client's MAC (as a node that has just taken over a pair's
+    // VIPs has never learnt it): the translated replies, their source the VIP, go through the
+    // kernel, which resolves the client and forwards them. A lost reply would show as a TCP
+    // retransmission, a second or more.
+    let no_neighbour = |lab: &NatLab| -> Result<u64> {
+        Ok(lab
+            .balancer
+            .stats()?
+            .reasons
+            .iter()
+            .find(|(r, _)| *r == Reason::NoNeighbour)
+            .map_or(0, |(_, n)| *n))
+    };
+    let before = no_neighbour(&lab)?;
+    lab.balancer.ns.ip(&[
+        "-6",
+        "neigh",
+        "del",
+        &plan.client.to_string(),
+        "dev",
+        "eth0",
+    ])?;
+    let asked = Instant::now();
+    let name = http_get(&lab.client, lab.vip6(80))
+        .map_err(|e| fail("IPv6 HTTP with the client's MAC unknown".into(), e, &lab))?;
+    let took = asked.elapsed();
+    ensure!(
+        took < Duration::from_millis(700),
+        "a request while the balancer had no neighbour entry for the client took {took:?}"
+    );
+    ensure!(
+        no_neighbour(&lab)? > before,
+        "no reply went through the kernel for want of the client's MAC"
+    );
+    count(&mut http, name);
 
     // Status, its JSON and /metrics name the IPv6 reals with their port as [address]:port.
     let status = status_json(&lab.balancer)?;
