@@ -16,6 +16,15 @@
 //!   address:port that arrive on a guarded interface (all but the inside ones) and belong to
 //!   no VIP flow (`direct_to_real`), before the kernel sees them.
 //!
+//! - No redirects: a balancer that forwards a packet back out the interface it came in on
+//!   (one-arm: clients and reals on one segment) would send its source an ICMP(v6) redirect
+//!   naming the other side on-link, and a host that takes it talks to the other side directly
+//!   from then on: a client straight to a real, past both parts above (seen in the one-arm
+//!   IPv6 lab: once a real's own connection to the client had gone through the balancer, the
+//!   client reached the real's ports directly), and a real's VIP replies would skip their
+//!   translation. Linux has no send_redirects switch for IPv6, so the table's output chain
+//!   drops the redirects this host would send (counter `redirects`).
+//!
 //! The table is replaced atomically when the policy changes and removed by `xdplb down`; the
 //! controller stopping leaves it (the data plane keeps forwarding too).
 
@@ -180,6 +189,12 @@ fn ruleset(policy: &Policy) -> Option<String> {
          \t\tip daddr . meta l4proto . th dport @real_services accept\n\
          \t\tip6 daddr . meta l4proto . th dport @real_services6 accept\n\
          {server_side}\
+         \t}}\n\
+         \tcounter redirects {{ }}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\ticmp type redirect counter name \"redirects\" drop\n\
+         \t\ticmpv6 type nd-redirect counter name \"redirects\" drop\n\
          \t}}\n\
          }}\n",
         elements(&services[0]),
