@@ -117,7 +117,7 @@ fn from_the_client_side_only_the_vips_reach_the_server_side() -> Result<()> {
     );
 
     // `xdplb down` leaves no table behind.
-    ensure!(tables(&lab)?.contains("table ip xdplb"));
+    ensure!(tables(&lab)?.contains("table inet xdplb"));
     lab.balancer.stop();
     ensure!(
         !tables(&lab)?.contains("xdplb"),
