@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     io::Write,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,8 +18,8 @@ use anyhow::{Context, Result, ensure};
 use lb_common::counters::Reason;
 use serde_json::Value;
 use xdplb_lab::lab::{
-    Arms, CLIENT_PORT, CLIENT6, Conversation, DR_UDP_PORT, DrLab, LabConfig, NatLab, Netns, VIP,
-    VIP6, http_get, udp_who, who, xdplb_binary,
+    Arms, CLIENT_PORT, CLIENT6, Conversation, DR_UDP_PORT, DrLab, EchoServer, LabConfig, NatLab,
+    Netns, VIP, VIP6, http_get, udp_who, who, xdplb_binary,
 };
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -350,16 +350,17 @@ fn a_real_answers_no_neighbour_solicitation_for_an_ipv6_vip_and_check_says_when_
         ensure!(mac.is_none(), "{why}: the client resolved VIP6 to {mac:?}");
         Ok(())
     };
-    let the_real_answers = |why: &str| -> Result<()> {
+    let the_real_answers_for = |address: IpAddr, why: &str| -> Result<()> {
         flush_client_neighbours(&lab)?;
-        // A proxy's answer waits up to proxy_delay (0.8 s).
-        let mac = resolved_mac(&lab, VIP6.into(), Duration::from_secs(5))?;
+        // A proxy's or an anycast answer waits up to proxy_delay (0.8 s).
+        let mac = resolved_mac(&lab, address, Duration::from_secs(5))?;
         ensure!(
             mac.as_deref() == Some(real_mac.as_str()),
-            "{why}: the client resolved VIP6 to {mac:?}, not the real's {real_mac}"
+            "{why}: the client resolved {address} to {mac:?}, not the real's {real_mac}"
         );
         Ok(())
     };
+    let the_real_answers = |why: &str| the_real_answers_for(VIP6.into(), why);
 
     // VIP6 on lo only: no answer, and check is happy.
     let (ok, report) = check()?;
@@ -394,6 +395,26 @@ fn a_real_answers_no_neighbour_solicitation_for_an_ipv6_vip_and_check_says_when_
     );
     nobody_answers("a proxy entry with proxy_ndp=0")?;
     real.ip(&["-6", "neigh", "del", "proxy", &vip6, "dev", "eth0"])?;
+
+    // A forwarding host joins its prefixes' subnet-router anycast addresses and answers for
+    // them: a VIP that is one (2001:2::, the prefix itself) would be answered for; check says so.
+    let anycast = "2001:2::";
+    let (ok, report) = xdplb_in(
+        real,
+        &[
+            "realserver",
+            "check",
+            "--vip",
+            anycast,
+            "--interface",
+            "eth0",
+        ],
+    )?;
+    ensure!(
+        !ok && report.contains("anycast"),
+        "a VIP that is an anycast address of eth0: {report}"
+    );
+    the_real_answers_for(anycast.parse()?, "a subnet-router anycast address")?;
     sysctl("net.ipv6.conf.all.forwarding=0")?;
 
     // VIP6 on the real's own interface (an operator's slip): it answers, check says so.
@@ -593,6 +614,55 @@ fn nat_over_ipv6(arms: Arms) -> Result<()> {
             "xdplb_real_flows_created_total for {name}"
         );
     }
+
+    // The NAT firewall closes the IPv6 server side as the IPv4 one: straight through the
+    // balancer the client reaches neither a real's service port (the data plane drops it,
+    // `direct_to_real`) nor another port of it (nftables' IPv6 rules).
+    let connects = |lab: &NatLab, to: SocketAddr| -> Result<bool> {
+        lab.client
+            .within(move || TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok())
+    };
+    // By now the reals' own connections to the client went through the balancer; in one-arm it
+    // forwarded them back out the interface they came in on, and an ICMPv6 redirect would
+    // have sent the client straight to the reals. None was sent: the client still goes
+    // through the balancer.
+    let route = lab
+        .client
+        .ip(&["-6", "route", "get", &plan.reals[0].to_string()])?;
+    ensure!(
+        route.contains(" via "),
+        "the client's route to a real: {route}"
+    );
+    let (real_ns, _, _) = &lab.reals[0];
+    let _other = EchoServer::start(real_ns, 2222, "real-1-other")?;
+    let service_port = SocketAddr::from((plan.reals[0], 8080));
+    let other_port = SocketAddr::from((plan.reals[0], 2222));
+    ensure!(
+        !connects(&lab, service_port)?,
+        "reached {service_port} directly"
+    );
+    ensure!(
+        !connects(&lab, other_port)?,
+        "reached {other_port} directly"
+    );
+    let direct = lab
+        .balancer
+        .stats()?
+        .reasons
+        .iter()
+        .find(|(r, _)| *r == Reason::DirectToReal)
+        .map_or(0, |(_, n)| *n);
+    ensure!(
+        direct > 0,
+        "the data plane dropped nothing for {service_port}"
+    );
+    // With `nat_routing: open` the balancer routes it: the firewall was what stopped it.
+    lab.balancer
+        .reload(&format!("nat_routing: open\n{}", lab.dual_stack_policy()?))?;
+    ensure!(
+        connects(&lab, other_port)?,
+        "{other_port} unreachable with nat_routing: open"
+    );
     eprintln!(
         "IPv6 NAT {arms:?}: HTTP {http:?}, UDP {udp:?}; {:.1} s",
         started.elapsed().as_secs_f64()
