@@ -209,6 +209,31 @@ impl DrLab {
     }
 }
 
+impl Drop for DrLab {
+    /// Undoes `xdplb realserver up` on each real, as an operator's `down` would, before the
+    /// namespaces go: what `up` changed is recorded in /run/xdplb per namespace, and would
+    /// otherwise stay there, one file per real and run. The fields drop after this.
+    fn drop(&mut self) {
+        let Ok(xdplb) = xdplb_binary() else {
+            return;
+        };
+        let mut vips = vec![VIP.to_string()];
+        if self.ipv6 {
+            vips.push(VIP6.to_string());
+        }
+        for (ns, _, _) in &self.reals {
+            let _ = ns
+                .command(&xdplb.to_string_lossy())
+                .args(["realserver", "down", "--vip"])
+                .args(&vips)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// A DR policy for the lab: one service on `ports` over every real.
 pub fn dr_policy(lab: &DrLab, ports: &[u16]) -> String {
     let ports = ports
