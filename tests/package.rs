@@ -54,6 +54,7 @@ fn the_package_holds_what_an_administrator_needs_and_its_binary_works() -> Resul
         "./usr/share/zsh/vendor-completions/_xdplb",
         "./usr/share/doc/xdplb/examples/dicom.yaml",
         "./usr/share/doc/xdplb/examples/hl7.yaml",
+        "./usr/share/doc/xdplb/examples/dual-stack.yaml",
         "./usr/share/doc/xdplb/keepalived/keepalived-dr.conf",
         "./usr/share/doc/xdplb/grafana/xdplb-dashboard.json",
         "./usr/share/doc/xdplb/policy.md",
