@@ -113,6 +113,16 @@ struct Flags {
     fin: bool,
 }
 
+/// A client opening a connection, and one closing it.
+const SYN: Flags = Flags {
+    syn: true,
+    fin: false,
+};
+const FIN: Flags = Flags {
+    syn: false,
+    fin: true,
+};
+
 fn tcp6(
     macs: ([u8; 6], [u8; 6]),
     from: (Ipv6Addr, u16),
@@ -268,25 +278,13 @@ fn dr_keeps_each_flow_on_one_real_and_spreads_flows() {
     let dp = dataplane(&r);
     let mut used = std::collections::HashSet::new();
     for sport in 40000..40064 {
-        let syn = dr_packet(
-            sport,
-            Flags {
-                syn: true,
-                fin: false,
-            },
-        );
+        let syn = dr_packet(sport, SYN);
         let first = dr_forwarded(&syn, &dp.run(&syn).unwrap());
         for _ in 0..3 {
             let data = dr_packet(sport, Flags::default());
             assert_eq!(dr_forwarded(&data, &dp.run(&data).unwrap()), first);
         }
-        let fin = dr_packet(
-            sport,
-            Flags {
-                syn: false,
-                fin: true,
-            },
-        );
+        let fin = dr_packet(sport, FIN);
         assert_eq!(dr_forwarded(&fin, &dp.run(&fin).unwrap()), first);
         used.insert(first);
     }
@@ -304,13 +302,7 @@ fn dr_keeps_each_flow_on_one_real_and_spreads_flows() {
 fn extension_headers_are_walked_and_a_fragment_is_dropped() {
     let r = router();
     let dp = dataplane(&r);
-    let plain = dr_packet(
-        41000,
-        Flags {
-            syn: true,
-            fin: false,
-        },
-    );
+    let plain = dr_packet(41000, SYN);
     let real = dr_forwarded(&plain, &dp.run(&plain).unwrap());
 
     // Hop-by-hop, routing-free destination options: the same flow, the same real.
@@ -353,10 +345,7 @@ fn mapped_addresses_never_reach_ipv4_services() {
         (CLIENT_MAC, LB_MAC),
         (CLIENT, 42000),
         (mapped, 443),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     passed(&dp, &to_mapped, Reason::Martian);
@@ -364,10 +353,7 @@ fn mapped_addresses_never_reach_ipv4_services() {
         (CLIENT_MAC, LB_MAC),
         (Ipv4Addr::new(198, 18, 0, 1).to_ipv6_mapped(), 42000),
         (DR_VIP, 443),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     passed(&dp, &from_mapped, Reason::Martian);
@@ -377,16 +363,7 @@ fn mapped_addresses_never_reach_ipv4_services() {
         Ipv6Addr::LOCALHOST,
         Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
     ] {
-        let frame = tcp6(
-            (CLIENT_MAC, LB_MAC),
-            (src, 42000),
-            (DR_VIP, 443),
-            Flags {
-                syn: true,
-                fin: false,
-            },
-            b"",
-        );
+        let frame = tcp6((CLIENT_MAC, LB_MAC), (src, 42000), (DR_VIP, 443), SYN, b"");
         passed(&dp, &frame, Reason::Martian);
     }
 }
@@ -423,10 +400,7 @@ fn nat_translates_both_ways_with_hop_limit_and_checksums() {
         (CLIENT_MAC, r.out_mac),
         (CLIENT, 50000),
         (NAT_VIP, 104),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"A-ASSOCIATE",
     );
     let out = dp.run_in(&r.ns, "out0", &request);
@@ -494,10 +468,7 @@ fn snat_gives_the_real_the_balancer_as_source_and_returns_replies() {
         (CLIENT_MAC, r.out_mac),
         (CLIENT, 51000),
         (SNAT_VIP, 2575),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"MSH|",
     );
     let out = dp.run_in(&r.ns, "out0", &request);
@@ -600,13 +571,7 @@ fn packet_too_big_about_a_dr_reply_goes_to_the_real_that_owns_the_flow() {
     let r = router();
     let dp = dataplane(&r);
     for sport in [43000, 43001, 43002, 43003] {
-        let syn = dr_packet(
-            sport,
-            Flags {
-                syn: true,
-                fin: false,
-            },
-        );
+        let syn = dr_packet(sport, SYN);
         let real = dr_forwarded(&syn, &dp.run(&syn).unwrap());
         // The real's reply (from the VIP) hit a smaller link behind a router.
         let reply = tcp6(
@@ -654,10 +619,7 @@ fn icmpv6_errors_about_nat_flows_are_translated_both_ways() {
         (CLIENT_MAC, r.out_mac),
         (CLIENT, 52000),
         (NAT_VIP, 104),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     let forwarded = dp.run_in(&r.ns, "out0", &request);
@@ -721,23 +683,14 @@ fn ipv4_and_ipv6_services_live_side_by_side() {
     let out = dp.run(&v4).unwrap();
     assert_eq!(out.action, XDP_TX);
     assert_eq!(macs(&out.frame).0, V4_REAL.1);
-    let v6 = dr_packet(
-        45000,
-        Flags {
-            syn: true,
-            fin: false,
-        },
-    );
+    let v6 = dr_packet(45000, SYN);
     dr_forwarded(&v6, &dp.run(&v6).unwrap());
     // IPv6 to the IPv4 VIP's port on another IPv6 address: not a VIP.
     let stray = tcp6(
         (CLIENT_MAC, LB_MAC),
         (CLIENT, 45001),
         (Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x200), 443),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     passed(&dp, &stray, Reason::NotForVip);
@@ -773,10 +726,7 @@ fn hostile_ipv6_headers_are_refused_as_a_router_would() {
         (CLIENT_MAC, LB_MAC),
         (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1), 46001),
         (DR_VIP, 443),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     passed(&dp, &link_local, Reason::Martian);
@@ -792,10 +742,7 @@ fn a_client_address_that_looks_half_mapped_still_gets_its_packet_too_big() {
         (CLIENT_MAC, LB_MAC),
         (client, 47000),
         (DR_VIP, 443),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     let real = dr_forwarded(&syn, &dp.run(&syn).unwrap());
@@ -830,10 +777,7 @@ fn a_packet_over_the_egress_mtu_is_refused_even_with_its_next_hop_cached() {
         (CLIENT_MAC, r.out_mac),
         (CLIENT, 53000),
         (NAT_VIP, 104),
-        Flags {
-            syn: true,
-            fin: false,
-        },
+        SYN,
         b"",
     );
     assert_eq!(dp.run_in(&r.ns, "out0", &small).action, XDP_REDIRECT);

@@ -38,7 +38,8 @@ use lb_common::{
 };
 
 use crate::{
-    age, classify, csum, dr, ip,
+    age, classify, csum, dr,
+    ip::{self, IPV6_DST, IPV6_SRC},
     maps::{FLOWS, NAT_REVERSE, REAL_FILTER, REALS, SERVICES, SNAT_REVERSE},
     nat::{self, Route},
     parse::{self, Datagram, opaque_offset, ptr_at},
@@ -62,8 +63,6 @@ const IP_SRC: usize = 12;
 const IP_DST: usize = 16;
 /// Offsets in an IPv6 header.
 const IPV6_NEXT: usize = 6;
-const IPV6_SRC: usize = 8;
-const IPV6_DST: usize = 24;
 const IPV6_LEN: usize = 40;
 /// Offsets in the TCP and UDP headers.
 const SPORT: usize = 0;

@@ -18,8 +18,8 @@ const AF_INET6: u8 = 10;
 /// Offsets in the IPv6 header: the hop limit, and the source address (the destination
 /// follows it).
 const IPV6_HOP_LIMIT: usize = 7;
-const IPV6_SRC: usize = 8;
-const IPV6_DST: usize = 24;
+pub const IPV6_SRC: usize = 8;
+pub const IPV6_DST: usize = 24;
 
 /// A router forwards only what has a hop left after its own (TTL, hop limit).
 #[inline(always)]

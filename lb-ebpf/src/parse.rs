@@ -40,6 +40,7 @@ use network_types::{
 
 use crate::{
     classify,
+    ip::IPV6_SRC,
     maps::{OFFSET_SCRATCH, VIP_ADDRS},
 };
 
@@ -152,8 +153,6 @@ const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DESTINATION_OPTIONS: u8 = 60;
-/// Offset of the source address in the IPv6 header (the destination follows it).
-const IPV6_SRC: usize = 8;
 /// Fragment offset and more-fragments flag, in the on-wire bytes 2-3 of a fragment header.
 const IPV6_OFFSET_OR_MF: u16 = 0xfff9;
 const IPV6_OFFSET: u16 = 0xfff8;
